@@ -1,0 +1,1 @@
+//! ember-drivers: Cinder-shaped volume drivers (file backend, LVM backend) on the Ember engine.

@@ -1,0 +1,11 @@
+//! ember-engine: Ember's data path.
+//!
+//! ```text
+//! source -> alloc (SEEK_DATA/SEEK_HOLE, zero detection) -> ExtentMap -> Plan -> io_uring -> dest
+//! ```
+//!
+//! The engine knows files and block devices, nothing of LVM or iSCSI.
+
+pub mod error;
+
+pub use error::{Error, ErrorKind, Result};

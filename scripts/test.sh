@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, then formatting, lints and every test.
+# Set EMBER_REQUIRE_SYSTEM_TESTS=1 (as .ci/run does) to turn a missing tool or root into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-test-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+cargo bench -p ember-bench --no-run

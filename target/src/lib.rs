@@ -1,0 +1,1 @@
+//! ember-target: iSCSI target management (tgt first, LIO second) for Ember volumes.
