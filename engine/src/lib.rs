@@ -9,3 +9,5 @@
 pub mod error;
 
 pub use error::{Error, ErrorKind, Result};
+#[doc(hidden)]
+pub mod test_util;
