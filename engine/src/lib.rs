@@ -9,5 +9,7 @@
 pub mod error;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod format;
+pub mod plan;
 #[doc(hidden)]
 pub mod test_util;

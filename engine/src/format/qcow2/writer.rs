@@ -1,0 +1,1 @@
+//! qcow2 writer (volume -> qcow2 v3).
