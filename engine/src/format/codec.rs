@@ -2,11 +2,14 @@
 //! bounded memory (zstd window sizes are checked before the decoder allocates).
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::error::{ImageError, ImageResult};
-use crate::plan::Codec;
+use super::source::ImageSource;
+use crate::plan::{Codec, Op, Plan};
 
 /// Largest decoded unit any reader emits (qcow2's largest cluster, 2 MiB).
 pub const MAX_UNIT: usize = 2 << 20;
@@ -177,6 +180,72 @@ fn unzstd(input: &[u8], out: &mut [u8], extra: usize) -> ImageResult<()> {
             });
         }
     }
+}
+
+/// Decodes every [`Op::Decode`] of `plan` (discarding the output) so that a bomb or a corrupt
+/// stream is found before anything is written. Runs on `threads` threads, one unit buffer each.
+pub fn verify_compressed<S: ImageSource + Sync + ?Sized>(
+    src: &S,
+    plan: &Plan,
+    threads: usize,
+) -> ImageResult<()> {
+    let units: Vec<(u64, u64, u64, Codec)> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match *op {
+            Op::Decode {
+                src,
+                src_len,
+                len,
+                codec,
+                ..
+            } => Some((src, src_len, len, codec)),
+            _ => None,
+        })
+        .collect();
+    if units.is_empty() {
+        return Ok(());
+    }
+    let threads = threads.clamp(1, 64).min(units.len());
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let result: Mutex<ImageResult<()>> = Mutex::new(Ok(()));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut input = Vec::new();
+                let mut out = Vec::new();
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(off, src_len, len, codec)) = units.get(i) else {
+                        break;
+                    };
+                    let r = (|| {
+                        if src_len > 2 * MAX_UNIT as u64 + 4096 || len > MAX_UNIT as u64 {
+                            return Err(ImageError::TableTooLarge {
+                                what: "compressed unit",
+                                bytes: src_len.max(len),
+                                cap: 2 * MAX_UNIT as u64,
+                            });
+                        }
+                        input.resize(src_len as usize, 0);
+                        src.read_exact_at(off, &mut input)?;
+                        out.resize(len as usize, 0);
+                        decode(codec, &input, &mut out)
+                    })();
+                    if let Err(e) = r {
+                        failed.store(true, Ordering::Relaxed);
+                        let mut g = result.lock().unwrap_or_else(|p| p.into_inner());
+                        if g.is_ok() {
+                            *g = Err(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    result.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub mod vmdk;
 use std::fmt;
 use std::str::FromStr;
 
-pub use codec::decode;
+pub use codec::{decode, verify_compressed};
 pub use error::{ImageError, ImageResult};
 pub use source::{FileSource, ImageSource};
 

@@ -106,6 +106,13 @@ pub fn build_plan(src: &(impl ImageSource + ?Sized), h: &Header) -> ImageResult<
     ranges.add("L1 table", h.l1_table_offset, u64::from(h.l1_size) * 8)?;
     let reft_bytes = u64::from(h.refcount_table_clusters) * cs;
     ranges.add("refcount table", h.refcount_table_offset, reft_bytes)?;
+    // The fixed metadata first, so that e.g. an L1 table placed on the refcount table is
+    // reported as such rather than as whatever its entries then point at.
+    let mut fixed = HostRanges::new();
+    fixed.add("header", 0, cs.min(file_len))?;
+    fixed.add("L1 table", h.l1_table_offset, u64::from(h.l1_size) * 8)?;
+    fixed.add("refcount table", h.refcount_table_offset, reft_bytes)?;
+    fixed.check()?;
     mark_refcount_blocks(src, h, &mut ranges)?;
 
     let mut out = PlanBuilder::new(h.size);
@@ -289,11 +296,14 @@ fn cluster(
             "allocated subclusters in an unallocated cluster",
         ));
     }
-    if host != 0 {
-        check_range(file_len, "qcow2 data cluster", host, len)?;
-        ranges.add("data cluster", host, cs.min(file_len - host))?;
-    }
     let sc = cs / 32;
+    if host != 0 {
+        // Only allocated subclusters need to exist in the file.
+        let top = 64 - u64::from(alloc.leading_zeros() as u8);
+        let need = (top * sc).min(len);
+        check_range(file_len, "qcow2 data cluster", host, need)?;
+        ranges.add("data cluster", host, cs.min(file_len.saturating_sub(host)))?;
+    }
     for s in 0..32u64 {
         let g = guest + s * sc;
         if g >= guest + len {

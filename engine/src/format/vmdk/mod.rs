@@ -132,9 +132,7 @@ pub fn parse(src: &(impl ImageSource + ?Sized), max_virtual_size: u64) -> ImageR
     if u64::from(r.gtes) != GTES_PER_GT {
         return Err(field("numGTEsPerGT", r.gtes.into(), "512"));
     }
-    let size = r.capacity.checked_mul(512).ok_or(ImageError::Overflow {
-        what: "vmdk capacity",
-    })?;
+    let size = r.capacity.saturating_mul(512);
     if size > max_virtual_size {
         return Err(ImageError::VirtualSizeTooLarge {
             format: Format::Vmdk,
