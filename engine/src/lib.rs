@@ -11,3 +11,5 @@ pub mod error;
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub mod test_util;
+pub mod sys;
+pub mod uring;
