@@ -7,6 +7,8 @@
 //! The engine knows files and block devices, nothing of LVM or iSCSI.
 
 pub mod error;
+pub mod extent;
+pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
