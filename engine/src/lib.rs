@@ -6,6 +6,7 @@
 //!
 //! The engine knows files and block devices, nothing of LVM or iSCSI.
 
+pub mod bitmap;
 pub mod error;
 pub mod extent;
 pub mod zero;
