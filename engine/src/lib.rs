@@ -23,3 +23,4 @@ pub mod sys;
 pub mod test_util;
 pub mod uring;
 pub mod verify;
+pub mod wipe;

@@ -4,6 +4,7 @@ mod common;
 mod compare;
 mod copy;
 mod demo;
+mod wipe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Report whether two files/devices hold identical content (holes read as zeros).
     Compare(compare::CompareArgs),
+    /// Make a block device, file or byte range read back as zeros (zero-on-delete), with proof.
+    Wipe(wipe::WipeArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
 }
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
         Command::Copy(a) => copy::run(a),
         Command::Compare(a) => return compare::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Wipe(a) => wipe::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
