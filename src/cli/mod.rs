@@ -36,7 +36,17 @@ enum Command {
 
 /// Entry point: runs the command and turns any error into one line and a non-zero exit.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Usage errors: one line (clap's first), exit 2. Help and --version print as usual.
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("ember: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     init_logging(&cli.log);
     let res = match cli.command {
         Command::Copy(a) => copy::run(a),
