@@ -6,10 +6,22 @@
 //!
 //! The engine knows files and block devices, nothing of LVM or iSCSI.
 
+pub mod bitmap;
 pub mod error;
+pub mod extent;
+pub mod format;
+pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
-pub mod format;
+pub mod alloc;
+pub mod codec;
+pub mod copy;
+pub mod endpoint;
+pub mod pipeline;
 pub mod plan;
+pub mod sys;
 #[doc(hidden)]
 pub mod test_util;
+pub mod uring;
+pub mod verify;
+pub mod wipe;

@@ -50,6 +50,7 @@ fn check_image(img: &std::path::Path, expect_raw: &std::path::Path) -> (usize, u
             Op::Copy { .. } => k.0 += 1,
             Op::Zero { .. } => k.1 += 1,
             Op::Decode { .. } => k.2 += 1,
+            Op::Skip { .. } => panic!("image plans have no Skip"),
         }
     }
     k

@@ -84,7 +84,7 @@ pub fn execute(image: &Path, plan: &Plan, out: &Path) {
                 dst.write_all_at(&buf, d).unwrap();
                 last_end = d + len;
             }
-            Op::Zero { dst: d, len } => {
+            Op::Zero { dst: d, len } | Op::Skip { dst: d, len } => {
                 assert!(d >= last_end);
                 last_end = d + len;
             }

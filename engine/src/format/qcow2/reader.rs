@@ -45,6 +45,7 @@ impl PlanBuilder {
         PlanBuilder {
             plan: Plan {
                 logical_size,
+                dst_base: 0,
                 ops: Vec::new(),
             },
         }
