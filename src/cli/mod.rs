@@ -4,6 +4,7 @@ mod common;
 mod compare;
 mod copy;
 mod demo;
+mod image;
 mod wipe;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Make a block device, file or byte range read back as zeros (zero-on-delete), with proof.
     Wipe(wipe::WipeArgs),
+    /// Inspect images safely; image to volume, volume to image (raw, qcow2).
+    Image(image::ImageArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
 }
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Compare(a) => return compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Wipe(a) => wipe::run(a),
+        Command::Image(a) => image::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 //! content, never by probing alone; a volume's own data is always raw and never probed.
 
 pub mod codec;
+pub mod convert;
 pub mod error;
 pub mod gpt;
 pub mod iso;
