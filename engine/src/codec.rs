@@ -2,12 +2,14 @@
 
 use crate::plan::Codec;
 
-/// Decodes `input` with `codec` into `out`, which must be filled exactly. Input that would
-/// expand beyond `out` (a decompression bomb) or stop short of it is an error.
+/// Decodes `input` with `codec` into `out`, which must be filled. Input that stops short of
+/// it is an error; output beyond `out` is discarded and capped (bomb) at
+/// [`crate::format::codec::MAX_UNIT`].
 ///
 /// Delegates to [`crate::format::codec::decode`] (images helper): it also caps zstd window
-/// sizes before the decoder allocates, drains deflate streams to catch bombs that fill `out`
-/// exactly, and accepts the last cluster of an image cut by its virtual size.
+/// sizes before the decoder allocates, and accepts the last cluster of an image cut by its
+/// virtual size. The exact per-cluster bomb rule is checked by
+/// [`crate::format::verify_compressed`] before an image is written.
 pub fn decode(codec: Codec, input: &[u8], out: &mut [u8]) -> Result<(), String> {
     crate::format::codec::decode(codec, input, out).map_err(|e| e.to_string())
 }
@@ -26,9 +28,11 @@ mod tests {
         let mut out = vec![0u8; 65536];
         decode(Codec::Deflate, &packed, &mut out).unwrap();
         assert_eq!(out, data);
-        // Expands beyond the cluster: refused.
-        let mut small = vec![0u8; 4096];
-        assert!(decode(Codec::Deflate, &packed, &mut small).is_err());
+        // Expands beyond the 2 MiB cap: refused.
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&vec![0u8; 4 << 20]).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(decode(Codec::Deflate, &bomb, &mut out).is_err());
         // Garbage: refused.
         assert!(decode(Codec::Deflate, &[0xff; 64], &mut out).is_err());
     }

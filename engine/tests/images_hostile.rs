@@ -253,11 +253,12 @@ fn qcow2_compressed_cluster_bomb_refused_by_decode() {
     // The header walk accepts it (sizes are in range); the precheck of compressed data and
     // the decode step refuse it.
     let a = analyze(&img).unwrap();
+    let unit = a.cluster_size.unwrap();
     let s = FileSource::open(&img).unwrap();
     let Reader::Native(plan) = a.reader else {
         panic!()
     };
-    let e = format::verify_compressed(&s, &plan, 2)
+    let e = format::verify_compressed(&s, &plan, unit, 2)
         .unwrap_err()
         .to_string();
     assert!(e.contains("bomb"), "{e}");

@@ -17,23 +17,16 @@ pub const MAX_UNIT: usize = 2 << 20;
 /// Largest zstd window accepted (qemu compresses one cluster per frame).
 pub const MAX_ZSTD_WINDOW: u64 = 8 << 20;
 
-/// Decodes `input` (one compressed cluster or grain, possibly followed by padding) into `out`.
+/// Decodes `input` (one compressed cluster or grain, possibly followed by padding) and keeps
+/// the first `out.len()` bytes.
 ///
-/// The decoded stream must yield at least `out.len()` bytes and, when `out.len()` is a power of
-/// two (a whole cluster or grain), exactly `out.len()`. A unit cut by the end of the image (not
-/// a power of two) may decode to up to the next power of two, capped at [`MAX_UNIT`]: only its
-/// first `out.len()` bytes are kept. Anything more is refused as a compression bomb.
+/// The stream must yield at least `out.len()` bytes. It may yield more only up to
+/// [`MAX_UNIT`] in total: the last cluster of an image whose size is not cluster aligned is
+/// stored whole and cut by the plan, and a plan op does not carry the cluster size. Work and
+/// memory stay bounded either way; the exact "not beyond its cluster" rule is enforced by
+/// [`verify_compressed`], which knows the unit and runs before anything is written.
 pub fn decode(codec: Codec, input: &[u8], out: &mut [u8]) -> ImageResult<()> {
-    let limit = if out.len().is_power_of_two() {
-        out.len()
-    } else {
-        out.len()
-            .checked_next_power_of_two()
-            .unwrap_or(MAX_UNIT)
-            .min(MAX_UNIT)
-            .max(out.len())
-    };
-    decode_limited(codec, input, out, limit)
+    decode_limited(codec, input, out, MAX_UNIT.max(out.len()))
 }
 
 /// Like [`decode`] with an explicit cap on the whole decoded stream (`limit >= out.len()`).
@@ -183,12 +176,22 @@ fn unzstd(input: &[u8], out: &mut [u8], extra: usize) -> ImageResult<()> {
 }
 
 /// Decodes every [`Op::Decode`] of `plan` (discarding the output) so that a bomb or a corrupt
-/// stream is found before anything is written. Runs on `threads` threads, one unit buffer each.
+/// stream is found before anything is written: each must decode to exactly `unit` bytes (the
+/// cluster or grain size; a cut last unit to at least its `len`). Runs on `threads` threads,
+/// one unit buffer each.
 pub fn verify_compressed<S: ImageSource + Sync + ?Sized>(
     src: &S,
     plan: &Plan,
+    unit: u64,
     threads: usize,
 ) -> ImageResult<()> {
+    if unit == 0 || unit > MAX_UNIT as u64 {
+        return Err(ImageError::TableTooLarge {
+            what: "compressed unit",
+            bytes: unit,
+            cap: MAX_UNIT as u64,
+        });
+    }
     let units: Vec<(u64, u64, u64, Codec)> = plan
         .ops
         .iter()
@@ -231,7 +234,7 @@ pub fn verify_compressed<S: ImageSource + Sync + ?Sized>(
                         input.resize(src_len as usize, 0);
                         src.read_exact_at(off, &mut input)?;
                         out.resize(len as usize, 0);
-                        decode(codec, &input, &mut out)
+                        decode_limited(codec, &input, &mut out, unit as usize)
                     })();
                     if let Err(e) = r {
                         failed.store(true, Ordering::Relaxed);
@@ -274,7 +277,11 @@ mod tests {
         decode(Codec::Deflate, &zp, &mut out).unwrap();
         // a stream that decodes to 1 MiB refused for a 64 KiB cluster
         let bomb = deflate(&vec![0u8; 1 << 20]);
-        let e = decode(Codec::Deflate, &bomb, &mut out).unwrap_err();
+        let e = decode_limited(Codec::Deflate, &bomb, &mut out, 65536).unwrap_err();
+        assert!(matches!(e, ImageError::Bomb { .. }), "{e}");
+        // decode() caps any stream at MAX_UNIT
+        let big = deflate(&vec![0u8; 4 << 20]);
+        let e = decode(Codec::Deflate, &big, &mut out).unwrap_err();
         assert!(matches!(e, ImageError::Bomb { .. }), "{e}");
         // too short
         let short = deflate(&data[..1000]);

@@ -64,7 +64,8 @@ pub fn image_to_volume(
             } else {
                 opts.threads
             };
-            verify_compressed(&src, plan, threads).map_err(|e| bad(image, e))?;
+            verify_compressed(&src, plan, a.cluster_size.unwrap_or(0), threads)
+                .map_err(|e| bad(image, e))?;
         }
     }
     drop(src);
