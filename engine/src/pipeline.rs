@@ -298,9 +298,7 @@ impl Run<'_, '_> {
             if let Some(d) = self.throttle_delay() {
                 return Some(d);
             }
-            let Some(item) = self.next_item() else {
-                return None;
-            };
+            let item = self.next_item()?;
             if let Item::Decode { .. } = item {
                 if self.free.len() < 2 {
                     // Needs a second buffer for the compressed input: wait for one.
@@ -604,8 +602,9 @@ impl Run<'_, '_> {
         // O_DIRECT only when offset, length and buffer address are all aligned; the zero buffer
         // offset is 0 for every write (it is all zeros), others continue where they stopped.
         let buf_off = if buf == self.zero_buf { 0 } else { a.done };
-        let aligned =
-            (offset + done) % align == 0 && remaining % align == 0 && (buf_off as u64) % align == 0;
+        let aligned = (offset + done).is_multiple_of(align)
+            && remaining.is_multiple_of(align)
+            && (buf_off as u64).is_multiple_of(align);
         let file = match direct {
             Some(d) if aligned => d,
             _ => file,

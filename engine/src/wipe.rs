@@ -95,7 +95,7 @@ impl Default for WipeOptions {
             clear_size: None,
             bps_limit: None,
             verify: Verify::None,
-            sample_seed: 0x656d_6265_72,
+            sample_seed: 0x0065_6d62_6572,
             block_size: c.block_size,
             queue_depth: c.queue_depth,
             direct: true,
