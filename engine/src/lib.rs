@@ -9,6 +9,8 @@
 pub mod bitmap;
 pub mod error;
 pub mod extent;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
