@@ -71,6 +71,8 @@ pub struct CopyOptions {
     /// Test seam: wraps the I/O backend (fault injection).
     #[doc(hidden)]
     pub io_hook: Option<IoHook>,
+    /// Make the copy resumable with this checkpoint (only [`copy`] honours it).
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
 }
 
 impl Default for CopyOptions {
@@ -89,6 +91,7 @@ impl Default for CopyOptions {
             progress: None,
             io_timeout: Duration::from_secs(120),
             io_hook: None,
+            checkpoint: None,
         }
     }
 }
@@ -203,6 +206,9 @@ impl Window {
 
 /// Copies `src` to `dst` (files or block devices).
 pub fn copy(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
+    if let Some(cp) = &opts.checkpoint {
+        return crate::checkpoint::copy_resumable(src, dst, opts, cp);
+    }
     copy_window(&Window::whole(src), &Window::whole(dst), opts)
 }
 
@@ -328,17 +334,17 @@ fn window_len(ep: &Endpoint, w: &Window) -> Result<u64> {
 }
 
 /// An opened destination and how its holes are made to read as zeros.
-struct Destination {
-    ep: Endpoint,
+pub(crate) struct Destination {
+    pub(crate) ep: Endpoint,
     window: Window,
-    mode: ZeroMode,
-    created: bool,
+    pub(crate) mode: ZeroMode,
+    pub(crate) created: bool,
     /// Truncate the whole file and rebuild it sparse.
     rebuild: bool,
 }
 
 impl Destination {
-    fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
+    pub(crate) fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
         let existed = w.path.exists();
         let ep = Endpoint::open(
             &w.path,
@@ -418,7 +424,7 @@ impl Destination {
 
     /// Makes a whole-file destination a sparse file of `len` bytes (called after the same-file
     /// check, so a source is never truncated).
-    fn prepare(self, len: u64) -> Result<Destination> {
+    pub(crate) fn prepare(self, len: u64) -> Result<Destination> {
         if self.rebuild {
             let path = &self.window.path;
             self.ep
@@ -467,8 +473,17 @@ fn run_plan(
         created: dest.created,
         zero_fallback: true,
     };
-    run_plan_on(src, &target, plan, opts, detect_zeroes, started).map(|(s, _)| s)
+    run_plan_on(src, &target, plan, opts, detect_zeroes, started, None)
+        .0
+        .map(|(s, _)| s)
 }
+
+/// What a pipeline run returns: the summary and zeroing record, or the error; plus the ranges
+/// completed (when checkpointing), known even after a failure.
+pub(crate) type RunResult = (
+    Result<(Summary, Vec<pipeline::ZeroedRange>)>,
+    Option<ExtentMap>,
+);
 
 /// Runs `plan` from `src` (none for wipes) onto `t`, then flushes; returns the summary and the
 /// pipeline's per-range zeroing record.
@@ -479,7 +494,23 @@ pub(crate) fn run_plan_on(
     opts: &CopyOptions,
     detect_zeroes: bool,
     started: Instant,
-) -> Result<(Summary, Vec<pipeline::ZeroedRange>)> {
+    checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
+) -> RunResult {
+    match run_inner(src, t, plan, opts, detect_zeroes, started, checkpoint) {
+        Ok(r) => r,
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn run_inner(
+    src: Option<&Endpoint>,
+    t: &Target<'_>,
+    plan: &Plan,
+    opts: &CopyOptions,
+    detect_zeroes: bool,
+    started: Instant,
+    checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
+) -> Result<RunResult> {
     let d = t.ep;
     let mut files = Vec::with_capacity(4);
     let mut push = |f: &File, p: &Path| -> Result<usize> {
@@ -518,12 +549,21 @@ pub(crate) fn run_plan_on(
             dst_direct,
         },
         zero_fallback: t.zero_fallback,
+        checkpoint: checkpoint.map(|c| c.0),
+        checkpoint_every: checkpoint.map_or(Duration::MAX, |c| c.1),
     };
-    let c = pipeline::run(&job, backend.as_mut())?;
+    let (mut c, err) = pipeline::run(&job, backend.as_mut());
     let backend_name = backend.name();
+    // Dropping the backend reaps (or cancels) everything still in flight.
     drop(backend);
+    let completed = c.completed.take();
+    if let Some(e) = err {
+        return Ok((Err(e), completed));
+    }
     if opts.sync {
-        d.sync()?;
+        if let Err(e) = d.sync() {
+            return Ok((Err(e), None));
+        }
         if t.created {
             sync_parent(&d.path);
         }
@@ -546,7 +586,7 @@ pub(crate) fn run_plan_on(
         direct: (src.is_some_and(|s| s.direct.is_some()), d.direct.is_some()),
         zero_modes: c.zero_modes,
     };
-    Ok((summary, c.zero_ranges))
+    Ok((Ok((summary, c.zero_ranges)), completed))
 }
 
 fn sync_parent(path: &Path) {

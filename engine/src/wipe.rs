@@ -224,7 +224,7 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
         created: false,
         zero_fallback: fallback,
     };
-    let (s, ranges) = run_plan_on(None, &t, &plan, &copy_opts, false, started)?;
+    let (s, ranges) = run_plan_on(None, &t, &plan, &copy_opts, false, started, None).0?;
     let seconds = started.elapsed().as_secs_f64();
     let verified = match opts.verify {
         Verify::None => None,
