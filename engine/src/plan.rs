@@ -238,8 +238,16 @@ mod tests {
 
     #[test]
     fn skip_done_splits_ops() {
-        let data = ExtentMap::from_ranges([100..200]);
-        let p = Plan::from_data(&data, 0, 0, 300).skip_done(&ExtentMap::from_ranges([50..150]));
+        let data = {
+            let mut m = ExtentMap::new();
+            m.insert(100..200);
+            m
+        };
+        let p = Plan::from_data(&data, 0, 0, 300).skip_done(&{
+            let mut m = ExtentMap::new();
+            m.insert(50..150);
+            m
+        });
         assert_eq!(
             p.ops,
             vec![
