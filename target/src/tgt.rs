@@ -1225,7 +1225,7 @@ impl TgtAdm {
             });
         }
         validate_config_path(&vol.backing_path, "backing path")?;
-        if vol.size_bytes == 0 || vol.size_bytes % 512 != 0 {
+        if vol.size_bytes == 0 || vol.size_bytes & 511 != 0 {
             return Err(TargetError::InvalidValue {
                 field: "volume size",
                 value: vol.size_bytes.to_string(),
@@ -1241,7 +1241,7 @@ impl TgtAdm {
             .backing_len
             .unwrap_or(backing_size.saturating_sub(vol.backing_offset));
         if vol.is_windowed() {
-            if vol.backing_offset % 512 != 0 || len % 512 != 0 {
+            if vol.backing_offset & 511 != 0 || len & 511 != 0 {
                 return Err(TargetError::InvalidValue {
                     field: "backing window",
                     value: format!("{}+{}", vol.backing_offset, len),
@@ -1257,7 +1257,7 @@ impl TgtAdm {
             }
         }
         let end = vol.backing_offset.checked_add(len);
-        if end.is_none_or(|end| end > backing_size) || len < vol.size_bytes {
+        if !matches!(end, Some(end) if end <= backing_size) || len < vol.size_bytes {
             return Err(TargetError::InvalidValue {
                 field: "backing store",
                 value: vol.backing_path.display().to_string(),
