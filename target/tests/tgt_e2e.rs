@@ -580,3 +580,81 @@ fn hostile_inputs_rejected_before_any_write() {
     assert!(helper.ensure_export(&good, &hostile).is_err());
     helper.remove_export(&good, false).unwrap();
 }
+
+/// Parses CUnit's run summary (`tests  <total> <ran> <passed> <failed> <inactive>`).
+fn cunit_tests_line(out: &str) -> Option<(u32, u32, u32, u32)> {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("tests"))?;
+    let n: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match n[..] {
+        [total, ran, passed, failed, ..] => Some((total, ran, passed, failed)),
+        _ => None,
+    }
+}
+
+/// libiscsi's SCSI conformance suite against an Ember export. The core suites (Inquiry,
+/// ReadCapacity16, Read16, Write16, TestUnitReady, Verify16) must pass completely. Set
+/// `EMBER_ISCSI_TEST_CU=ALL` (or another FAMILY[.SUITE]) to run more and print the counts.
+#[test]
+fn iscsi_test_cu_conformance() {
+    require_tgt!();
+    require_tool!("iscsi-test-cu");
+    let dir = tempfile::tempdir().unwrap();
+    let tgtd = Tgtd::start(dir.path());
+    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    let vol = volume(dir.path(), 64 * MIB);
+    let model = helper.create_export(&vol).unwrap();
+    let loc = parse_provider_location(&model.provider_location).unwrap();
+    // iscsi-test-cu's two default initiator names.
+    const CU1: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
+    const CU2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
+    helper.initialize_connection(&vol, &model, &connector(CU1)).unwrap();
+    helper.initialize_connection(&vol, &model, &connector(CU2)).unwrap();
+    let (u, s) = chap_of(&model);
+    let target = url(&tgtd.portal(), &loc.iqn, 1, Some((&u, &s)));
+    let runner = ember_target::runner::Runner::new(Duration::from_secs(600));
+    let run = |suite: &str| {
+        let out = runner
+            .run_unchecked(
+                "iscsi-test-cu",
+                &[
+                    "--dataloss".into(),
+                    "--silent".into(),
+                    format!("--test={suite}").into(),
+                    target.as_str().into(),
+                ],
+                &[],
+            )
+            .unwrap();
+        let counts = cunit_tests_line(&out.stdout)
+            .unwrap_or_else(|| panic!("no CUnit summary for {suite}: {} {}", out.stdout, out.stderr));
+        eprintln!(
+            "iscsi-test-cu {suite}: total {} ran {} passed {} failed {}",
+            counts.0, counts.1, counts.2, counts.3
+        );
+        (counts, out.stdout)
+    };
+    for suite in [
+        "ALL.Inquiry",
+        "ALL.ReadCapacity16",
+        "ALL.TestUnitReady",
+        "ALL.Read16",
+        "ALL.Write16",
+        "ALL.Verify16",
+    ] {
+        let ((_, ran, passed, failed), out) = run(suite);
+        assert!(ran > 0, "{suite} ran nothing");
+        assert_eq!(failed, 0, "{suite}: {passed}/{ran} passed\n{out}");
+    }
+    if let Ok(extra) = std::env::var("EMBER_ISCSI_TEST_CU") {
+        let ((total, ran, passed, failed), out) = run(&extra);
+        eprintln!("{out}");
+        eprintln!("iscsi-test-cu {extra}: {passed}/{ran} passed, {failed} failed, {total} total");
+    }
+    helper.remove_export(&vol, true).unwrap();
+}
