@@ -20,6 +20,7 @@
 pub mod chap;
 pub mod error;
 pub mod iqn;
+pub mod lio;
 pub mod runner;
 pub mod tgt;
 pub mod types;
@@ -27,6 +28,7 @@ pub mod window;
 
 pub use chap::{Chap, Secret};
 pub use error::{Result, TargetError};
+pub use lio::LioAdm;
 pub use tgt::TgtAdm;
 pub use types::{
     parse_provider_auth, parse_provider_location, ConnectionInfo, Connector, ExportModel,

@@ -326,9 +326,10 @@ pub fn validate_config_path(p: &Path, field: &'static str) -> Result<()> {
         Some("must be absolute")
     } else if !s
         .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"#<>\"'\\".contains(&b))
+        .all(|b| b.is_ascii_graphic() && !b"#<>\"'\\,=".contains(&b))
     {
-        Some("must be printable ASCII without whitespace, quotes, `#`, `<`, `>`, `\\`")
+        // `,` and `=` would add keys to tgtadm's and LIO's `key=value,...` parameter strings.
+        Some("must be printable ASCII without whitespace, quotes, `#`, `<`, `>`, `\\`, `,`, `=`")
     } else if s.split('/').any(|c| c == "..") {
         Some("must not contain `..`")
     } else {
@@ -1860,7 +1861,16 @@ mod tests {
     #[test]
     fn config_paths() {
         validate_config_path(Path::new("/dev/vg/volume-1"), "p").unwrap();
-        for p in ["relative", "/a b", "/a\nb", "/a/../b", "/a#b", "/a<b"] {
+        for p in [
+            "relative",
+            "/a b",
+            "/a\nb",
+            "/a/../b",
+            "/a#b",
+            "/a<b",
+            "/a,bsoflags=x",
+            "/a=b",
+        ] {
             assert!(validate_config_path(Path::new(p), "p").is_err(), "{p:?}");
         }
     }

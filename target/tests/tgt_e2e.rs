@@ -583,9 +583,7 @@ fn hostile_inputs_rejected_before_any_write() {
 
 /// Parses CUnit's run summary (`tests  <total> <ran> <passed> <failed> <inactive>`).
 fn cunit_tests_line(out: &str) -> Option<(u32, u32, u32, u32)> {
-    let line = out
-        .lines()
-        .find(|l| l.trim_start().starts_with("tests"))?;
+    let line = out.lines().find(|l| l.trim_start().starts_with("tests"))?;
     let n: Vec<u32> = line
         .split_whitespace()
         .skip(1)
@@ -613,8 +611,12 @@ fn iscsi_test_cu_conformance() {
     // iscsi-test-cu's two default initiator names.
     const CU1: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
     const CU2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
-    helper.initialize_connection(&vol, &model, &connector(CU1)).unwrap();
-    helper.initialize_connection(&vol, &model, &connector(CU2)).unwrap();
+    helper
+        .initialize_connection(&vol, &model, &connector(CU1))
+        .unwrap();
+    helper
+        .initialize_connection(&vol, &model, &connector(CU2))
+        .unwrap();
     let (u, s) = chap_of(&model);
     let target = url(&tgtd.portal(), &loc.iqn, 1, Some((&u, &s)));
     let runner = ember_target::runner::Runner::new(Duration::from_secs(600));
@@ -631,8 +633,12 @@ fn iscsi_test_cu_conformance() {
                 &[],
             )
             .unwrap();
-        let counts = cunit_tests_line(&out.stdout)
-            .unwrap_or_else(|| panic!("no CUnit summary for {suite}: {} {}", out.stdout, out.stderr));
+        let counts = cunit_tests_line(&out.stdout).unwrap_or_else(|| {
+            panic!(
+                "no CUnit summary for {suite}: {} {}",
+                out.stdout, out.stderr
+            )
+        });
         eprintln!(
             "iscsi-test-cu {suite}: total {} ran {} passed {} failed {}",
             counts.0, counts.1, counts.2, counts.3
