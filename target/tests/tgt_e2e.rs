@@ -2,8 +2,9 @@
 //! library through a small dlopen binding) as the initiator. This kernel has no SCSI layer, so
 //! there is no kernel initiator.
 //!
-//! "Reads back through Ember's engine": the engine's compare API is not on this branch yet, so
-//! the backing file is read and written with std's positioned I/O.
+//! "Reads back through Ember's engine": the whole volume read through iSCSI is compared with the
+//! backing file by `ember_engine::copy::compare`, and an image copied onto the backing file by
+//! `ember_engine::copy::copy` is read back through iSCSI. Spot checks use std positioned I/O.
 
 mod common;
 
@@ -251,6 +252,49 @@ fn data_round_trip_and_extend() {
         assert_eq!(s.read(5 * MIB / 512, b.len()).unwrap(), b);
         // Beyond the end fails.
         assert!(s.read(32 * MIB / 512, 512).is_err());
+
+        // The whole volume read through iSCSI equals the backing file, compared by Ember's
+        // engine (ember_engine::copy::compare).
+        let through_iscsi = dir.path().join("through-iscsi.img");
+        let mut all = Vec::with_capacity((32 * MIB) as usize);
+        for chunk in 0..32 {
+            all.extend(s.read(chunk * MIB / 512, MIB as usize).unwrap());
+        }
+        fs::write(&through_iscsi, &all).unwrap();
+        let cmp = ember_engine::copy::compare(&through_iscsi, &vol.backing_path).unwrap();
+        assert!(
+            cmp.identical,
+            "first difference at {:?}",
+            cmp.first_difference
+        );
+
+        // Vice versa: Ember's engine copies an image onto the exported backing file; the
+        // initiator reads exactly that image.
+        let image = dir.path().join("image.img");
+        let mut img = vec![0u8; (32 * MIB) as usize];
+        for (i, b) in img
+            .iter_mut()
+            .enumerate()
+            .skip((4 * MIB) as usize)
+            .take((3 * MIB) as usize)
+        {
+            *b = (i % 251) as u8 ^ 0x5a;
+        }
+        img[(31 * MIB) as usize..(31 * MIB + 4096) as usize].fill(0xC3);
+        fs::write(&image, &img).unwrap();
+        let opts = ember_engine::copy::CopyOptions {
+            force: true,
+            ..Default::default()
+        };
+        ember_engine::copy::copy(&image, &vol.backing_path, &opts).unwrap();
+        for chunk in 0..32u64 {
+            let got = s.read(chunk * MIB / 512, MIB as usize).unwrap();
+            let want = &img[(chunk * MIB) as usize..((chunk + 1) * MIB) as usize];
+            assert!(
+                got == want,
+                "iSCSI read differs from the engine's copy in MiB {chunk}"
+            );
+        }
     }
 
     // Extend: the initiator sees the new capacity.
@@ -265,9 +309,12 @@ fn data_round_trip_and_extend() {
     vol.size_bytes = 48 * MIB;
     helper.extend_target(&vol, &model).unwrap();
     assert_eq!(capacity(INIT_A, &good), 48 * MIB);
-    // scsi_sn survives the LUN swap, and data is still there.
+    // Data is still there after the LUN swap.
     let s = Session::connect(INIT_A, &tgtd.portal(), &loc.iqn, 1, Some((&user, &secret))).unwrap();
-    assert_eq!(s.read(2048, 512).unwrap(), pattern(7, 512));
+    let want: Vec<u8> = (4 * MIB as usize..4 * MIB as usize + 512)
+        .map(|i| (i % 251) as u8 ^ 0x5a)
+        .collect();
+    assert_eq!(s.read(4 * MIB / 512, 512).unwrap(), want);
     let c = pattern(3, 4096);
     s.write(40 * MIB / 512, &c).unwrap();
     assert_eq!(read_at(&vol.backing_path, 40 * MIB, c.len()), c);
