@@ -675,6 +675,8 @@ pub struct TgtAdm {
     /// How often LUN 1 is re-added when tgt does not list it after creation.
     lun_retries: u32,
     lun_retry_delay: Duration,
+    /// How often (200 ms apart) a non-forced removal re-checks for sessions before failing.
+    session_polls: u32,
 }
 
 impl std::fmt::Debug for TgtAdm {
@@ -737,6 +739,7 @@ impl TgtAdm {
             lock: Mutex::new(()),
             lun_retries: 3,
             lun_retry_delay: Duration::from_millis(500),
+            session_polls: 5,
         })
     }
 
@@ -1479,7 +1482,17 @@ impl TargetHelper for TgtAdm {
                 .as_ref()
                 .and_then(|c| c.window.clone())
                 .or_else(|| Self::window_of(vol));
-            if let Some(t) = self.find_target(&iqn)? {
+            if let Some(mut t) = self.find_target(&iqn)? {
+                // A session whose initiator just disconnected stays listed for a moment.
+                let mut polls = 0;
+                while !t.nexuses.is_empty() && !force && polls < self.session_polls {
+                    std::thread::sleep(Duration::from_millis(200));
+                    polls += 1;
+                    match self.find_target(&iqn)? {
+                        Some(now) => t = now,
+                        None => break,
+                    }
+                }
                 if !t.nexuses.is_empty() && !force {
                     return Err(TargetError::TargetInUse {
                         iqn,

@@ -60,6 +60,7 @@ type Read16IovSyncFn = unsafe extern "C" fn(
 ) -> Task;
 type FreeTaskFn = unsafe extern "C" fn(Task);
 type GetErrorFn = unsafe extern "C" fn(Ctx) -> *const c_char;
+type LogoutSyncFn = unsafe extern "C" fn(Ctx) -> c_int;
 
 struct Lib {
     create_context: CreateContextFn,
@@ -74,6 +75,7 @@ struct Lib {
     read16_iov_sync: Read16IovSyncFn,
     free_task: FreeTaskFn,
     get_error: GetErrorFn,
+    logout_sync: LogoutSyncFn,
 }
 
 // SAFETY: Lib holds only function pointers into a library that is never unloaded.
@@ -118,6 +120,7 @@ fn load() -> Option<Lib> {
         ),
         full_connect_sync: sym!("iscsi_full_connect_sync", FullConnectSyncFn),
         get_error: sym!("iscsi_get_error", GetErrorFn),
+        logout_sync: sym!("iscsi_logout_sync", LogoutSyncFn),
         set_timeout: sym!("iscsi_set_timeout", SetTimeoutFn),
         set_reconnect_max_retries: sym!(
             "iscsi_set_reconnect_max_retries",
@@ -263,8 +266,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // SAFETY: ctx was created by iscsi_create_context and is destroyed exactly once.
+        // SAFETY: ctx was created by iscsi_create_context and is destroyed exactly once; a
+        // logout on a dead connection just fails.
         unsafe {
+            (self.lib.logout_sync)(self.ctx);
             (self.lib.destroy_context)(self.ctx);
         }
     }
