@@ -23,6 +23,7 @@ pub mod iqn;
 pub mod lio;
 pub mod runner;
 pub mod tgt;
+pub mod tgtd_ipc;
 pub mod types;
 pub mod window;
 

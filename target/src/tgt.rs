@@ -28,10 +28,11 @@
 //! Note: a config file without ACL lines loaded by `tgt-admin` would bind `ALL`; Ember never
 //! loads its files through tgt-admin.
 //!
-//! CHAP secrets: tgtd accepts an account only through `tgtadm --op new --mode account --password`
-//! (tgt-admin itself runs exactly that command), so the secret is on that one command line for the
-//! few milliseconds tgtadm runs; it is redacted from Ember's logs and errors, and is in no other
-//! command line.
+//! CHAP secrets: `tgtadm --op new --mode account --password S` (and tgt-admin, which runs exactly
+//! that) would put the secret on a command line, readable by every local user in
+//! `/proc/<pid>/cmdline`. Ember creates accounts over tgtd's root-only management socket instead
+//! ([`crate::tgtd_ipc`]), so no command line ever carries a secret; the secret lives only in the
+//! 0600 config file and the caller's model, and is redacted from logs and errors.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -897,16 +898,13 @@ impl TgtAdm {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
-        self.tgtadm(&[
-            "--op".into(),
-            "new".into(),
-            "--mode".into(),
-            "account".into(),
-            "--user".into(),
-            (&chap.username).into(),
-            "--password".into(),
-            Arg::Secret(chap.secret.clone()),
-        ])?;
+        // Over tgtd's socket, not `tgtadm --password` (which would show the secret in argv).
+        crate::tgtd_ipc::new_account(
+            self.cfg.control_port,
+            &chap.username,
+            &chap.secret,
+            self.cfg.command_timeout,
+        )?;
         self.op(
             "bind",
             "account",
