@@ -507,7 +507,7 @@ fn windowed_volume_through_loop_device() {
     let pv = dir.path().join("pv.img");
     fs::File::create(&pv).unwrap().set_len(16 * MIB).unwrap();
     write_at(&pv, 3 * MIB - 4096, &[0xEE; 4096]);
-    write_at(&pv, 11 * MIB, &[0xDD; 4096]);
+    write_at(&pv, 13 * MIB, &[0xDD; 4096]);
     let id = uuid();
     let vol = ember_target::ExportVolume {
         id: id.clone(),
@@ -547,6 +547,14 @@ fn windowed_volume_through_loop_device() {
         );
         drop(sess);
     }
+    // Extending the window (the LV grew into free PV space) re-creates the loop device.
+    let mut grown = vol.clone();
+    grown.size_bytes = 10 * MIB;
+    grown.backing_len = Some(10 * MIB);
+    write_at(&pv, 11 * MIB, &[0u8; 4096]);
+    helper.extend_target(&grown, &model).unwrap();
+    assert_eq!(capacity(INIT_A, &good), 10 * MIB);
+    let vol = grown;
     helper.remove_export(&vol, false).unwrap();
     // The loop device is detached and the bytes landed inside the window only.
     let lo = iscsi_tool(
@@ -557,7 +565,7 @@ fn windowed_volume_through_loop_device() {
     assert_eq!(read_at(&pv, 3 * MIB, 8192), pattern(77, 8192));
     assert_eq!(read_at(&pv, 11 * MIB - 4096, 4096), pattern(78, 4096));
     assert_eq!(read_at(&pv, 3 * MIB - 4096, 4096), vec![0xEE; 4096]);
-    assert_eq!(read_at(&pv, 11 * MIB, 4096), vec![0xDD; 4096]);
+    assert_eq!(read_at(&pv, 13 * MIB, 4096), vec![0xDD; 4096]);
 }
 
 #[test]
@@ -710,4 +718,52 @@ fn iscsi_test_cu_conformance() {
         eprintln!("iscsi-test-cu {extra}: {passed}/{ran} passed, {failed} failed, {total} total");
     }
     helper.remove_export(&vol, true).unwrap();
+}
+
+#[test]
+fn ensure_export_repairs_partial_and_refuses_conflicting_targets() {
+    require_tgt!();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tgtd = Tgtd::start(dir.path());
+    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    let vol = volume(dir.path(), 8 * MIB);
+    let model = helper.create_export(&vol).unwrap();
+    helper
+        .initialize_connection(&vol, &model, &connector(INIT_A))
+        .unwrap();
+    let loc = parse_provider_location(&model.provider_location).unwrap();
+    let (u, s) = chap_of(&model);
+    let good = url(&tgtd.portal(), &loc.iqn, 1, Some((&u, &s)));
+
+    // After a restart, something (an init script, tgt-admin) re-created only the bare target:
+    // ensure_export takes it over ("target already exists") and adds LUN 1, CHAP and the ACL.
+    tgtd.restart();
+    let cport = tgtd.control_port.to_string();
+    let tgtadm = |args: &[&str]| {
+        let mut v = vec!["-C", cport.as_str(), "--lld", "iscsi"];
+        v.extend_from_slice(args);
+        iscsi_tool("tgtadm", &v)
+    };
+    let tid = loc.tid.to_string();
+    assert!(tgtadm(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", &loc.iqn]).success);
+    assert!(tgtadm(&["--op", "bind", "--mode", "target", "--tid", &tid, "-I", "ALL"]).success);
+    helper.ensure_export(&vol, &model).unwrap();
+    let t = helper.find_target(&loc.iqn).unwrap().unwrap();
+    assert!(t.lun(1).is_some());
+    assert_eq!(t.acls, vec![INIT_A.to_string()], "stray ALL rule kept");
+    assert!(iscsi_tool("iscsi-inq", &["-i", INIT_A, &good]).success);
+    assert!(!iscsi_tool("iscsi-inq", &["-i", INIT_B, &good]).success);
+
+    // Another IQN sitting at our tid: a clear error, nothing of ours is touched.
+    tgtd.restart();
+    let other = "iqn.2010-10.org.openstack:volume-someone-else";
+    assert!(tgtadm(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", other]).success);
+    let err = helper.ensure_export(&vol, &model).unwrap_err();
+    assert!(err.to_string().contains(other), "{err}");
+    assert!(helper.find_target(&loc.iqn).unwrap().is_none());
+    let t = helper.find_target(other).unwrap().unwrap();
+    assert!(
+        t.luns.iter().all(|l| l.lun == 0),
+        "LUN added to a foreign target"
+    );
 }
