@@ -376,7 +376,8 @@ pub fn parse_acl_info(text: &str) -> Option<String> {
 }
 
 /// What Ember keeps per LIO export in `volumes_dir/<name>.lio.json` (0600: holds the secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` hides `provider_auth`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LioState {
     pub volume_id: String,
     pub iqn: String,
@@ -386,6 +387,24 @@ pub struct LioState {
     pub window: Option<(PathBuf, u64, u64)>,
     pub provider_auth: Option<String>,
     pub initiators: Vec<String>,
+}
+
+impl std::fmt::Debug for LioState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LioState")
+            .field("volume_id", &self.volume_id)
+            .field("iqn", &self.iqn)
+            .field("device", &self.device)
+            .field("backstore", &self.backstore)
+            .field("size_bytes", &self.size_bytes)
+            .field("window", &self.window)
+            .field(
+                "provider_auth",
+                &self.provider_auth.as_ref().map(|_| "CHAP *** ***"),
+            )
+            .field("initiators", &self.initiators)
+            .finish()
+    }
 }
 
 /// LIO target helper over configfs.

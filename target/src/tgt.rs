@@ -787,7 +787,7 @@ impl TgtAdm {
             argv.push(port.to_string().into());
         }
         argv.push("--lld".into());
-        argv.push("iscsi".into());
+        argv.push((&self.cfg.target_protocol).into());
         argv.extend_from_slice(args);
         self.runner.run("tgtadm", &argv)
     }
@@ -901,6 +901,7 @@ impl TgtAdm {
         // Over tgtd's socket, not `tgtadm --password` (which would show the secret in argv).
         crate::tgtd_ipc::new_account(
             self.cfg.control_port,
+            &self.cfg.target_protocol,
             &chap.username,
             &chap.secret,
             self.cfg.command_timeout,

@@ -60,12 +60,14 @@ pub fn socket_path(control_port: Option<u32>) -> PathBuf {
     PathBuf::from(format!("{base}.{}", control_port.unwrap_or(0)))
 }
 
-/// Encodes a request header for `mode`/`op` on the `iscsi` driver with `body_len` parameter bytes.
-pub fn encode_header(mode: u32, op: u32, tid: i32, body_len: usize) -> [u8; REQ_LEN] {
+/// Encodes a request header for `mode`/`op` on driver `lld` (`iscsi`, `iser`) with `body_len`
+/// parameter bytes.
+pub fn encode_header(lld: &str, mode: u32, op: u32, tid: i32, body_len: usize) -> [u8; REQ_LEN] {
     let mut h = [0u8; REQ_LEN];
     h[0..4].copy_from_slice(&mode.to_ne_bytes());
     h[4..8].copy_from_slice(&op.to_ne_bytes());
-    h[8..8 + 5].copy_from_slice(b"iscsi");
+    let name = &lld.as_bytes()[..lld.len().min(LLD_LEN - 1)];
+    h[8..8 + name.len()].copy_from_slice(name);
     let len = (REQ_LEN + body_len) as u32;
     h[8 + LLD_LEN..12 + LLD_LEN].copy_from_slice(&len.to_ne_bytes());
     h[12 + LLD_LEN..16 + LLD_LEN].copy_from_slice(&tid.to_ne_bytes());
@@ -76,6 +78,7 @@ pub fn encode_header(mode: u32, op: u32, tid: i32, body_len: usize) -> [u8; REQ_
 /// Creates the CHAP account `user` with `secret` in the tgtd at `control_port`.
 pub fn new_account(
     control_port: Option<u32>,
+    lld: &str,
     user: &str,
     secret: &Secret,
     timeout: Duration,
@@ -101,7 +104,7 @@ pub fn new_account(
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
         .map_err(io("cannot set timeouts on"))?;
-    let mut msg = encode_header(MODE_ACCOUNT, OP_NEW, -1, body.len()).to_vec();
+    let mut msg = encode_header(lld, MODE_ACCOUNT, OP_NEW, -1, body.len()).to_vec();
     msg.extend_from_slice(&body);
     s.write_all(&msg)
         .map_err(io("cannot send request to tgtd at"))?;
@@ -136,7 +139,7 @@ mod tests {
 
     #[test]
     fn header_layout_matches_tgtadm_req() {
-        let h = encode_header(MODE_ACCOUNT, OP_NEW, -1, 30);
+        let h = encode_header("iscsi", MODE_ACCOUNT, OP_NEW, -1, 30);
         assert_eq!(u32::from_ne_bytes(h[0..4].try_into().unwrap()), 7);
         assert_eq!(u32::from_ne_bytes(h[4..8].try_into().unwrap()), 0);
         assert_eq!(&h[8..14], b"iscsi\0");
@@ -157,6 +160,7 @@ mod tests {
     fn refuses_comma_in_user() {
         let e = new_account(
             Some(1),
+            "iscsi",
             "a,password=x",
             &Secret::new("S3cretCHAPpw1234"),
             Duration::from_secs(1),
