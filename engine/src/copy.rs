@@ -37,6 +37,10 @@ pub const MAX_QUEUE_DEPTH: u32 = 1024;
 /// A progress callback: (bytes done, bytes total).
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// Wraps the I/O backend a job runs on: the seam for in-process fault injection in tests
+/// (see `uring::faulty`). Production code leaves it unset.
+pub type IoHook = Arc<dyn Fn(Box<dyn uring::IoBackend>) -> Box<dyn uring::IoBackend> + Send + Sync>;
+
 /// Options of a copy.
 #[derive(Clone)]
 pub struct CopyOptions {
@@ -64,6 +68,9 @@ pub struct CopyOptions {
     pub progress: Option<ProgressFn>,
     /// An I/O that does not complete within this fails the copy.
     pub io_timeout: Duration,
+    /// Test seam: wraps the I/O backend (fault injection).
+    #[doc(hidden)]
+    pub io_hook: Option<IoHook>,
 }
 
 impl Default for CopyOptions {
@@ -81,6 +88,7 @@ impl Default for CopyOptions {
             cancel: None,
             progress: None,
             io_timeout: Duration::from_secs(120),
+            io_hook: None,
         }
     }
 }
