@@ -73,6 +73,9 @@ pub struct CopyOptions {
     pub io_hook: Option<IoHook>,
     /// Make the copy resumable with this checkpoint (only [`copy`] honours it).
     pub checkpoint: Option<crate::checkpoint::Checkpoint>,
+    /// After the final flush, read the destination back and check every written block
+    /// against the CRC32C of the source bytes, and every other byte of the range is zero.
+    pub verify: bool,
 }
 
 impl Default for CopyOptions {
@@ -92,6 +95,7 @@ impl Default for CopyOptions {
             io_timeout: Duration::from_secs(120),
             io_hook: None,
             checkpoint: None,
+            verify: false,
         }
     }
 }
@@ -167,6 +171,9 @@ pub struct Summary {
     pub direct: (bool, bool),
     /// How holes were made to read as zeros (after fallbacks).
     pub zero_modes: Vec<ZeroMode>,
+    /// With `verify`: bytes of the destination read back and proven (checksums and zeros).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_bytes: Option<u64>,
 }
 
 /// A byte window of a file or block device (drivers: an LV segment on a PV).
@@ -551,6 +558,7 @@ fn run_inner(
         zero_fallback: t.zero_fallback,
         checkpoint: checkpoint.map(|c| c.0),
         checkpoint_every: checkpoint.map_or(Duration::MAX, |c| c.1),
+        checksum: opts.verify,
     };
     let (mut c, err) = pipeline::run(&job, backend.as_mut());
     let backend_name = backend.name();
@@ -568,6 +576,14 @@ fn run_inner(
             sync_parent(&d.path);
         }
     }
+    let verified_bytes = if opts.verify {
+        match verify_written(d, plan, &c.sums, opts) {
+            Ok(n) => Some(n),
+            Err(e) => return Ok((Err(e), None)),
+        }
+    } else {
+        None
+    };
     let seconds = started.elapsed().as_secs_f64();
     let summary = Summary {
         logical_size: plan.logical_size,
@@ -585,8 +601,47 @@ fn run_inner(
         backend: backend_name,
         direct: (src.is_some_and(|s| s.direct.is_some()), d.direct.is_some()),
         zero_modes: c.zero_modes,
+        verified_bytes,
     };
     Ok((Ok((summary, c.zero_ranges)), completed))
+}
+
+/// Reads the destination back (O_DIRECT where possible): every block written must match the
+/// CRC32C taken from the source bytes, and everything else in the plan's range must be zero.
+fn verify_written(
+    d: &Endpoint,
+    plan: &Plan,
+    sums: &[pipeline::ChunkSum],
+    opts: &CopyOptions,
+) -> Result<u64> {
+    let rd = open_source(&d.path, opts.direct)?;
+    let mut sums = sums.to_vec();
+    sums.sort_unstable_by_key(|s| s.dst);
+    let chunks = sums.iter().map(|s| (s.dst, s.len as usize));
+    let r = crate::verify::scan_chunks(&[&rd], chunks, opts, |off, bufs| {
+        // Completions arrive in any order: look the chunk's expected sum up by offset.
+        let ok = sums
+            .binary_search_by_key(&off, |s| s.dst)
+            .is_ok_and(|i| crc32c::crc32c(bufs[0]) == sums[i].crc);
+        (!ok).then_some(off)
+    })?;
+    if let Some(offset) = r.offset {
+        return Err(Error::VerifyFailed {
+            path: d.path.clone(),
+            offset,
+        });
+    }
+    let range = plan.dst_base..plan.dst_base + plan.logical_size;
+    let written = ExtentMap::from_ranges(sums.iter().map(|s| s.dst..s.dst + s.len as u64));
+    let must_be_zero = alloc::data_ranges(&rd, range.clone())?.difference(&written);
+    let z = crate::verify::first_nonzero(&rd, &must_be_zero, opts)?;
+    if let Some(offset) = z.offset {
+        return Err(Error::VerifyFailed {
+            path: d.path.clone(),
+            offset,
+        });
+    }
+    Ok(r.bytes_compared + z.bytes_compared)
 }
 
 fn sync_parent(path: &Path) {

@@ -91,6 +91,19 @@ pub(crate) struct Job<'a> {
     pub checkpoint: Option<&'a CheckpointFn<'a>>,
     /// Interval between checkpoints.
     pub checkpoint_every: Duration,
+    /// Record a CRC32C of every block written, as read from the source.
+    pub checksum: bool,
+}
+
+/// The CRC32C of a block written to the destination, computed from the source's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSum {
+    /// Destination offset.
+    pub dst: u64,
+    /// Length.
+    pub len: u32,
+    /// CRC32C of the bytes.
+    pub crc: u32,
 }
 
 /// A checkpoint callback: persists the completed ranges, after making them durable.
@@ -110,6 +123,8 @@ pub(crate) struct Counters {
     pub zero_ranges: Vec<ZeroedRange>,
     /// Destination ranges fully processed (tracked only when checkpointing).
     pub completed: Option<ExtentMap>,
+    /// Checksums of written blocks (only with `Job::checksum`).
+    pub sums: Vec<ChunkSum>,
 }
 
 /// A destination range made to read as zeros, and how.
@@ -553,6 +568,17 @@ impl Run<'_, '_> {
         false
     }
 
+    fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
+        if self.job.checksum {
+            let crc = crc32c::crc32c(&self.backend.pool().get(slot)[..len as usize]);
+            self.c.sums.push(ChunkSum {
+                dst,
+                len: len as u32,
+                crc,
+            });
+        }
+    }
+
     fn advance(&mut self, at: u64, n: u64) {
         self.c.done += n;
         if let Some(m) = self.c.completed.as_mut() {
@@ -721,6 +747,10 @@ impl Run<'_, '_> {
                     self.zero_range(dst, len, true);
                     return;
                 }
+                if detect {
+                    self.c.record(dst, len, ZeroMode::Write);
+                }
+                self.checksum(slot, dst, len);
                 let a = self.slots[slot].as_mut().unwrap();
                 a.stage = Stage::Write;
                 a.done = 0;
@@ -760,6 +790,10 @@ impl Run<'_, '_> {
                     self.zero_range(dst, len, true);
                     return;
                 }
+                if detect {
+                    self.c.record(dst, len, ZeroMode::Write);
+                }
+                self.checksum(slot, dst, len);
                 let a = self.slots[slot].as_mut().unwrap();
                 a.stage = Stage::Write;
                 a.done = 0;

@@ -32,6 +32,10 @@ pub struct CopyArgs {
     /// Continue an interrupted copy from its checkpoint FILE (which must exist).
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
+    /// After the final flush, read the destination back and prove it: every written block
+    /// against the CRC32C of the source bytes, every other byte zero.
+    #[arg(long)]
+    pub verify: bool,
     /// Milliseconds between checkpoints.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub checkpoint_interval: u64,
@@ -43,6 +47,7 @@ pub fn run(a: CopyArgs) -> CliResult {
     opts.preserve_allocation = a.preserve_allocation;
     opts.force = a.force;
     opts.sync = !a.no_sync;
+    opts.verify = a.verify;
     opts.cancel = Some(cancel_flag());
     if let Some(f) = &a.resume {
         if !f.exists() {
@@ -83,14 +88,18 @@ pub fn run(a: CopyArgs) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!(
-            "copied {} ({} data in {} extents, {} zeroed, {} left as holes) in {:.3} s, {:.0} MB/s",
+            "copied {} ({} data in {} extents, {} zeroed, {} left as holes) in {:.3} s, {:.0} MB/s{}",
             human(s.logical_size),
             human(s.bytes_written),
             s.extents,
             human(s.bytes_zeroed),
             human(s.bytes_skipped),
             s.seconds,
-            s.mb_per_s
+            s.mb_per_s,
+            match s.verified_bytes {
+                Some(n) => format!("; verified ({} read back)", human(n)),
+                None => String::new(),
+            }
         );
     }
     Ok(())
