@@ -1,0 +1,223 @@
+//! Runs a tool's command sequence with a timeout, timing it and collecting peak RSS.
+//!
+//! Each command is started with `std::process::Command` (argument vectors, no shell) as the
+//! leader of a new process group. The harness blocks in `waitid(WNOWAIT)` for the exit (precise
+//! wall time), then reaps with `wait4` to read `ru_maxrss`. A watchdog thread kills the whole
+//! process group when the deadline passes; it can only do so while the child is not yet reaped,
+//! so a recycled pid is never signalled.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, ExitKind};
+
+/// How a command sequence ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    Ok,
+    /// Step `step` (0-based) exited non-zero or was killed by a signal.
+    Failed {
+        step: usize,
+        detail: String,
+    },
+    TimedOut {
+        step: usize,
+    },
+    SpawnFailed {
+        step: usize,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: RunStatus,
+    /// Wall time from the first spawn to the exit of the last step.
+    pub seconds: f64,
+    /// Maximum `ru_maxrss` over all steps (KiB).
+    pub max_rss_kib: u64,
+    /// Standard output of the first step (ember's `--json` summary).
+    pub stdout: String,
+}
+
+const MAX_CAPTURE: u64 = 1 << 20;
+
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(r) = r {
+            let _ = r.take(MAX_CAPTURE).read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let t = s.trim();
+    let start = t.char_indices().rev().nth(n).map(|(i, _)| i).unwrap_or(0);
+    t[start..].replace('\n', " | ")
+}
+
+/// Run `steps` one after another (stopping at the first failure) within `timeout` overall.
+pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut max_rss = 0u64;
+    let mut first_stdout = String::new();
+    for (i, argv) in steps.iter().enumerate() {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome {
+                    status: RunStatus::SpawnFailed {
+                        step: i,
+                        detail: format!("{}: {e}", argv[0].to_string_lossy()),
+                    },
+                    seconds: start.elapsed().as_secs_f64(),
+                    max_rss_kib: max_rss,
+                    stdout: first_stdout,
+                }
+            }
+        };
+        let pid = child.id();
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+
+        // done == true once the harness has seen the exit; the watchdog kills only before that.
+        let state = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let wd_state = Arc::clone(&state);
+        let watchdog = thread::spawn(move || {
+            let (lock, cv) = &*wd_state;
+            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut guard, _) = cv
+                .wait_timeout_while(guard, remaining, |(done, _)| !*done)
+                .unwrap_or_else(|p| p.into_inner());
+            if !guard.0 {
+                sys::kill_group(pid);
+                guard.1 = true;
+            }
+        });
+        let waited = sys::wait_exited_keep_zombie(pid);
+        let elapsed = start.elapsed().as_secs_f64();
+        let timed_out = {
+            let (lock, cv) = &*state;
+            let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            g.0 = true;
+            cv.notify_all();
+            g.1
+        };
+        let _ = watchdog.join();
+        // The group may still hold processes that outlived the leader after a kill.
+        if timed_out {
+            sys::kill_group(pid);
+        }
+        let reaped = match waited.and_then(|()| sys::reap(pid)) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome {
+                    status: RunStatus::Failed {
+                        step: i,
+                        detail: format!("wait failed: {e}"),
+                    },
+                    seconds: elapsed,
+                    max_rss_kib: max_rss,
+                    stdout: first_stdout,
+                }
+            }
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        max_rss = max_rss.max(reaped.max_rss_kib);
+        if i == 0 {
+            first_stdout = stdout;
+        }
+        let status = if timed_out {
+            Some(RunStatus::TimedOut { step: i })
+        } else {
+            match reaped.exit {
+                ExitKind::Code(0) => None,
+                ExitKind::Code(c) => Some(RunStatus::Failed {
+                    step: i,
+                    detail: format!("exit {c}: {}", tail(&stderr, 300)),
+                }),
+                ExitKind::Signal(s) => Some(RunStatus::Failed {
+                    step: i,
+                    detail: format!("signal {s}: {}", tail(&stderr, 300)),
+                }),
+            }
+        };
+        if let Some(status) = status {
+            return Outcome {
+                status,
+                seconds: elapsed,
+                max_rss_kib: max_rss,
+                stdout: first_stdout,
+            };
+        }
+        if i + 1 == steps.len() {
+            return Outcome {
+                status: RunStatus::Ok,
+                seconds: elapsed,
+                max_rss_kib: max_rss,
+                stdout: first_stdout,
+            };
+        }
+    }
+    Outcome {
+        status: RunStatus::Ok,
+        seconds: start.elapsed().as_secs_f64(),
+        max_rss_kib: max_rss,
+        stdout: first_stdout,
+    }
+}
+
+/// Run one untimed helper command (fixture building, losetup), returning its stdout.
+pub fn run_helper(argv: &[OsString], timeout: Duration) -> crate::error::Result<String> {
+    let o = run_steps(std::slice::from_ref(&argv.to_vec()), timeout);
+    match o.status {
+        RunStatus::Ok => Ok(o.stdout),
+        other => Err(crate::error::BenchError::Command {
+            command: render(argv),
+            detail: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Render an argument vector for display (quoted where needed). Display only: never executed.
+pub fn render(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|a| {
+            let s = a.to_string_lossy();
+            if s.is_empty()
+                || s.chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || "-_=./,:+@%".contains(c)))
+            {
+                format!("'{}'", s.replace('\'', "'\\''"))
+            } else {
+                s.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Render a step sequence as `a && b`.
+pub fn render_steps(steps: &[Vec<OsString>]) -> String {
+    steps
+        .iter()
+        .map(|s| render(s))
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
