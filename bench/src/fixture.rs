@@ -59,7 +59,7 @@ impl Fixture {
 /// exactly `spec.data`, separated by random 4 KiB-aligned gaps.
 pub fn layout(spec: &FixtureSpec) -> Vec<Range<u64>> {
     if spec.data >= spec.logical {
-        return vec![0..spec.logical];
+        return std::iter::once(0..spec.logical).collect();
     }
     let mut rng = SmallRng::seed_from_u64(spec.seed);
     let step = 64 * KIB;

@@ -31,9 +31,12 @@ pub struct RunRecord {
     pub dst_allocated: Option<u64>,
     /// "ok", "timeout", "failed: ..."
     pub status: String,
-    /// Ember's `--json` summary, when it printed one.
+    /// Ember's `--json` summary, when it printed one (fio: its per-job figures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ember_summary: Option<serde_json::Value>,
+    /// fio only: wall time of the fio process (`seconds` is fio's job time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fio_wall_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -76,6 +76,7 @@ pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        sys::spawn_with_fork(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

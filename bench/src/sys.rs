@@ -118,7 +118,7 @@ pub fn data_ranges(file: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
                     Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
                 ) =>
             {
-                return Ok(vec![0..len]);
+                return Ok(std::iter::once(0..len).collect());
             }
             Err(e) => return Err(e),
         };
@@ -135,4 +135,19 @@ pub fn data_ranges(file: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
         pos = hole;
     }
     Ok(out)
+}
+
+/// Make `cmd` start through fork()+exec() instead of posix_spawn's vfork-style clone.
+///
+/// `ru_maxrss` of a child includes the RSS high-water mark of the memory image it execs away
+/// from. A vfork-style child execs away from the *harness's* address space, so every tool would
+/// inherit the harness's peak RSS as a floor. A forked child has a private copy whose high-water
+/// mark starts at the harness's *current* anonymous RSS, which is small between runs.
+pub fn spawn_with_fork(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; it does nothing at all, so it
+    // allocates nothing, takes no lock and is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| Ok(()));
+    }
 }

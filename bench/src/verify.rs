@@ -125,7 +125,7 @@ pub fn compare_qcow2(raw: &Path, qcow2: &Path, timeout: Duration) -> Validation 
         raw.as_os_str().to_owned(),
         qcow2.as_os_str().to_owned(),
     ];
-    let o = runner::run_steps(&[argv.clone()], timeout);
+    let o = runner::run_steps(std::slice::from_ref(&argv), timeout);
     match o.status {
         runner::RunStatus::Ok => Validation::Identical,
         runner::RunStatus::Failed { detail, .. } if detail.starts_with("exit 1") => {
