@@ -6,8 +6,23 @@
 //!
 //! The engine knows files and block devices, nothing of LVM or iSCSI.
 
+pub mod bitmap;
 pub mod error;
+pub mod extent;
+#[doc(hidden)]
+pub mod fuzz_harness;
+pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod alloc;
+pub mod codec;
+pub mod copy;
+pub mod endpoint;
+pub mod pipeline;
+pub mod plan;
+pub mod sys;
 #[doc(hidden)]
 pub mod test_util;
+pub mod uring;
+pub mod verify;
+pub mod wipe;
