@@ -150,10 +150,9 @@ pub fn print_case(c: &CaseResult, runs: usize) {
             i.kind,
             bytes(i.logical),
             bytes(i.data_bytes),
-            opt(i.src_allocated, |a| format!(
-                ", source allocated {}",
-                bytes(a)
-            )),
+            i.src_allocated
+                .map(|a| format!(", source allocated {}", bytes(a)))
+                .unwrap_or_default(),
             runs
         ),
         None => println!("== {}", c.name),

@@ -77,6 +77,7 @@ pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
             .stderr(Stdio::piped())
             .process_group(0);
         sys::spawn_with_fork(&mut cmd);
+        sys::trim_heap();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -151,3 +151,12 @@ pub fn spawn_with_fork(cmd: &mut std::process::Command) {
         cmd.pre_exec(|| Ok(()));
     }
 }
+
+/// Give the harness's free heap back to the kernel, so a forked tool does not inherit (and get
+/// charged in `ru_maxrss` for) validation buffers the harness no longer uses.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state; no pointers are passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -248,7 +248,7 @@ impl Case for ImageCase {
     }
 
     fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
-        if tool.role == Role::Ceiling && self.dev.is_none() {
+        if tool.role == Role::Ceiling {
             return Ok(None);
         }
         util::allocated(&self.dst).map(Some)
