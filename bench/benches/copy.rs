@@ -24,7 +24,7 @@ fn make_source(path: &Path) -> u64 {
     let mut off = 0u64;
     let mut data = 0u64;
     loop {
-        let gap = rng.gen_range(0..=36u64) * MIB / 2; // mean 9 MiB: ~10% allocated
+        let gap = rng.gen_range(0..=90u64) * MIB / 2; // mean 22.5 MiB vs 2.5 MiB data: ~10%
         let len = rng.gen_range(16..=64u64) * 64 * 1024; // 1-4 MiB
         off += gap;
         if off + len > LOGICAL {

@@ -223,3 +223,69 @@ pub fn render_steps(steps: &[Vec<OsString>]) -> String {
         .collect::<Vec<_>>()
         .join(" && ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn sequence_runs_in_order_and_captures_first_stdout() {
+        let o = run_steps(
+            &[argv(&["echo", "hello"]), argv(&["true"])],
+            Duration::from_secs(10),
+        );
+        assert_eq!(o.status, RunStatus::Ok);
+        assert_eq!(o.stdout.trim(), "hello");
+        assert!(o.max_rss_kib > 0);
+    }
+
+    #[test]
+    fn failure_stops_the_sequence_and_names_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let o = run_steps(
+            &[
+                argv(&["true"]),
+                argv(&["false"]),
+                vec!["touch".into(), marker.clone().into()],
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(o.status, RunStatus::Failed { step: 1, .. }),
+            "{:?}",
+            o.status
+        );
+        assert!(!marker.exists());
+        let o = run_steps(&[argv(&["/nonexistent/tool"])], Duration::from_secs(10));
+        assert!(matches!(o.status, RunStatus::SpawnFailed { step: 0, .. }));
+    }
+
+    #[test]
+    fn timeout_kills_the_process_group() {
+        let start = Instant::now();
+        let o = run_steps(&[argv(&["sleep", "30"])], Duration::from_millis(300));
+        assert_eq!(o.status, RunStatus::TimedOut { step: 0 });
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn peak_rss_is_the_childs_not_the_harness() {
+        // The harness's past peak (a large buffer, used and freed, as validation does) must not
+        // show up in a small child's ru_maxrss (it would with a vfork-style spawn).
+        for _ in 0..2 {
+            let big = vec![1u8; 64 << 20];
+            std::hint::black_box(&big);
+        }
+        let o = run_steps(&[argv(&["true"])], Duration::from_secs(10));
+        assert!(
+            o.max_rss_kib < 16 * 1024,
+            "true reported {} KiB",
+            o.max_rss_kib
+        );
+    }
+}
