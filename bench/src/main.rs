@@ -78,7 +78,8 @@ struct CompareArgs {
     /// Small fixtures (512 MiB / 256 MiB / 64 GiB logical, 256 MiB wipes) to try the harness.
     #[arg(long)]
     quick: bool,
-    /// Where compare-<timestamp>.json (and latest.json for full-scale runs) are written.
+    /// Where compare-<timestamp>.json (and latest.json for full-scale runs) are written
+    /// [default: bench/results; with --quick: DIR/results].
     #[arg(long)]
     results: Option<PathBuf>,
     /// Do not drop the page cache before each run.
@@ -357,7 +358,14 @@ fn compare(args: CompareArgs) -> Result<bool> {
     }
     std::fs::create_dir_all(&dir).map_err(io_err("create work directory", &dir))?;
     let dir = dir.canonicalize().map_err(io_err("resolve", &dir))?;
-    let results_dir = args.results.unwrap_or_else(|| root.join("bench/results"));
+    // Quick runs are for trying the harness: keep them out of the checked-in results.
+    let results_dir = args.results.unwrap_or_else(|| {
+        if args.quick {
+            dir.join("results")
+        } else {
+            root.join("bench/results")
+        }
+    });
     let selected = select_cases(&args.cases)?;
     if args.runs == 0 {
         return Err(BenchError::Fixture {
