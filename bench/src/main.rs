@@ -157,6 +157,10 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
 fn status_text(s: &RunStatus) -> (String, Option<String>) {
     match s {
         RunStatus::Ok => ("ok".into(), None),
+        RunStatus::Interrupted { step } => (
+            "interrupted".into(),
+            Some(format!("step {} killed", step + 1)),
+        ),
         RunStatus::TimedOut { step } => (
             "timeout".into(),
             Some(format!("step {} timed out", step + 1)),
@@ -216,8 +220,11 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
         }
     }
     // Runs are interleaved (run 1 of every tool, then run 2, ...) so drift hits all alike.
-    for run in 1..=runs {
+    'runs: for run in 1..=runs {
         for (tool, res) in tools.iter().zip(result.tools.iter_mut()) {
+            if runner::interrupted() {
+                break 'runs;
+            }
             if tool.skip.is_some() || res.status != "ok" {
                 continue;
             }
@@ -336,6 +343,7 @@ struct Document<'a> {
     runs: usize,
     timeout_seconds: u64,
     caches_dropped: bool,
+    interrupted: bool,
     rss_floor_kib: u64,
     ember_binary: String,
     environment: serde_json::Value,
@@ -398,11 +406,19 @@ fn compare(args: CompareArgs) -> Result<bool> {
     let (stamp, iso) = util::timestamps();
     let environment = util::environment(&dir);
     let mut results = Vec::new();
+    runner::install_interrupt_handler();
     for name in selected {
+        if runner::interrupted() {
+            break;
+        }
         let mut case = make_case(name, scale, &dir);
         let r = run_case(case.as_mut(), &ctx, args.runs, drop);
         report::print_case(&r, args.runs);
         results.push(r);
+    }
+    let interrupted = runner::interrupted();
+    if interrupted {
+        eprintln!("interrupted: cases cleaned up; partial results follow");
     }
     let goals = report::goals(&results);
     report::print_goals(&goals);
@@ -412,6 +428,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
         runs: args.runs,
         timeout_seconds: args.timeout,
         caches_dropped: drop,
+        interrupted,
         rss_floor_kib: floor,
         ember_binary: ember_path.display().to_string(),
         environment,
@@ -436,12 +453,12 @@ fn compare(args: CompareArgs) -> Result<bool> {
     let file = results_dir.join(format!("{prefix}-{stamp}.json"));
     std::fs::write(&file, &json).map_err(io_err("write", &file))?;
     println!("\nresults: {}", file.display());
-    if !args.quick {
+    if !args.quick && !interrupted {
         let latest = results_dir.join("latest.json");
         std::fs::write(&latest, &json).map_err(io_err("write", &latest))?;
         println!("         {}", latest.display());
     }
-    Ok(results.iter().all(|c| c.error.is_none()))
+    Ok(!interrupted && results.iter().all(|c| c.error.is_none()))
 }
 
 fn main() -> ExitCode {

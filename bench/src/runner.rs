@@ -10,7 +10,8 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ pub enum RunStatus {
         detail: String,
     },
     TimedOut {
+        step: usize,
+    },
+    /// The harness got SIGINT/SIGTERM; the tool's process group was killed.
+    Interrupted {
         step: usize,
     },
     SpawnFailed {
@@ -47,6 +52,24 @@ pub struct Outcome {
 
 const MAX_CAPTURE: u64 = 1 << 20;
 
+static INTERRUPT: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Route SIGINT/SIGTERM to a flag: the running tool's process group is killed (it is not in the
+/// terminal's foreground group), and the harness stops after tearing the case down, so no loop
+/// device or destination is left behind.
+pub fn install_interrupt_handler() {
+    let flag = INTERRUPT.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the harness cleans up ends it for good.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(flag));
+        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPT.get().is_some_and(|f| f.load(Ordering::SeqCst))
+}
+
 fn drain<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut s = Vec::new();
@@ -64,7 +87,12 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 /// Run `steps` one after another (stopping at the first failure) within `timeout` overall.
+/// SIGINT/SIGTERM to the harness kills them.
 pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
+    run(steps, timeout, true)
+}
+
+fn run(steps: &[Vec<OsString>], timeout: Duration, interruptible: bool) -> Outcome {
     let start = Instant::now();
     let deadline = start + timeout;
     let mut max_rss = 0u64;
@@ -102,13 +130,23 @@ pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
         let wd_state = Arc::clone(&state);
         let watchdog = thread::spawn(move || {
             let (lock, cv) = &*wd_state;
-            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let (mut guard, _) = cv
-                .wait_timeout_while(guard, remaining, |(done, _)| !*done)
-                .unwrap_or_else(|p| p.into_inner());
-            if !guard.0 {
-                sys::kill_group(pid);
-                guard.1 = true;
+            let until = Instant::now() + remaining;
+            let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if guard.0 {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= until || (interruptible && interrupted()) {
+                    sys::kill_group(pid);
+                    guard.1 = true;
+                    return;
+                }
+                let slice = (until - now).min(Duration::from_millis(100));
+                guard = cv
+                    .wait_timeout(guard, slice)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         });
         let waited = sys::wait_exited_keep_zombie(pid);
@@ -145,7 +183,9 @@ pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
         if i == 0 {
             first_stdout = stdout;
         }
-        let status = if timed_out {
+        let status = if timed_out && interruptible && interrupted() {
+            Some(RunStatus::Interrupted { step: i })
+        } else if timed_out {
             Some(RunStatus::TimedOut { step: i })
         } else {
             match reaped.exit {
@@ -185,9 +225,10 @@ pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
     }
 }
 
-/// Run one untimed helper command (fixture building, losetup), returning its stdout.
+/// Run one untimed helper command (fixture building, losetup), returning its stdout. Not
+/// interruptible: clean-up (`losetup -d`) must still run after SIGINT.
 pub fn run_helper(argv: &[OsString], timeout: Duration) -> crate::error::Result<String> {
-    let o = run_steps(std::slice::from_ref(&argv.to_vec()), timeout);
+    let o = run(std::slice::from_ref(&argv.to_vec()), timeout, false);
     match o.status {
         RunStatus::Ok => Ok(o.stdout),
         other => Err(crate::error::BenchError::Command {
