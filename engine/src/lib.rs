@@ -10,10 +10,13 @@ pub mod bitmap;
 pub mod error;
 pub mod extent;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod alloc;
+pub mod checkpoint;
 pub mod codec;
 pub mod copy;
 pub mod endpoint;

@@ -55,11 +55,34 @@ struct Chunk {
     retries: u32,
 }
 
-/// Reads every range of `ranges` from each endpoint and calls `check(offset, bufs)` per chunk;
-/// returns the lowest offset a check flags.
+/// Reads every range of `ranges` from each endpoint and calls `check(offset, bufs)` per chunk
+/// (ranges split at multiples of the block size); returns the lowest offset a check flags.
 pub fn scan(
     eps: &[&Endpoint],
     ranges: &ExtentMap,
+    opts: &CopyOptions,
+    check: impl FnMut(u64, &[&[u8]]) -> Option<u64>,
+) -> Result<ScanResult> {
+    let bs = opts.block_size as u64;
+    let chunks = ranges.iter().flat_map(move |r| {
+        let mut pos = r.start;
+        std::iter::from_fn(move || {
+            (pos < r.end).then(|| {
+                let n = (r.end - pos).min(bs - pos % bs);
+                let c = (pos, n as usize);
+                pos += n;
+                c
+            })
+        })
+    });
+    scan_chunks(eps, chunks, opts, check)
+}
+
+/// Reads the given `(offset, len)` chunks (ascending, each at most the block size) from each
+/// endpoint and calls `check(offset, bufs)` per chunk; returns the lowest offset flagged.
+pub fn scan_chunks(
+    eps: &[&Endpoint],
+    mut chunks: impl Iterator<Item = (u64, usize)>,
     opts: &CopyOptions,
     mut check: impl FnMut(u64, &[&[u8]]) -> Option<u64>,
 ) -> Result<ScanResult> {
@@ -93,18 +116,6 @@ pub fn scan(
     let mut be =
         uring::open_backend(files, opts.queue_depth * n as u32, pool).map_err(Error::Ring)?;
 
-    let mut chunks = ranges.iter().flat_map(|r| {
-        let bs = bs as u64;
-        let mut pos = r.start;
-        std::iter::from_fn(move || {
-            (pos < r.end).then(|| {
-                let n = (r.end - pos).min(bs - pos % bs);
-                let c = (pos, n as usize);
-                pos += n;
-                c
-            })
-        })
-    });
     let mut slots: Vec<Option<Chunk>> = (0..qd).map(|_| None).collect();
     let mut free: Vec<usize> = (0..qd).rev().collect();
     let mut found: Option<u64> = None;
@@ -117,9 +128,9 @@ pub fn scan(
             let ep = eps[k];
             let off = c.offset + c.done[k] as u64;
             let len = c.len - c.done[k];
-            let aligned = off % ep.align == 0
-                && len as u64 % ep.align == 0
-                && c.done[k] as u64 % ep.align == 0;
+            let aligned = off.is_multiple_of(ep.align)
+                && (len as u64).is_multiple_of(ep.align)
+                && (c.done[k] as u64).is_multiple_of(ep.align);
             let file = match fidx[k].1 {
                 Some(d) if aligned => d,
                 _ => fidx[k].0,
@@ -154,9 +165,9 @@ pub fn scan(
                 pending: n,
                 retries: 0,
             };
-            for k in 0..n {
+            for (k, ep) in eps.iter().enumerate() {
                 if let Err(e) = submit(be.as_mut(), slot, k, &c) {
-                    error = Some(Error::io("read", &eps[k].path, offset, e));
+                    error = Some(Error::io("read", &ep.path, offset, e));
                 }
             }
             slots[slot] = Some(c);

@@ -30,7 +30,7 @@ pub struct WipeArgs {
     #[arg(long, value_enum)]
     pub verify: Option<VerifyArg>,
     /// Seed of the sample verification.
-    #[arg(long, default_value_t = 0x656d_6265_72)]
+    #[arg(long, default_value_t = 0x0065_6d62_6572)]
     pub seed: u64,
     /// Bytes per I/O for zero writes and verification.
     #[arg(long, value_parser = parse_size, default_value = "1M")]

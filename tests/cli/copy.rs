@@ -247,7 +247,7 @@ fn throttled_copy_is_cancelled_cleanly_by_sigint() {
     let src = dir.path().join("src");
     std::fs::write(&src, vec![1u8; 64 << 20]).unwrap();
     let dst = dir.path().join("dst");
-    let mut child = ember()
+    let child = ember()
         .args(["copy", s(&src), s(&dst), "--bps-limit", "8M"])
         .stderr(std::process::Stdio::piped())
         .spawn()
