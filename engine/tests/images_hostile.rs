@@ -269,6 +269,22 @@ fn qcow2_compressed_cluster_bomb_refused_by_decode() {
     assert!(e.to_string().contains("bomb"), "{e}");
 }
 
+/// Several L1 entries sharing one L2 table would multiply a small file into a huge plan.
+#[test]
+fn qcow2_shared_l2_table_refused() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    let img = base_qcow2(&d, "s.qcow2", &["-o", "cluster_size=4k"]);
+    let h = header(&img);
+    assert!(h.l1_size >= 2);
+    let e0 = read_u64(&img, h.l1_table_offset);
+    let e1 = read_u64(&img, h.l1_table_offset + 8);
+    assert!(e0 != 0 && e1 != 0);
+    analyze(&img).unwrap();
+    patch(&img, h.l1_table_offset + 8, &e0.to_be_bytes());
+    refused(&img, "L2 table at");
+}
+
 #[test]
 fn qcow2_truncated_at_every_header_length_and_table_step() {
     ember_engine::require_tool!("qemu-img");

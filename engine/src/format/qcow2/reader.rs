@@ -126,6 +126,7 @@ pub fn build_plan(src: &(impl ImageSource + ?Sized), h: &Header) -> ImageResult<
     let l2_cov = h.l2_coverage();
     let l1_used = h.size.div_ceil(l2_cov); // entries past the virtual size are ignored
     let mut l2 = vec![0u8; cs as usize];
+    let mut seen_l2 = std::collections::HashSet::new();
     let mut l1_chunk = vec![0u8; 64 * 1024];
     let mut i = 0u64;
     while i < l1_used {
@@ -151,6 +152,16 @@ pub fn build_plan(src: &(impl ImageSource + ?Sized), h: &Header) -> ImageResult<
                 });
             }
             check_range(file_len, "qcow2 L2 table", l2_off, cs)?;
+            // A table shared by several L1 entries would multiply the plan (a small file
+            // claiming a huge one): refuse at once rather than at the final overlap check.
+            if !seen_l2.insert(l2_off) {
+                return Err(ImageError::Overlap {
+                    a: "L2 table",
+                    a_offset: l2_off,
+                    b: "L2 table",
+                    b_offset: l2_off,
+                });
+            }
             ranges.add("L2 table", l2_off, cs)?;
             src.read_exact_at(l2_off, &mut l2)?;
             let guest_base = idx * l2_cov;

@@ -261,6 +261,7 @@ pub fn build_plan(src: &(impl ImageSource + ?Sized), h: &Header) -> ImageResult<
     let mut data_bytes = 0u64;
     let mut gd_chunk = vec![0u8; 64 * 1024];
     let mut gt = vec![0u8; (GTES_PER_GT * 4) as usize];
+    let mut seen_gt = std::collections::HashSet::new();
     let mut i = 0u64;
     while i < gd_entries {
         let n = (gd_entries - i).min(gd_chunk.len() as u64 / 4);
@@ -273,6 +274,14 @@ pub fn build_plan(src: &(impl ImageSource + ?Sized), h: &Header) -> ImageResult<
             }
             let gt_off = gt_sector * 512;
             check_range(file_len, "vmdk grain table", gt_off, gt.len() as u64)?;
+            if !seen_gt.insert(gt_off) {
+                return Err(ImageError::Overlap {
+                    a: "vmdk grain table",
+                    a_offset: gt_off,
+                    b: "vmdk grain table",
+                    b_offset: gt_off,
+                });
+            }
             ranges.add("vmdk grain table", gt_off, gt.len() as u64)?;
             src.read_exact_at(gt_off, &mut gt)?;
             for k in 0..GTES_PER_GT {
