@@ -100,12 +100,37 @@ pub fn image_to_volume(
             summary.copy = Some(copy::execute_plan(image, plan, dest, &c)?);
         }
         Reader::Qemu(fmt) => {
+            if let Some(dev_size) = block_device_size(dest)? {
+                if dev_size < a.virtual_size {
+                    return Err(Error::invalid(format!(
+                        "destination {} ({dev_size} bytes) is smaller than the image ({} bytes)",
+                        dest.display(),
+                        a.virtual_size
+                    )));
+                }
+            }
             qemu_convert(image, *fmt, dest, &opts.copy)?;
             summary.via = "qemu-img";
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The size of `path` when it is a block device.
+fn block_device_size(path: &Path) -> Result<Option<u64>> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => {
+            let mut f = std::fs::File::open(path).map_err(|e| Error::open("open", path, e))?;
+            let n = f
+                .seek(SeekFrom::End(0))
+                .map_err(|e| Error::io("seek", path, 0, e))?;
+            Ok(Some(n))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `qemu-img convert -f <fmt> -O raw`, the format pinned to what inspection found.

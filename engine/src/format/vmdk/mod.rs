@@ -122,7 +122,7 @@ pub fn parse(src: &(impl ImageSource + ?Sized), max_virtual_size: u64) -> ImageR
         r = read_footer(src, &r)?;
         footer = true;
     }
-    if r.grain < 8 || !r.grain.is_power_of_two() || r.grain * 512 > MAX_GRAIN_BYTES {
+    if r.grain < 8 || !r.grain.is_power_of_two() || r.grain > MAX_GRAIN_BYTES / 512 {
         return Err(field(
             "grainSize",
             r.grain,
