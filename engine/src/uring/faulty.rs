@@ -6,7 +6,9 @@
 //! [`Action`]:
 //! - `Fail(errno)`: the request never reaches the inner backend; it completes with `-errno`;
 //! - `Short(k)`: the inner backend really transfers only the first `k` bytes and that is what
-//!   is reported (`k == 0` completes with 0 bytes without touching the device);
+//!   is reported (`k == 0` completes with 0 bytes without touching the device). On an O_DIRECT
+//!   file `k` must be a multiple of the logical block size, as a real device's would be (the
+//!   kernel rejects the shortened request with EINVAL otherwise);
 //! - `Hang`: the request is kept out of the inner backend and never completes (it still counts
 //!   as in flight, so the caller's I/O timeout must fire). Its buffer was never marked busy, so
 //!   dropping the backend with hung requests is safe;
@@ -109,7 +111,13 @@ impl Rule {
             let end = req.offset + req.len as u64;
             req.offset < r.end && r.start < end
         });
-        op_ok && range_ok && !(self.action == Action::Corrupt && req.op != IoOp::Read)
+        let action_ok = match self.action {
+            Action::Corrupt => req.op == IoOp::Read,
+            // A request no longer than k would not be short: it does not count.
+            Action::Short(k) => k < req.len,
+            _ => true,
+        };
+        op_ok && range_ok && action_ok
     }
 }
 
@@ -194,8 +202,7 @@ impl Faults {
                 continue;
             }
             st.seen += 1;
-            if st.seen < st.rule.nth.unwrap_or(1) || st.rule.times.is_some_and(|t| st.fired >= t)
-            {
+            if st.seen < st.rule.nth.unwrap_or(1) || st.rule.times.is_some_and(|t| st.fired >= t) {
                 continue;
             }
             st.fired += 1;
@@ -299,7 +306,6 @@ impl IoBackend for FaultyBackend {
                 });
                 Ok(())
             }
-            Some((Action::Short(k), _)) if k >= req.len => self.push_inner(req, None),
             Some((Action::Short(0), _)) => {
                 self.faults.shortened.fetch_add(1, Ordering::Relaxed);
                 self.ready.push_back(Done {
@@ -331,7 +337,7 @@ impl IoBackend for FaultyBackend {
         let ready = self.ready.len();
         let mut got = Vec::new();
         if self.inner.in_flight() > 0 {
-            let inner_min = if ready >= min { 0 } else { min - ready };
+            let inner_min = min.saturating_sub(ready);
             self.inner.wait(inner_min, timeout, &mut got)?;
         } else if ready < min && !self.hung.is_empty() {
             // Only hung requests left: a real device that never answers makes the caller wait
