@@ -357,3 +357,31 @@ fn device_and_filesystem_are_released_when_a_job_returns() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn buffered_copy_onto_thin_device_running_out_fails_never_succeeds() {
+    // Loop device WITHOUT direct I/O over a sparse file on a full fs, copied with buffered
+    // writes: the writes land in the page cache and the error only surfaces at the final
+    // fdatasync (fsyncgate). The copy must fail, not report success.
+    ember_engine::require_root!();
+    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    random_file(&src, 96 * MIB, 6);
+    let fs = small_ext4(dir.path());
+    let thin = fs.mnt.join("thin.img");
+    File::create(&thin).unwrap().set_len(256 * MIB).unwrap();
+    let lo = Loop::attach(&thin, false);
+    let o = CopyOptions {
+        direct: false,
+        ..CopyOptions::default()
+    };
+    let e = copy::copy(&src, &lo.0, &o).expect_err("a copy that did not reach storage succeeded");
+    eprintln!("buffered thin-device failure: {e:?}");
+    assert!(
+        matches!(e.kind(), ErrorKind::Io | ErrorKind::NoSpace),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(lo.0.to_str().unwrap()), "{e}");
+    drop(lo);
+}
