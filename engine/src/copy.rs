@@ -574,6 +574,9 @@ fn run_inner(
     let pool = BufferPool::new(qd + 1, opts.block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
     let mut backend = uring::open_backend(files, opts.queue_depth, pool).map_err(Error::Ring)?;
+    if let Some(hook) = &opts.io_hook {
+        backend = hook(backend);
+    }
     let job = Job {
         src,
         dst: d,
