@@ -569,10 +569,35 @@ fn run_inner(
     };
     let dst_idx = push(&d.file, &d.path)?;
     let dst_direct = d.direct.as_ref().map(|f| push(f, &d.path)).transpose()?;
-    let qd = opts.queue_depth as usize;
+    // Bytes the ring will move, and so the buffers worth having: a job that moves little
+    // gets a small pool (less memory to fault in and pin).
+    let io_bytes: u64 = plan
+        .ops
+        .iter()
+        .map(|op| match *op {
+            crate::plan::Op::Copy { len, .. } | crate::plan::Op::Decode { len, .. } => len,
+            crate::plan::Op::Zero { len, .. } if t.mode == ZeroMode::Write => len,
+            _ => 0,
+        })
+        .sum();
+    // Zeroing methods that may fall back to writes could need the full depth.
+    let may_write_zeros: u64 = if t.zero_fallback && t.mode != ZeroMode::Leave {
+        plan.ops
+            .iter()
+            .map(|op| match *op {
+                crate::plan::Op::Zero { len, .. } => len,
+                _ => 0,
+            })
+            .sum()
+    } else {
+        0
+    };
+    let bs = opts.block_size as u64;
+    let qd =
+        (opts.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
     let pool = BufferPool::new(qd + 1, opts.block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
-    let mut backend = uring::open_backend(files, opts.queue_depth, pool).map_err(Error::Ring)?;
+    let mut backend = uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?;
     if let Some(hook) = &opts.io_hook {
         backend = hook(backend);
     }
