@@ -569,29 +569,22 @@ fn run_inner(
     };
     let dst_idx = push(&d.file, &d.path)?;
     let dst_direct = d.direct.as_ref().map(|f| push(f, &d.path)).transpose()?;
-    // Bytes the ring will move, and so the buffers worth having: a job that moves little
-    // gets a small pool (less memory to fault in and pin).
-    let io_bytes: u64 = plan
-        .ops
-        .iter()
-        .map(|op| match *op {
-            crate::plan::Op::Copy { len, .. } | crate::plan::Op::Decode { len, .. } => len,
-            crate::plan::Op::Zero { len, .. } if t.mode == ZeroMode::Write => len,
-            _ => 0,
-        })
-        .sum();
-    // Zeroing methods that may fall back to writes could need the full depth.
-    let may_write_zeros: u64 = if t.zero_fallback && t.mode != ZeroMode::Leave {
-        plan.ops
-            .iter()
-            .map(|op| match *op {
-                crate::plan::Op::Zero { len, .. } => len,
-                _ => 0,
-            })
-            .sum()
-    } else {
-        0
-    };
+    // Bytes the ring will move (data, and zeros it writes), and so the buffers worth having:
+    // a job that moves little gets a small pool (less memory to fault in and pin). Zeroing
+    // methods that may fall back to writes could need the full depth.
+    let (mut io_bytes, mut may_write_zeros) = (0u64, 0u64);
+    for op in &plan.ops {
+        match *op {
+            crate::plan::Op::Copy { len, .. } | crate::plan::Op::Decode { len, .. } => {
+                io_bytes += len
+            }
+            crate::plan::Op::Zero { len, .. } if t.mode == ZeroMode::Write => io_bytes += len,
+            crate::plan::Op::Zero { len, .. } if t.zero_fallback && t.mode != ZeroMode::Leave => {
+                may_write_zeros += len
+            }
+            _ => {}
+        }
+    }
     let bs = opts.block_size as u64;
     let qd =
         (opts.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
