@@ -79,6 +79,8 @@ pub(crate) struct Job<'a> {
     pub queue_depth: usize,
     pub detect_zeroes: bool,
     pub zero_mode: ZeroMode,
+    /// How zero-detected data blocks are zeroed (preallocated destinations punch them).
+    pub detected_zero_mode: ZeroMode,
     pub bps_limit: Option<u64>,
     pub cancel: Option<&'a AtomicBool>,
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
@@ -483,6 +485,18 @@ impl Run<'_, '_> {
     /// Returns true when the range was queued for zero writes.
     fn zero_range(&mut self, dst: u64, len: u64, detected: bool) -> bool {
         let fd = self.job.dst.file.as_fd();
+        if detected
+            && self.job.detected_zero_mode == ZeroMode::Punch
+            && self.zero_mode == ZeroMode::Leave
+        {
+            // A preallocated new file: hand the blocks back. They read as zeros either way
+            // (preallocated blocks are unwritten), so a refused punch loses nothing.
+            let _ = sys::punch_hole(fd, dst, len);
+            self.c.bytes_skipped += len;
+            self.c.record(dst, len, ZeroMode::Punch);
+            self.advance(dst, len);
+            return false;
+        }
         let mut pos = dst;
         let end = dst + len;
         // Under a bandwidth limit, zero in steps small enough for the throttle to bite.
@@ -564,8 +578,28 @@ impl Run<'_, '_> {
                 return false;
             }
         }
-        let _ = detected;
         false
+    }
+
+    /// The slot's buffer holds `len` bytes for `dst`: an all-zero block is handled like a hole
+    /// (unless holes are made by writing zeros anyway), anything else is written.
+    fn data_ready(&mut self, slot: usize, dst: u64, len: u64) {
+        let detect =
+            self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
+        if detect && self.zero_mode != ZeroMode::Write {
+            self.release(slot);
+            self.zero_range(dst, len, true);
+            return;
+        }
+        if detect {
+            self.c.record(dst, len, ZeroMode::Write);
+        }
+        self.checksum(slot, dst, len);
+        let a = self.slots[slot].as_mut().expect("active slot");
+        a.stage = Stage::Write;
+        a.done = 0;
+        a.zeroing = detect;
+        self.submit(slot);
     }
 
     fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
@@ -740,22 +774,7 @@ impl Run<'_, '_> {
         match (a.item, a.stage) {
             (Item::Copy { dst, len, .. }, Stage::Read) => {
                 self.c.bytes_read += len;
-                let detect = self.job.detect_zeroes
-                    && is_zero(&self.backend.pool().get(slot)[..len as usize]);
-                if detect && self.zero_mode != ZeroMode::Write {
-                    self.release(slot);
-                    self.zero_range(dst, len, true);
-                    return;
-                }
-                if detect {
-                    self.c.record(dst, len, ZeroMode::Write);
-                }
-                self.checksum(slot, dst, len);
-                let a = self.slots[slot].as_mut().unwrap();
-                a.stage = Stage::Write;
-                a.done = 0;
-                a.zeroing = detect;
-                self.submit(slot);
+                self.data_ready(slot, dst, len);
             }
             (
                 Item::Decode {
@@ -768,10 +787,11 @@ impl Run<'_, '_> {
             ) => {
                 self.c.bytes_read += src_len;
                 let aux = a.aux.take().expect("decode has an aux buffer");
-                let input = self.backend.pool().get(aux)[..src_len as usize].to_vec();
+                let (input, out) = self.backend.pool_mut().pair(aux, slot);
+                let res =
+                    codec::decode(codec, &input[..src_len as usize], &mut out[..len as usize]);
                 self.free.push(aux);
-                let out = &mut self.backend.pool_mut().get_mut(slot)[..len as usize];
-                if let Err(reason) = codec::decode(codec, &input, out) {
+                if let Err(reason) = res {
                     let src = match self.slots[slot].as_ref().unwrap().item {
                         Item::Decode { src, .. } => src,
                         _ => 0,
@@ -783,22 +803,8 @@ impl Run<'_, '_> {
                     });
                     return;
                 }
-                let detect = self.job.detect_zeroes && is_zero(out);
                 let dst = item_dst(self.slots[slot].as_ref().unwrap().item);
-                if detect && self.zero_mode != ZeroMode::Write {
-                    self.release(slot);
-                    self.zero_range(dst, len, true);
-                    return;
-                }
-                if detect {
-                    self.c.record(dst, len, ZeroMode::Write);
-                }
-                self.checksum(slot, dst, len);
-                let a = self.slots[slot].as_mut().unwrap();
-                a.stage = Stage::Write;
-                a.done = 0;
-                a.zeroing = detect;
-                self.submit(slot);
+                self.data_ready(slot, dst, len);
             }
             (item, Stage::Write) => {
                 let len = item_len(item);
