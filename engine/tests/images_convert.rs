@@ -56,7 +56,9 @@ fn to_volume_matches_qemu_for_every_native_format() {
         assert_same(&out, &theirs);
         let native = matches!(fmt, "qcow2" | "vmdk");
         assert_eq!(s.via, if native { "ember" } else { "qemu-img" }, "{name}");
-        if native {
+        // (2 MiB clusters hold data and zeros mixed: whether their zero parts become holes is
+        // the pipeline's zero-detection granularity, not the reader's business.)
+        if native && name != "big.qcow2" {
             // sparse destination: holes kept
             let alloc =
                 std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&out).unwrap()) * 512;
