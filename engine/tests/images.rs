@@ -245,3 +245,38 @@ fn raw_iso_and_partitioned_raw_are_raw_like() {
     std::fs::write(&f, &v).unwrap();
     assert!(analyze(&f).is_err());
 }
+
+#[test]
+fn luks_container_is_detected_and_copied_as_raw() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    let img = path(&d, "a.luks");
+    qemu_img(&[
+        "create",
+        "-q",
+        "--object",
+        "secret,id=s0,data=abc",
+        "-f",
+        "luks",
+        "-o",
+        "key-secret=s0,iter-time=10",
+        p(&img),
+        "4M",
+    ]);
+    let a = analyze(&img).unwrap();
+    assert_eq!(a.format, Format::Luks);
+    assert!(matches!(a.reader, Reader::Raw));
+    assert!(a.subformat.unwrap().contains("LUKS1"));
+    // declared raw is accepted (Cinder reports LUKS as raw); declared qcow2 is not
+    let s = FileSource::open(&img).unwrap();
+    let raw = InspectOptions {
+        declared: Some(Format::Raw),
+        ..Default::default()
+    };
+    assert_eq!(format::analyze(&s, &raw).unwrap().format, Format::Raw);
+    let q = InspectOptions {
+        declared: Some(Format::Qcow2),
+        ..Default::default()
+    };
+    assert!(format::analyze(&s, &q).is_err());
+}
