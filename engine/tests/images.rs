@@ -280,3 +280,49 @@ fn luks_container_is_detected_and_copied_as_raw() {
     };
     assert!(format::analyze(&s, &q).is_err());
 }
+
+/// A streamOptimized image whose grain directory is announced in a footer (GD_AT_END), as
+/// VMware writes them: built from qemu-img's output by moving the GD offset into a footer.
+#[test]
+fn vmdk_stream_optimized_with_footer() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    let src = path(&d, "src.raw");
+    sparse_source(&src, 6 << 20, 17);
+    let img = path(&d, "so.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        p(&src),
+        p(&img),
+    ]);
+    let mut b = std::fs::read(&img).unwrap();
+    // pad to a sector, then footer marker (size 0, type 3), footer (header copy), EOS marker
+    b.resize(b.len().div_ceil(512) * 512, 0);
+    let header: Vec<u8> = b[..512].to_vec();
+    let mut marker = vec![0u8; 512];
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&marker);
+    b.extend_from_slice(&header);
+    b.extend_from_slice(&[0u8; 512]);
+    b[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&img, &b).unwrap();
+    let a = analyze(&img).unwrap();
+    let Reader::Native(plan) = a.reader else {
+        panic!()
+    };
+    let out = path(&d, "out.raw");
+    execute(&img, &plan, &out);
+    assert_same(&out, &src);
+    // the footer itself deferring to a footer: refused
+    let n = b.len();
+    b[n - 1024 + 56..n - 1024 + 64].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&img, &b).unwrap();
+    let e = analyze(&img).unwrap_err().to_string();
+    assert!(e.contains("footer"), "{e}");
+}
