@@ -1,0 +1,135 @@
+//! The only place in the engine that makes raw syscalls and ioctls.
+//!
+//! Each call is wrapped once, in a typed function taking a [`BorrowedFd`], so the rest of the
+//! engine is plain Rust. Functions return `io::Error` and leave the path/offset context to callers.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+// Block-device ioctls (linux/fs.h).
+nix::ioctl_read!(ioctl_blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(
+    ioctl_blksszget,
+    nix::request_code_none!(0x12, 104),
+    libc::c_int
+);
+nix::ioctl_write_ptr_bad!(
+    ioctl_blkzeroout,
+    nix::request_code_none!(0x12, 127),
+    [u64; 2]
+);
+nix::ioctl_write_int!(ioctl_ficlone, 0x94, 9);
+
+fn errno(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// `lseek(fd, offset, SEEK_DATA)`: the start of the next data region at or after `offset`, or
+/// `None` when there is no data after it (ENXIO).
+pub fn seek_data(fd: BorrowedFd<'_>, offset: u64) -> io::Result<Option<u64>> {
+    seek(fd, offset, nix::unistd::Whence::SeekData)
+}
+
+/// `lseek(fd, offset, SEEK_HOLE)`: the start of the next hole at or after `offset` (the end of
+/// the file counts as a hole). `None` when `offset` is at or past the end (ENXIO).
+pub fn seek_hole(fd: BorrowedFd<'_>, offset: u64) -> io::Result<Option<u64>> {
+    seek(fd, offset, nix::unistd::Whence::SeekHole)
+}
+
+fn seek(fd: BorrowedFd<'_>, offset: u64, whence: nix::unistd::Whence) -> io::Result<Option<u64>> {
+    let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    match nix::unistd::lseek(fd.as_raw_fd(), off, whence) {
+        Ok(pos) => Ok(Some(pos as u64)),
+        Err(nix::errno::Errno::ENXIO) => Ok(None),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Size in bytes of a block device (BLKGETSIZE64).
+pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut size = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live local.
+    unsafe { ioctl_blkgetsize64(fd.as_raw_fd(), &mut size) }.map_err(errno)?;
+    Ok(size)
+}
+
+/// Logical sector size of a block device (BLKSSZGET): the O_DIRECT alignment it needs.
+pub fn logical_block_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points at a live local.
+    unsafe { ioctl_blksszget(fd.as_raw_fd(), &mut size) }.map_err(errno)?;
+    Ok(size.max(512) as u32)
+}
+
+/// BLKZEROOUT: make `[offset, offset+len)` of a block device read as zeros (the kernel uses
+/// write-zeroes offload where the device has it, else writes zeros itself).
+pub fn blk_zeroout(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let range = [offset, len];
+    // SAFETY: BLKZEROOUT reads two u64s (start, length) from the pointer, which points at a
+    // live local array of exactly that shape.
+    unsafe { ioctl_blkzeroout(fd.as_raw_fd(), &range) }.map_err(errno)?;
+    Ok(())
+}
+
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: deallocate a file range; it reads back as zeros.
+pub fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::FallocateFlags as F;
+    fallocate(
+        fd,
+        F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+/// `fallocate(ZERO_RANGE | KEEP_SIZE)`: the range reads as zeros and stays allocated.
+pub fn zero_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::FallocateFlags as F;
+    fallocate(
+        fd,
+        F::FALLOC_FL_ZERO_RANGE | F::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+fn fallocate(
+    fd: BorrowedFd<'_>,
+    flags: nix::fcntl::FallocateFlags,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    let off = i64::try_from(offset).map_err(|_| einval())?;
+    let len = i64::try_from(len).map_err(|_| einval())?;
+    nix::fcntl::fallocate(fd.as_raw_fd(), flags, off, len).map_err(errno)
+}
+
+/// `fdatasync(fd)`.
+pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::unistd::fdatasync(fd.as_raw_fd()).map_err(errno)
+}
+
+/// FICLONE: make `dst` share all of `src`'s blocks (reflink). Fails with EOPNOTSUPP/EXDEV/EINVAL
+/// where the filesystem cannot.
+pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source fd as its integer argument and touches no user memory;
+    // both fds are borrowed, so they stay open for the call.
+    unsafe { ioctl_ficlone(dst.as_raw_fd(), src.as_raw_fd() as libc::c_ulong) }.map_err(errno)?;
+    Ok(())
+}
+
+/// True when `fd` (a block device) is in use by a mount or another exclusive holder: probed by
+/// an O_EXCL open of the same device, which the kernel refuses with EBUSY in that case.
+pub fn block_device_busy(path: &std::path::Path) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+    {
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
