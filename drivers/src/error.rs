@@ -143,9 +143,9 @@ pub enum DriverError {
     /// The engine failed to move data.
     #[error("data path")]
     Engine(#[from] ember_engine::Error),
-    /// The target helper (iSCSI export) failed.
-    #[error("target helper: {0}")]
-    Target(String),
+    /// The iSCSI target helper failed.
+    #[error("iSCSI target")]
+    Target(#[from] ember_target::TargetError),
 }
 
 impl DriverError {

@@ -2,6 +2,9 @@
 //! (never a shell), a fixed environment, a timeout and captured output.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -34,6 +37,8 @@ pub struct Runner {
     timeout: Duration,
     /// Exit codes retried once more (lvm2 segfaults with 139, Cinder retries it).
     retry_codes: Vec<i32>,
+    /// Commands started so far (tests check that bad input starts none).
+    calls: Arc<AtomicU64>,
 }
 
 impl Default for Runner {
@@ -42,6 +47,7 @@ impl Default for Runner {
             env: vec![("LC_ALL".into(), "C".into())],
             timeout: Duration::from_secs(120),
             retry_codes: Vec::new(),
+            calls: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -68,6 +74,11 @@ impl Runner {
     pub fn retry_on(mut self, code: i32) -> Self {
         self.retry_codes.push(code);
         self
+    }
+
+    /// How many commands this runner (and its clones) started.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Runs `argv` and returns its output whatever its exit code.
@@ -101,6 +112,7 @@ impl Runner {
             .split_first()
             .ok_or_else(|| DriverError::invalid("empty command"))?;
         tracing::debug!(op, command = %argv.join(" "), "running");
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(prog);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -151,6 +163,15 @@ impl Runner {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         })
     }
+}
+
+/// Finds `tool` on PATH or in the sbin folders (where lvm2 lives).
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// The error for a command that exited non-zero.

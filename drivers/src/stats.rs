@@ -53,6 +53,10 @@ pub struct VolumeStats {
     pub online_extend_support: bool,
     pub shared_targets: bool,
     pub pools: Vec<PoolStats>,
+    /// Backend-specific capability notes (Cinder passes unknown keys through to the scheduler);
+    /// empty unless a backend has something honest to say, e.g. LVM without device-mapper.
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The vendor name Ember reports.
@@ -99,6 +103,7 @@ impl VolumeStats {
             online_extend_support,
             shared_targets: false,
             pools: vec![pool],
+            extra: Default::default(),
         }
     }
 }
