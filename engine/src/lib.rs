@@ -12,7 +12,14 @@ pub mod extent;
 pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod alloc;
+pub mod codec;
+pub mod copy;
+pub mod endpoint;
+pub mod pipeline;
+pub mod plan;
+pub mod sys;
 #[doc(hidden)]
 pub mod test_util;
-pub mod sys;
 pub mod uring;
+pub mod verify;

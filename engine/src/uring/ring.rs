@@ -164,7 +164,11 @@ impl IoBackend for UringBackend {
             Ok(()) => {}
             // ETIME: the timeout passed; EINTR: a signal (Ctrl-C) — the caller looks at what
             // completed and at its cancel flag. EBUSY: completions must be reaped first.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
         self.reap(out);
@@ -204,10 +208,7 @@ impl Drop for UringBackend {
         let deadline = Instant::now() + DRAIN_ON_DROP;
         let mut sink = Vec::new();
         while self.in_flight > 0 && Instant::now() < deadline {
-            if self
-                .wait(1, Duration::from_millis(100), &mut sink)
-                .is_err()
-            {
+            if self.wait(1, Duration::from_millis(100), &mut sink).is_err() {
                 break;
             }
         }

@@ -1,0 +1,145 @@
+//! Opening and probing what the engine reads from and writes to: a regular file or a block
+//! device, with a buffered descriptor always and an O_DIRECT one where the file allows it.
+
+use crate::error::{Error, Result};
+use crate::sys;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Alignment used for O_DIRECT on regular files (covers every common filesystem block size).
+pub const FILE_DIRECT_ALIGN: u64 = 4096;
+
+/// What an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A block device.
+    Block,
+}
+
+/// An opened file or block device.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The path it was opened by.
+    pub path: PathBuf,
+    /// File or block device.
+    pub kind: Kind,
+    /// Buffered descriptor (always present).
+    pub file: File,
+    /// O_DIRECT descriptor, when the file or device accepts it and it was asked for.
+    pub direct: Option<File>,
+    /// Size in bytes (file length or device capacity).
+    pub size: u64,
+    /// Alignment O_DIRECT I/O needs here (offsets, lengths and buffer addresses).
+    pub align: u64,
+    /// (st_dev, st_ino) of a file, (0, st_rdev) of a device: identifies "the same file".
+    pub identity: (u64, u64),
+}
+
+/// How to open.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenMode {
+    /// Open for writing too.
+    pub write: bool,
+    /// Create a regular file when missing.
+    pub create: bool,
+    /// Also try an O_DIRECT descriptor.
+    pub direct: bool,
+    /// Refuse a block device that is mounted or held exclusively (O_EXCL).
+    pub exclusive: bool,
+}
+
+impl Endpoint {
+    /// Opens and probes `path`.
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Endpoint> {
+        let what = if mode.write {
+            "open for writing"
+        } else {
+            "open"
+        };
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(mode.write);
+        if mode.create {
+            opts.create(true);
+        }
+        let meta_before = std::fs::metadata(path).ok();
+        let is_block = meta_before
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_block_device());
+        if is_block && mode.exclusive {
+            opts.custom_flags(libc::O_EXCL);
+        }
+        let file = opts.open(path).map_err(|e| {
+            if is_block && e.raw_os_error() == Some(libc::EBUSY) {
+                Error::invalid(format!(
+                    "{} is in use (mounted or held by another program)",
+                    path.display()
+                ))
+            } else {
+                Error::open(what, path, e)
+            }
+        })?;
+        let meta = file.metadata().map_err(|e| Error::open("stat", path, e))?;
+        let ft = meta.file_type();
+        let (kind, size, align, identity) = if ft.is_file() {
+            (
+                Kind::File,
+                meta.len(),
+                FILE_DIRECT_ALIGN,
+                (meta.dev(), meta.ino()),
+            )
+        } else if ft.is_block_device() {
+            let size = sys::block_device_size(file.as_fd())
+                .map_err(|e| Error::open("get the size of", path, e))?;
+            let lbs = sys::logical_block_size(file.as_fd())
+                .map_err(|e| Error::open("get the sector size of", path, e))?;
+            (
+                Kind::Block,
+                size,
+                u64::from(lbs).max(FILE_DIRECT_ALIGN),
+                (0, meta.rdev()),
+            )
+        } else if ft.is_dir() {
+            return Err(Error::invalid(format!("{} is a directory", path.display())));
+        } else {
+            return Err(Error::invalid(format!(
+                "{} is neither a regular file nor a block device",
+                path.display()
+            )));
+        };
+        let direct = if mode.direct {
+            let mut d = OpenOptions::new();
+            d.read(true).write(mode.write).custom_flags(libc::O_DIRECT);
+            // EINVAL: the filesystem has no O_DIRECT (tmpfs); fall back to buffered I/O.
+            d.open(path).ok()
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            path: path.to_path_buf(),
+            kind,
+            file,
+            direct,
+            size,
+            align,
+            identity,
+        })
+    }
+
+    /// True for a block device.
+    pub fn is_block(&self) -> bool {
+        self.kind == Kind::Block
+    }
+
+    /// Flushes written data to stable storage.
+    pub fn sync(&self) -> Result<()> {
+        sys::fdatasync(self.file.as_fd()).map_err(|source| Error::Flush {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,705 @@
+//! The windowed read → write pipeline that executes a [`Plan`] on an [`IoBackend`].
+//!
+//! Up to `queue_depth` items are in flight. An item is a block-sized piece of a `Copy` op
+//! (split at absolute multiples of the block size in the destination), a whole `Decode` op, or
+//! a piece of a `Zero` op. A copy piece is read into its slot's buffer; if zero detection is on
+//! and the block is all zeros it is handled like a hole, else written from the same buffer.
+//!
+//! Holes (`Zero` ops and zero-detected blocks) are handled by the destination's [`ZeroMode`]:
+//! left alone on a destination known to read zeros there, punched or zero-ranged on files,
+//! BLKZEROOUT on block devices, or written from a shared zero buffer. A method the target
+//! refuses (EOPNOTSUPP/EINVAL) falls back to the next one down to plain writes.
+//!
+//! Errors: short transfers resubmit the remainder; EAGAIN/EINTR are retried a bounded number of
+//! times; anything else stops the pipeline, which drains what is in flight and returns the
+//! first error with its operation, path, offset and errno. Reading zero bytes before the
+//! expected end is an error (the source shrank), never a silent hole. An I/O that does not
+//! complete within `io_timeout` fails the job.
+
+use crate::codec;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::plan::{Codec, Op, Plan};
+use crate::sys;
+use crate::uring::{Done, IoBackend, IoOp, Req};
+use crate::zero::is_zero;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How EAGAIN/EINTR completions are retried before giving up.
+const MAX_RETRIES: u32 = 16;
+/// The largest range a synchronous zeroing call covers at once (keeps cancellation and
+/// progress responsive).
+const SYNC_ZERO_STEP: u64 = 1 << 30;
+
+/// How the destination is made to read zeros where the plan says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZeroMode {
+    /// The destination already reads zeros there (new sparse file, `--dest-zeroed`).
+    Leave,
+    /// FALLOC_FL_PUNCH_HOLE | KEEP_SIZE (files).
+    Punch,
+    /// FALLOC_FL_ZERO_RANGE (files; stays allocated).
+    ZeroRange,
+    /// BLKZEROOUT (block devices).
+    Zeroout,
+    /// Write zeros through the ring from a shared zero buffer.
+    Write,
+}
+
+impl ZeroMode {
+    fn fallback(self) -> ZeroMode {
+        match self {
+            ZeroMode::Punch => ZeroMode::ZeroRange,
+            _ => ZeroMode::Write,
+        }
+    }
+}
+
+/// Indices of the job's files in the backend's file table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileSlots {
+    pub src: usize,
+    pub src_direct: Option<usize>,
+    pub dst: usize,
+    pub dst_direct: Option<usize>,
+}
+
+/// A job for the pipeline.
+pub(crate) struct Job<'a> {
+    pub src: Option<&'a Endpoint>,
+    pub dst: &'a Endpoint,
+    pub plan: &'a Plan,
+    pub block_size: usize,
+    pub queue_depth: usize,
+    pub detect_zeroes: bool,
+    pub zero_mode: ZeroMode,
+    pub bps_limit: Option<u64>,
+    pub cancel: Option<&'a AtomicBool>,
+    pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
+    pub io_timeout: Duration,
+    pub files: FileSlots,
+}
+
+/// What the pipeline did.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Counters {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub bytes_zeroed: u64,
+    pub bytes_skipped: u64,
+    pub done: u64,
+    /// The zero modes actually used (after fallbacks), in order of first use.
+    pub zero_modes: Vec<ZeroMode>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Item {
+    Copy {
+        src: u64,
+        dst: u64,
+        len: u64,
+    },
+    ZeroWrite {
+        dst: u64,
+        len: u64,
+    },
+    Decode {
+        src: u64,
+        src_len: u64,
+        dst: u64,
+        len: u64,
+        codec: Codec,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Read,
+    Write,
+}
+
+#[derive(Debug)]
+struct Active {
+    item: Item,
+    stage: Stage,
+    /// Bytes of the current transfer done.
+    done: usize,
+    retries: u32,
+    /// Extra slot whose buffer holds compressed input (Decode).
+    aux: Option<usize>,
+    /// The write comes from the zero buffer / a zero-detected block.
+    zeroing: bool,
+    started: Instant,
+}
+
+struct Run<'a, 'b> {
+    job: &'b Job<'a>,
+    backend: &'b mut dyn IoBackend,
+    zero_buf: usize,
+    slots: Vec<Option<Active>>,
+    free: Vec<usize>,
+    op_idx: usize,
+    op_pos: u64,
+    covered_to: u64,
+    zero_queue: VecDeque<(u64, u64)>,
+    zero_mode: ZeroMode,
+    c: Counters,
+    submitted_bytes: u64,
+    started: Instant,
+    error: Option<Error>,
+}
+
+/// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
+/// is the zero buffer and is never written into).
+pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> Result<Counters> {
+    let zero_buf = backend.pool().count() - 1;
+    debug_assert!(is_zero(backend.pool().get(zero_buf)));
+    let mut r = Run {
+        job,
+        zero_buf,
+        slots: (0..job.queue_depth).map(|_| None).collect(),
+        free: (0..job.queue_depth).rev().collect(),
+        backend,
+        op_idx: 0,
+        op_pos: 0,
+        covered_to: job.plan.dst_base,
+        zero_queue: VecDeque::new(),
+        zero_mode: job.zero_mode,
+        c: Counters::default(),
+        submitted_bytes: 0,
+        started: Instant::now(),
+        error: None,
+    };
+    r.c.zero_modes.push(job.zero_mode);
+    r.main_loop();
+    match r.error.take() {
+        Some(e) => Err(e),
+        None => Ok(r.c),
+    }
+}
+
+impl Run<'_, '_> {
+    fn main_loop(&mut self) {
+        let mut completions = Vec::with_capacity(self.job.queue_depth * 2);
+        let mut last_progress = Instant::now();
+        loop {
+            if self.error.is_none() && self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.error = Some(Error::Cancelled {
+                    done: self.c.done,
+                    total: self.job.plan.logical_size,
+                });
+            }
+            let mut throttle_wait = None;
+            if self.error.is_none() {
+                throttle_wait = self.fill();
+            }
+            let in_flight = self.backend.in_flight();
+            if in_flight == 0 {
+                if self.error.is_some() || self.finished() {
+                    return;
+                }
+                if let Some(d) = throttle_wait {
+                    std::thread::sleep(d);
+                }
+                continue;
+            }
+            let timeout = throttle_wait
+                .unwrap_or(self.job.io_timeout)
+                .min(self.job.io_timeout)
+                .min(Duration::from_millis(500));
+            completions.clear();
+            if let Err(e) = self.backend.wait(1, timeout, &mut completions) {
+                self.fail(Error::io("wait for completions", &self.job.dst.path, 0, e));
+                // Nothing more can be learned from this backend; its Drop cancels the rest.
+                return;
+            }
+            if completions.is_empty() {
+                if let Some((off, path, op)) = self.stalled(last_progress) {
+                    self.fail(Error::TimedOut {
+                        op,
+                        path,
+                        offset: off,
+                        secs: self.job.io_timeout.as_secs(),
+                    });
+                    return;
+                }
+                continue;
+            }
+            last_progress = Instant::now();
+            for d in completions.drain(..) {
+                self.complete(d);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.op_idx >= self.job.plan.ops.len()
+            && self.zero_queue.is_empty()
+            && self.covered_to >= self.job.plan.dst_base + self.job.plan.logical_size
+    }
+
+    /// The oldest in-flight I/O if it has waited longer than the I/O timeout.
+    fn stalled(&self, last_progress: Instant) -> Option<(u64, std::path::PathBuf, &'static str)> {
+        if last_progress.elapsed() < self.job.io_timeout {
+            return None;
+        }
+        let a = self.slots.iter().flatten().min_by_key(|a| a.started)?;
+        let (off, path, op) = self.transfer_target(a);
+        Some((off, path.to_path_buf(), op))
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_none() {
+            tracing::debug!(error = %e, "pipeline stopping");
+            self.error = Some(e);
+        }
+    }
+
+    /// Starts as many items as slots and the throttle allow. Returns how long to wait before
+    /// the throttle lets the next item start, if it is what stops us.
+    fn fill(&mut self) -> Option<Duration> {
+        while let Some(&slot) = self.free.last() {
+            if let Some(d) = self.throttle_delay() {
+                return Some(d);
+            }
+            let Some(item) = self.next_item() else {
+                return None;
+            };
+            if let Item::Decode { .. } = item {
+                if self.free.len() < 2 {
+                    // Needs a second buffer for the compressed input: wait for one.
+                    self.push_back(item);
+                    return None;
+                }
+            }
+            self.free.pop();
+            let aux = match item {
+                Item::Decode { .. } => self.free.pop(),
+                _ => None,
+            };
+            let (stage, zeroing) = match item {
+                Item::ZeroWrite { .. } => (Stage::Write, true),
+                _ => (Stage::Read, false),
+            };
+            self.submitted_bytes += match item {
+                Item::Copy { len, .. } | Item::ZeroWrite { len, .. } => len,
+                Item::Decode { src_len, .. } => src_len,
+            };
+            self.slots[slot] = Some(Active {
+                item,
+                stage,
+                done: 0,
+                retries: 0,
+                aux,
+                zeroing,
+                started: Instant::now(),
+            });
+            self.submit(slot);
+            if self.error.is_some() {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn throttle_delay(&self) -> Option<Duration> {
+        let rate = self.job.bps_limit.filter(|r| *r > 0)?;
+        let due = Duration::from_secs_f64(self.submitted_bytes as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        (due > elapsed).then(|| due - elapsed)
+    }
+
+    /// A pending item pushed back because it could not start yet.
+    fn push_back(&mut self, item: Item) {
+        if let Item::Decode { .. } = item {
+            // Decode items are whole ops: rewind to it.
+            self.op_idx -= 1;
+            self.op_pos = 0;
+            self.covered_to = item_dst(item);
+        }
+    }
+
+    /// The next item needing a slot. Zero ranges handled without I/O (left alone, or zeroed by
+    /// a synchronous call) are done here on the way.
+    fn next_item(&mut self) -> Option<Item> {
+        let bs = self.job.block_size as u64;
+        loop {
+            if let Some((dst, len)) = self.zero_queue.pop_front() {
+                let n = len.min(bs - dst % bs);
+                if n < len {
+                    self.zero_queue.push_front((dst + n, len - n));
+                }
+                return Some(Item::ZeroWrite { dst, len: n });
+            }
+            let plan = self.job.plan;
+            let end = plan.dst_base + plan.logical_size;
+            let next_op = plan.ops.get(self.op_idx).copied();
+            // A gap before the next op (or the end) is an implicit Zero op.
+            let gap_to = next_op.map_or(end, |op| op.dst_range().start);
+            if self.covered_to < gap_to {
+                let (dst, len) = (self.covered_to, gap_to - self.covered_to);
+                self.covered_to = gap_to;
+                self.zero_range(dst, len, false);
+                if self.error.is_some() {
+                    return None;
+                }
+                continue;
+            }
+            let op = next_op?;
+            match op {
+                Op::Copy { src, dst, len } => {
+                    let pos = self.op_pos;
+                    let at = dst + pos;
+                    let n = (len - pos).min(bs - at % bs);
+                    self.op_pos += n;
+                    if self.op_pos == len {
+                        self.op_idx += 1;
+                        self.op_pos = 0;
+                        self.covered_to = dst + len;
+                    }
+                    return Some(Item::Copy {
+                        src: src + pos,
+                        dst: at,
+                        len: n,
+                    });
+                }
+                Op::Zero { dst, len } => {
+                    self.op_idx += 1;
+                    self.covered_to = dst + len;
+                    self.zero_range(dst, len, false);
+                    if self.error.is_some() {
+                        return None;
+                    }
+                }
+                Op::Decode {
+                    src,
+                    src_len,
+                    dst,
+                    len,
+                    codec,
+                } => {
+                    self.op_idx += 1;
+                    self.covered_to = dst + len;
+                    if len > bs || src_len > bs {
+                        self.fail(Error::BadImage {
+                            path: self.src_path().to_path_buf(),
+                            reason: format!(
+                                "compressed cluster at {src} ({src_len} bytes -> {len}) is larger than the {bs}-byte block size"
+                            ),
+                        });
+                        return None;
+                    }
+                    return Some(Item::Decode {
+                        src,
+                        src_len,
+                        dst,
+                        len,
+                        codec,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Makes `[dst, dst+len)` read as zeros with the current zero mode. `detected` is true for
+    /// a zero-detected data block (counted as written-as-hole rather than a source hole).
+    /// Returns true when the range was queued for zero writes.
+    fn zero_range(&mut self, dst: u64, len: u64, detected: bool) -> bool {
+        let fd = self.job.dst.file.as_fd();
+        let mut pos = dst;
+        let end = dst + len;
+        while pos < end {
+            let n = (end - pos).min(SYNC_ZERO_STEP);
+            let res = match self.zero_mode {
+                ZeroMode::Leave => {
+                    self.c.bytes_skipped += n;
+                    self.advance(n);
+                    pos += n;
+                    continue;
+                }
+                ZeroMode::Write => {
+                    self.zero_queue.push_back((pos, end - pos));
+                    return true;
+                }
+                ZeroMode::Punch => sys::punch_hole(fd, pos, n),
+                ZeroMode::ZeroRange => sys::zero_range(fd, pos, n),
+                ZeroMode::Zeroout => sys::blk_zeroout(fd, pos, n),
+            };
+            match res {
+                Ok(()) => {
+                    self.c.bytes_zeroed += n;
+                    self.advance(n);
+                    pos += n;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOTTY)
+                    ) =>
+                {
+                    let next = self.zero_mode.fallback();
+                    tracing::debug!(from = ?self.zero_mode, to = ?next, error = %e, "zeroing method refused; falling back");
+                    self.zero_mode = next;
+                    if !self.c.zero_modes.contains(&next) {
+                        self.c.zero_modes.push(next);
+                    }
+                }
+                Err(e) => {
+                    let op = match self.zero_mode {
+                        ZeroMode::Punch => "punch hole",
+                        ZeroMode::ZeroRange => "zero range",
+                        _ => "BLKZEROOUT",
+                    };
+                    self.fail(Error::io(op, &self.job.dst.path, pos, e));
+                    return false;
+                }
+            }
+            if self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                // Remaining part is abandoned; the main loop reports the cancellation.
+                return false;
+            }
+        }
+        let _ = detected;
+        false
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.c.done += n;
+        if let Some(p) = self.job.progress {
+            p(self.c.done, self.job.plan.logical_size);
+        }
+    }
+
+    fn src_path(&self) -> &std::path::Path {
+        self.job.src.map_or(&self.job.dst.path, |s| &s.path)
+    }
+
+    /// (file offset, path, op name) of the current transfer of `a`.
+    fn transfer_target<'s>(&'s self, a: &Active) -> (u64, &'s std::path::Path, &'static str) {
+        match (a.item, a.stage) {
+            (Item::Copy { src, .. }, Stage::Read) => (src + a.done as u64, self.src_path(), "read"),
+            (Item::Decode { src, .. }, Stage::Read) => {
+                (src + a.done as u64, self.src_path(), "read compressed")
+            }
+            (item, _) => (
+                item_dst(item) + a.done as u64,
+                &self.job.dst.path,
+                if a.zeroing { "write zeros" } else { "write" },
+            ),
+        }
+    }
+
+    fn submit(&mut self, slot: usize) {
+        let a = self.slots[slot].as_ref().expect("active slot");
+        let job = self.job;
+        let (op, file, direct, buf, offset, total) = match (a.item, a.stage) {
+            (Item::Copy { src, len, .. }, Stage::Read) => (
+                IoOp::Read,
+                job.files.src,
+                job.files.src_direct,
+                slot,
+                src,
+                len,
+            ),
+            (Item::Decode { src, src_len, .. }, Stage::Read) => (
+                IoOp::Read,
+                job.files.src,
+                None,
+                a.aux.expect("decode has an aux buffer"),
+                src,
+                src_len,
+            ),
+            (item, Stage::Write) => {
+                let buf = match item {
+                    Item::ZeroWrite { .. } => self.zero_buf,
+                    _ => slot,
+                };
+                (
+                    IoOp::Write,
+                    job.files.dst,
+                    job.files.dst_direct,
+                    buf,
+                    item_dst(item),
+                    item_len(item),
+                )
+            }
+            (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
+        };
+        let done = a.done as u64;
+        let remaining = total - done;
+        let align = match op {
+            IoOp::Read => job.src.map_or(job.dst.align, |s| s.align),
+            IoOp::Write => job.dst.align,
+        };
+        // O_DIRECT only when offset, length and buffer address are all aligned; the zero buffer
+        // offset is 0 for every write (it is all zeros), others continue where they stopped.
+        let buf_off = if buf == self.zero_buf { 0 } else { a.done };
+        let aligned =
+            (offset + done) % align == 0 && remaining % align == 0 && (buf_off as u64) % align == 0;
+        let file = match direct {
+            Some(d) if aligned => d,
+            _ => file,
+        };
+        let req = Req {
+            user_data: slot as u64,
+            op,
+            file,
+            buf,
+            buf_off,
+            len: remaining as usize,
+            offset: offset + done,
+        };
+        if let Err(e) = self.backend.push(req) {
+            let (off, path, opname) = self.transfer_target(self.slots[slot].as_ref().unwrap());
+            let err = Error::io(opname, path, off, e);
+            self.slots[slot] = None;
+            self.free.push(slot);
+            self.fail(err);
+        }
+    }
+
+    fn release(&mut self, slot: usize) {
+        if let Some(a) = self.slots[slot].take() {
+            if let Some(aux) = a.aux {
+                self.free.push(aux);
+            }
+        }
+        self.free.push(slot);
+    }
+
+    fn complete(&mut self, d: Done) {
+        let slot = d.user_data as usize;
+        let Some(a) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let total = match (a.item, a.stage) {
+            (Item::Decode { src_len, .. }, Stage::Read) => src_len,
+            (item, _) => item_len(item),
+        } as usize;
+        if self.error.is_some() {
+            // Draining after a failure: just take the buffers back.
+            self.release(slot);
+            return;
+        }
+        if d.result < 0 {
+            let errno = -d.result;
+            if matches!(errno, libc::EAGAIN | libc::EINTR) && a.retries < MAX_RETRIES {
+                a.retries += 1;
+                self.submit(slot);
+                return;
+            }
+            let (off, path, op) = self.transfer_target(self.slots[slot].as_ref().unwrap());
+            let err = Error::io(op, path, off, io::Error::from_raw_os_error(errno));
+            self.release(slot);
+            self.fail(err);
+            return;
+        }
+        let n = d.result as usize;
+        if n == 0 && a.done < total {
+            let (off, path, op) = self.transfer_target(self.slots[slot].as_ref().unwrap());
+            let kind = if op.starts_with("read") {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "end of file before the expected end: the source shrank or is truncated",
+                )
+            } else {
+                io::Error::new(io::ErrorKind::WriteZero, "the device accepted no bytes")
+            };
+            let err = Error::io(op, path, off, kind);
+            self.release(slot);
+            self.fail(err);
+            return;
+        }
+        a.done += n;
+        a.retries = 0;
+        if a.done < total {
+            // Short transfer: resubmit the remainder.
+            self.submit(slot);
+            return;
+        }
+        match (a.item, a.stage) {
+            (Item::Copy { dst, len, .. }, Stage::Read) => {
+                self.c.bytes_read += len;
+                let detect = self.job.detect_zeroes
+                    && is_zero(&self.backend.pool().get(slot)[..len as usize]);
+                if detect && self.zero_mode != ZeroMode::Write {
+                    self.release(slot);
+                    self.zero_range(dst, len, true);
+                    return;
+                }
+                let a = self.slots[slot].as_mut().unwrap();
+                a.stage = Stage::Write;
+                a.done = 0;
+                a.zeroing = detect;
+                self.submit(slot);
+            }
+            (
+                Item::Decode {
+                    src_len,
+                    len,
+                    codec,
+                    ..
+                },
+                Stage::Read,
+            ) => {
+                self.c.bytes_read += src_len;
+                let aux = a.aux.take().expect("decode has an aux buffer");
+                let input = self.backend.pool().get(aux)[..src_len as usize].to_vec();
+                self.free.push(aux);
+                let out = &mut self.backend.pool_mut().get_mut(slot)[..len as usize];
+                if let Err(reason) = codec::decode(codec, &input, out) {
+                    let src = match self.slots[slot].as_ref().unwrap().item {
+                        Item::Decode { src, .. } => src,
+                        _ => 0,
+                    };
+                    self.release(slot);
+                    self.fail(Error::BadImage {
+                        path: self.src_path().to_path_buf(),
+                        reason: format!("compressed cluster at offset {src}: {reason}"),
+                    });
+                    return;
+                }
+                let detect = self.job.detect_zeroes && is_zero(out);
+                let dst = item_dst(self.slots[slot].as_ref().unwrap().item);
+                if detect && self.zero_mode != ZeroMode::Write {
+                    self.release(slot);
+                    self.zero_range(dst, len, true);
+                    return;
+                }
+                let a = self.slots[slot].as_mut().unwrap();
+                a.stage = Stage::Write;
+                a.done = 0;
+                a.zeroing = detect;
+                self.submit(slot);
+            }
+            (item, Stage::Write) => {
+                let len = item_len(item);
+                if a.zeroing {
+                    self.c.bytes_zeroed += len;
+                } else {
+                    self.c.bytes_written += len;
+                }
+                self.release(slot);
+                self.advance(len);
+            }
+            (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
+        }
+    }
+}
+
+fn item_dst(item: Item) -> u64 {
+    match item {
+        Item::Copy { dst, .. } | Item::ZeroWrite { dst, .. } | Item::Decode { dst, .. } => dst,
+    }
+}
+
+fn item_len(item: Item) -> u64 {
+    match item {
+        Item::Copy { len, .. } | Item::ZeroWrite { len, .. } | Item::Decode { len, .. } => len,
+    }
+}

@@ -1,0 +1,185 @@
+//! Plans: what the pipeline must do, as a list of operations over the destination's byte space.
+
+use crate::extent::ExtentMap;
+
+/// A compression codec of a compressed image cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// Raw deflate (no zlib header), as qcow2 stores it.
+    Deflate,
+    /// A zstd frame.
+    Zstd,
+}
+
+/// One operation of a plan. Offsets are absolute in the source and destination files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Read `len` bytes at `src` in the source, write them at `dst` in the destination.
+    Copy {
+        /// Source offset.
+        src: u64,
+        /// Destination offset.
+        dst: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// The destination range must read back as zeros (source hole, image zero cluster).
+    Zero {
+        /// Destination offset.
+        dst: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// Read `src_len` compressed bytes at `src`, decode to exactly `len` bytes, write at `dst`.
+    Decode {
+        /// Source offset of the compressed bytes.
+        src: u64,
+        /// Compressed length.
+        src_len: u64,
+        /// Destination offset.
+        dst: u64,
+        /// Decoded length.
+        len: u64,
+        /// The codec.
+        codec: Codec,
+    },
+}
+
+impl Op {
+    /// The destination range this operation covers.
+    pub fn dst_range(&self) -> std::ops::Range<u64> {
+        match *self {
+            Op::Copy { dst, len, .. } | Op::Zero { dst, len } | Op::Decode { dst, len, .. } => {
+                dst..dst + len
+            }
+        }
+    }
+}
+
+/// A plan: operations ascending by destination offset, disjoint. The destination range covered
+/// is `[dst_base, dst_base + logical_size)`; parts no operation covers are treated as `Zero`.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Bytes of destination the plan covers.
+    pub logical_size: u64,
+    /// Destination offset where the covered range starts.
+    pub dst_base: u64,
+    /// The operations.
+    pub ops: Vec<Op>,
+}
+
+impl Plan {
+    /// A copy plan: `data` (absolute source offsets inside `src_base..src_base+len`) is copied
+    /// to the same relative place at `dst_base`; everything else becomes `Zero`.
+    pub fn from_data(data: &ExtentMap, src_base: u64, dst_base: u64, len: u64) -> Plan {
+        let mut ops = Vec::with_capacity(data.extent_count() * 2 + 1);
+        let mut pos = 0u64;
+        for r in data.iter_range(src_base..src_base + len) {
+            let (start, end) = (r.start - src_base, r.end - src_base);
+            if start > pos {
+                ops.push(Op::Zero {
+                    dst: dst_base + pos,
+                    len: start - pos,
+                });
+            }
+            ops.push(Op::Copy {
+                src: r.start,
+                dst: dst_base + start,
+                len: end - start,
+            });
+            pos = end;
+        }
+        if pos < len {
+            ops.push(Op::Zero {
+                dst: dst_base + pos,
+                len: len - pos,
+            });
+        }
+        Plan {
+            logical_size: len,
+            dst_base,
+            ops,
+        }
+    }
+
+    /// Checks the plan's invariants: ops ascending, disjoint, inside the covered range,
+    /// non-empty. Plans built from untrusted image metadata are validated with this before any
+    /// write.
+    pub fn validate(&self) -> Result<(), String> {
+        let end = self
+            .dst_base
+            .checked_add(self.logical_size)
+            .ok_or("plan range overflows")?;
+        let mut pos = self.dst_base;
+        for op in &self.ops {
+            let r = op.dst_range();
+            if r.start < pos {
+                return Err(format!(
+                    "operation at {} overlaps or is out of order",
+                    r.start
+                ));
+            }
+            if r.end > end || r.end < r.start {
+                return Err(format!("operation at {} runs past the end {end}", r.start));
+            }
+            if r.is_empty() {
+                return Err(format!("empty operation at {}", r.start));
+            }
+            if let Op::Copy { src, len, .. }
+            | Op::Decode {
+                src, src_len: len, ..
+            } = *op
+            {
+                src.checked_add(len).ok_or("source range overflows")?;
+            }
+            pos = r.end;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_data_fills_gaps_with_zero_ops() {
+        let data = ExtentMap::from_ranges([100..200, 300..400]);
+        let p = Plan::from_data(&data, 50, 1000, 400);
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Zero { dst: 1000, len: 50 },
+                Op::Copy {
+                    src: 100,
+                    dst: 1050,
+                    len: 100
+                },
+                Op::Zero {
+                    dst: 1150,
+                    len: 100
+                },
+                Op::Copy {
+                    src: 300,
+                    dst: 1250,
+                    len: 100
+                },
+                Op::Zero { dst: 1350, len: 50 },
+            ]
+        );
+        p.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_overlap_and_overrun() {
+        let mut p = Plan {
+            logical_size: 100,
+            dst_base: 0,
+            ops: vec![Op::Zero { dst: 0, len: 60 }, Op::Zero { dst: 50, len: 10 }],
+        };
+        assert!(p.validate().is_err());
+        p.ops = vec![Op::Zero { dst: 90, len: 20 }];
+        assert!(p.validate().is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! Pieces shared by subcommands: size parsing, the copy flags, progress bars, signals, errors.
+
+use ember_engine::copy::{CopyOptions, ProgressFn};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Parses a size: plain bytes or with a K/M/G/T suffix (powers of 1024; "KiB", "MB" etc. too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "invalid size '{s}': expected a number with an optional K/M/G/T suffix"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size '{s}': number too large"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("invalid size '{s}': unknown unit '{other}'")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size '{s}': too large"))
+}
+
+/// The flags every data-moving command shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IoArgs {
+    /// Bytes per I/O (power of two, 4K to 64M).
+    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    pub block_size: u64,
+    /// I/Os in flight.
+    #[arg(long, default_value_t = 32)]
+    pub queue_depth: u32,
+    /// Do not use O_DIRECT (use the page cache).
+    #[arg(long)]
+    pub no_direct: bool,
+    /// Limit throughput to this many bytes per second (e.g. 100M), like Cinder's
+    /// volume_copy_bps_limit.
+    #[arg(long, value_parser = parse_size)]
+    pub bps_limit: Option<u64>,
+    /// Print a JSON summary on stdout instead of the human one.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl IoArgs {
+    /// Copy options carrying these flags (others at their defaults).
+    pub fn options(&self) -> Result<CopyOptions, String> {
+        let block_size = usize::try_from(self.block_size)
+            .map_err(|_| format!("invalid block size {}", self.block_size))?;
+        Ok(CopyOptions {
+            block_size,
+            queue_depth: self.queue_depth,
+            direct: !self.no_direct,
+            bps_limit: self.bps_limit,
+            ..CopyOptions::default()
+        })
+    }
+}
+
+/// A flag set by SIGINT/SIGTERM: the engine stops cleanly and says how far it got.
+pub fn cancel_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping kills the process the default way.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+/// A progress bar on a terminal (none when stderr is piped or JSON was asked for).
+pub fn progress_bar(label: &str, json: bool) -> Option<(indicatif::ProgressBar, ProgressFn)> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    let b = bar.clone();
+    let f: ProgressFn = Arc::new(move |done, total| {
+        b.set_length(total);
+        b.set_position(done);
+    });
+    Some((bar, f))
+}
+
+/// Formats bytes for people.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints an error chain as one line on stderr and returns the exit code: 130 for a
+/// cancellation (as shells report SIGINT), 1 otherwise.
+pub fn report_error(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let mut line = format!("ember: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        src = s.source();
+    }
+    eprintln!("{line}");
+    let cancelled = e
+        .downcast_ref::<ember_engine::Error>()
+        .is_some_and(|e| e.kind() == ember_engine::ErrorKind::Cancelled);
+    if cancelled {
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

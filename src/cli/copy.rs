@@ -1,0 +1,59 @@
+//! `ember copy SRC DST`.
+
+use super::common::{cancel_flag, human, progress_bar, IoArgs};
+use super::CliResult;
+use std::path::PathBuf;
+
+/// Copy a file or block device, keeping holes and zeroing where needed.
+#[derive(clap::Args, Debug)]
+pub struct CopyArgs {
+    /// Source file or block device.
+    pub src: PathBuf,
+    /// Destination file (created if missing) or block device.
+    pub dst: PathBuf,
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// The destination already reads as zeros: do not zero holes.
+    #[arg(long)]
+    pub dest_zeroed: bool,
+    /// Keep the source's allocation exactly (write all-zero blocks instead of making holes).
+    #[arg(long)]
+    pub preserve_allocation: bool,
+    /// Overwrite an existing non-empty regular file.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not fdatasync the destination at the end.
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+pub fn run(a: CopyArgs) -> CliResult {
+    let mut opts = a.io.options()?;
+    opts.dest_zeroed = a.dest_zeroed;
+    opts.preserve_allocation = a.preserve_allocation;
+    opts.force = a.force;
+    opts.sync = !a.no_sync;
+    opts.cancel = Some(cancel_flag());
+    let bar = progress_bar("copy", a.io.json);
+    opts.progress = bar.as_ref().map(|(_, f)| f.clone());
+    let res = ember_engine::copy::copy(&a.src, &a.dst, &opts);
+    if let Some((b, _)) = bar {
+        b.finish_and_clear();
+    }
+    let s = res?;
+    if a.io.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "copied {} ({} data in {} extents, {} zeroed, {} left as holes) in {:.3} s, {:.0} MB/s",
+            human(s.logical_size),
+            human(s.bytes_written),
+            s.extents,
+            human(s.bytes_zeroed),
+            human(s.bytes_skipped),
+            s.seconds,
+            s.mb_per_s
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Command-line interface: parsed args -> validated options -> engine call -> one-line errors.
+
+mod common;
+mod compare;
+mod copy;
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub(crate) type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Ember: fast, sparse-aware, safe volume data movement.
+#[derive(Parser, Debug)]
+#[command(name = "ember", version, about, propagate_version = true)]
+struct Cli {
+    /// Log verbosity for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Copy a file or block device, keeping holes and zeroing where needed.
+    Copy(copy::CopyArgs),
+    /// Report whether two files/devices hold identical content (holes read as zeros).
+    Compare(compare::CompareArgs),
+    /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
+    Demo(demo::DemoArgs),
+}
+
+/// Entry point: runs the command and turns any error into one line and a non-zero exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let res = match cli.command {
+        Command::Copy(a) => copy::run(a),
+        Command::Compare(a) => return compare::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => common::report_error(e.as_ref()),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
