@@ -243,8 +243,8 @@ pub struct Config {
 impl Config {
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| DriverError::InvalidConfiguration(e.to_string()))?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| DriverError::InvalidConfiguration(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -233,13 +233,9 @@ mod tests {
     fn engine_errors_map_by_kind() {
         let e: DriverError = ember_engine::Error::invalid("bad size").into();
         assert_eq!(e.category(), Category::InvalidInput);
-        let e: DriverError = ember_engine::Error::io(
-            "write",
-            "/x",
-            0,
-            io::Error::from_raw_os_error(libc::ENOSPC),
-        )
-        .into();
+        let e: DriverError =
+            ember_engine::Error::io("write", "/x", 0, io::Error::from_raw_os_error(libc::ENOSPC))
+                .into();
         assert_eq!(e.category(), Category::NoSpace);
         let e: DriverError = ember_engine::Error::BadImage {
             path: "/i".into(),
@@ -247,6 +243,9 @@ mod tests {
         }
         .into();
         assert_eq!(e.category(), Category::ImageUnacceptable);
-        assert_eq!(Category::BackendApi.cinder_name(), "VolumeBackendAPIException");
+        assert_eq!(
+            Category::BackendApi.cinder_name(),
+            "VolumeBackendAPIException"
+        );
     }
 }

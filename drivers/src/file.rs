@@ -33,6 +33,7 @@ use crate::names::{self, GIB};
 use crate::stats::{gib, PoolStats, VolumeStats};
 use crate::types::*;
 use crate::VolumeDriver;
+use crate::{ConnectionInfo, Connector};
 
 /// Driver version reported in stats.
 pub const DRIVER_VERSION: &str = "1.0.0";
@@ -632,7 +633,9 @@ impl VolumeDriver for FileDriver {
         src.validate()?;
         self.check_ready()?;
         if vol.id == src.id {
-            return Err(DriverError::invalid("a volume cannot be cloned onto itself"));
+            return Err(DriverError::invalid(
+                "a volume cannot be cloned onto itself",
+            ));
         }
         let (_a, _b) = self.lock_two(&src.name, &vol.name)?;
         let s = self.available_volume(&src.name)?;
@@ -764,7 +767,10 @@ impl VolumeDriver for FileDriver {
         let mut cloned = false;
         let res = self.create_with(vol, || {
             let dst = self.data_path(&vol.name);
-            if len == fs::metadata(&image.path).map(|m| m.len()).unwrap_or(u64::MAX)
+            if len
+                == fs::metadata(&image.path)
+                    .map(|m| m.len())
+                    .unwrap_or(u64::MAX)
                 && data::reflink(&image.path, &dst)?
             {
                 set_len_sync(&dst, vol.size_bytes())?;
@@ -834,7 +840,9 @@ impl VolumeDriver for FileDriver {
             if n.starts_with('.') || names::check_lvm_name("file", &n).is_err() {
                 continue;
             }
-            let m = e.metadata().map_err(|x| DriverError::io("stat", e.path(), x))?;
+            let m = e
+                .metadata()
+                .map_err(|x| DriverError::io("stat", e.path(), x))?;
             if !m.is_file() {
                 continue;
             }
@@ -901,11 +909,7 @@ impl VolumeDriver for FileDriver {
         Ok(())
     }
 
-    fn initialize_connection(
-        &self,
-        vol: &Volume,
-        connector: &Connector,
-    ) -> Result<ConnectionInfo> {
+    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
         vol.validate()?;
         let x = self.exporter("initialize_connection")?;
         let v = self.available_volume(&vol.name)?.volume;
@@ -997,11 +1001,10 @@ impl FileDriver {
             });
         }
         let p = self.data_dir().join(n);
-        let m = fs::symlink_metadata(&p).map_err(|_| {
-            DriverError::ManageExistingInvalidReference {
+        let m =
+            fs::symlink_metadata(&p).map_err(|_| DriverError::ManageExistingInvalidReference {
                 reason: format!("no file {n:?} in {}", self.data_dir().display()),
-            }
-        })?;
+            })?;
         if !m.is_file() {
             return Err(DriverError::ManageExistingInvalidReference {
                 reason: format!("{n:?} is not a regular file"),
@@ -1132,7 +1135,8 @@ pub(crate) fn write_json_atomic<T: Serialize>(dir: &Path, file_name: &str, rec: 
             .map_err(|e| DriverError::io("create", &tmp, e))?;
         f.write_all(&body)
             .map_err(|e| DriverError::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| DriverError::io("fsync", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| DriverError::io("fsync", &tmp, e))?;
         let dst = dir.join(file_name);
         fs::rename(&tmp, &dst).map_err(|e| DriverError::io("rename into place", &dst, e))?;
         sync_dir(dir)

@@ -26,8 +26,8 @@ pub use config::{BackendConfig, Config, DriverKind, LvmType, VolumeClear};
 pub use error::{Category, DriverError, Result};
 pub use stats::{PoolStats, VolumeStats};
 pub use types::{
-    Attachment, CloneImageResult, ExistingRef, ImageFile, ImageMeta, ManageableVolume,
-    ModelUpdate, Snapshot, Volume,
+    Attachment, CloneImageResult, ExistingRef, ImageFile, ImageMeta, ManageableVolume, ModelUpdate,
+    Snapshot, Volume,
 };
 
 pub use ember_target::{ConnectionInfo, Connector};
@@ -63,8 +63,11 @@ pub trait VolumeDriver: Send + Sync {
     fn delete_snapshot(&self, snap: &Snapshot) -> Result<()>;
 
     /// Creates `vol` (size >= the snapshot's) with the snapshot's data.
-    fn create_volume_from_snapshot(&self, vol: &Volume, snap: &Snapshot)
-        -> Result<Option<ModelUpdate>>;
+    fn create_volume_from_snapshot(
+        &self,
+        vol: &Volume,
+        snap: &Snapshot,
+    ) -> Result<Option<ModelUpdate>>;
 
     /// Creates `vol` (size >= the source's) with `src`'s data.
     fn create_cloned_volume(&self, vol: &Volume, src: &Volume) -> Result<Option<ModelUpdate>>;
@@ -85,8 +88,11 @@ pub trait VolumeDriver: Send + Sync {
     fn clone_image(&self, vol: &Volume, image: &ImageFile) -> Result<CloneImageResult>;
 
     /// Takes over a backend object named by `existing_ref` as `vol` (renaming it).
-    fn manage_existing(&self, vol: &Volume, existing_ref: &ExistingRef)
-        -> Result<Option<ModelUpdate>>;
+    fn manage_existing(
+        &self,
+        vol: &Volume,
+        existing_ref: &ExistingRef,
+    ) -> Result<Option<ModelUpdate>>;
 
     /// Size in GiB (rounded up) of the object `existing_ref` names.
     fn manage_existing_get_size(&self, vol: &Volume, existing_ref: &ExistingRef) -> Result<u64>;
@@ -107,8 +113,7 @@ pub trait VolumeDriver: Send + Sync {
     fn remove_export(&self, vol: &Volume) -> Result<()>;
 
     /// Grants a connector access; returns Cinder's connection_info.
-    fn initialize_connection(&self, vol: &Volume, connector: &Connector)
-        -> Result<ConnectionInfo>;
+    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo>;
 
     /// Revokes a connector's access.
     fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()>;

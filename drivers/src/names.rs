@@ -68,7 +68,11 @@ pub fn lvm_snapshot_name(snapshot_name: &str) -> Result<String> {
 /// Validates a user's display name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes, no `..`,
 /// not a UUID and not starting with `volume-`/`snapshot-` (those resolve as ids).
 pub fn check_display_name(name: &str) -> Result<()> {
-    let bad = |why: &str| Err(DriverError::invalid(format!("name {name:?} refused: {why}")));
+    let bad = |why: &str| {
+        Err(DriverError::invalid(format!(
+            "name {name:?} refused: {why}"
+        )))
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -83,7 +87,9 @@ pub fn check_display_name(name: &str) -> Result<()> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        return bad(&format!("character {c:?} is not allowed (A-Z a-z 0-9 _ . -)"));
+        return bad(&format!(
+            "character {c:?} is not allowed (A-Z a-z 0-9 _ . -)"
+        ));
     }
     if name.contains("..") {
         return bad("contains \"..\"");

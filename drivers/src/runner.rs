@@ -2,11 +2,11 @@
 //! (never a shell), a fixed environment, a timeout and captured output.
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 

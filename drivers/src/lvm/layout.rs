@@ -39,10 +39,13 @@ pub fn lv_spans(lv: &str, segs: &[Segment], pvs: &[Pv], extent_size: u64) -> Res
             });
         }
         let (pv, first, last) = &s.pe_ranges[0];
-        let p = pvs.iter().find(|p| &p.name == pv).ok_or_else(|| DriverError::NotFound {
-            what: "physical volume",
-            name: pv.clone(),
-        })?;
+        let p = pvs
+            .iter()
+            .find(|p| &p.name == pv)
+            .ok_or_else(|| DriverError::NotFound {
+                what: "physical volume",
+                name: pv.clone(),
+            })?;
         let extents = last - first + 1;
         let len = extents
             .checked_mul(extent_size)

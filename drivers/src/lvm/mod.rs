@@ -33,6 +33,7 @@ use crate::runner::{self, Runner};
 use crate::stats::{gib, round2, PoolStats, VolumeStats};
 use crate::types::*;
 use crate::VolumeDriver;
+use crate::{ConnectionInfo, Connector};
 
 use report::{Lv, Vg};
 
@@ -48,7 +49,15 @@ pub const TAG_CREATING: &str = "ember_creating";
 pub const TAG_UNMANAGED: &str = "ember_unmanaged";
 /// The lvm2 tools the driver runs.
 pub const TOOLS: &[&str] = &[
-    "lvs", "vgs", "pvs", "lvcreate", "lvremove", "lvrename", "lvextend", "lvchange", "lvconvert",
+    "lvs",
+    "vgs",
+    "pvs",
+    "lvcreate",
+    "lvremove",
+    "lvrename",
+    "lvextend",
+    "lvchange",
+    "lvconvert",
 ];
 
 /// Export model and attachments of one volume (the part LVM tags cannot hold).
@@ -468,21 +477,16 @@ impl LvmDriver {
     fn state(&self, name: &str) -> Result<VolumeState> {
         let p = self.state_dir.join("state").join(format!("{name}.json"));
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| DriverError::Metadata {
-                path: p,
-                source: e,
-            }),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| DriverError::Metadata { path: p, source: e })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VolumeState::default()),
             Err(e) => Err(DriverError::io("read", &p, e)),
         }
     }
 
     fn set_state(&self, name: &str, st: &VolumeState) -> Result<()> {
-        write_json_atomic(
-            &self.state_dir.join("state"),
-            &format!("{name}.json"),
-            st,
-        )
+        write_json_atomic(&self.state_dir.join("state"), &format!("{name}.json"), st)
     }
 
     fn drop_state(&self, name: &str) -> Result<()> {
@@ -644,7 +648,10 @@ impl VolumeDriver for LvmDriver {
         // Roll back creates interrupted by a crash (their lock is free).
         for lv in self.lvs()? {
             if lv.has_tag(TAG_CREATING) {
-                let p = self.state_dir.join("locks").join(format!("{}.lock", lv.name));
+                let p = self
+                    .state_dir
+                    .join("locks")
+                    .join(format!("{}.lock", lv.name));
                 if let Some(_l) = lock_path(&p, true)? {
                     tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
                     if !self.thin()? {
@@ -705,13 +712,13 @@ impl VolumeDriver for LvmDriver {
             .filter(|l| !l.is_internal() && !l.is_thin_pool() && l.name != pool_name)
             .collect();
         let (total, free, provisioned) = if thin {
-            let pool = lvs
-                .iter()
-                .find(|l| l.name == pool_name)
-                .ok_or_else(|| DriverError::NotFound {
-                    what: "thin pool",
-                    name: pool_name.clone(),
-                })?;
+            let pool =
+                lvs.iter()
+                    .find(|l| l.name == pool_name)
+                    .ok_or_else(|| DriverError::NotFound {
+                        what: "thin pool",
+                        name: pool_name.clone(),
+                    })?;
             let total = gib(pool.size);
             let used = total * pool.data_percent.unwrap_or(0.0) / 100.0;
             let prov: u64 = visible.iter().map(|l| l.size).sum();
@@ -744,7 +751,8 @@ impl VolumeDriver for LvmDriver {
             multiattach: true,
             backend_state: "up".into(),
         };
-        let mut s = VolumeStats::single_pool(&self.cfg.name, DRIVER_VERSION, "iSCSI", thin, true, pool);
+        let mut s =
+            VolumeStats::single_pool(&self.cfg.name, DRIVER_VERSION, "iSCSI", thin, true, pool);
         let mut extra = BTreeMap::new();
         extra.insert("ember_device_mapper".into(), self.dm.into());
         extra.insert(
@@ -940,7 +948,9 @@ impl VolumeDriver for LvmDriver {
         src.validate()?;
         self.check_vg_ready()?;
         if vol.id == src.id {
-            return Err(DriverError::invalid("a volume cannot be cloned onto itself"));
+            return Err(DriverError::invalid(
+                "a volume cannot be cloned onto itself",
+            ));
         }
         let (_a, _b) = self.lock_two(&src.name, &vol.name)?;
         let s = self.must_lv("volume", &src.name)?;
@@ -1031,7 +1041,13 @@ impl VolumeDriver for LvmDriver {
             self.activate(&vol.name, false)?;
             let size = format!("{}g", snap.volume_size);
             let mut argv = vec![
-                "lvcreate", "--name", &snap_lv, "--snapshot", &vp, "-L", &size,
+                "lvcreate",
+                "--name",
+                &snap_lv,
+                "--snapshot",
+                &vp,
+                "-L",
+                &size,
             ];
             let tag = format!("{TAG_ORIGIN}:{}", snap.volume_id);
             argv.extend(["--addtag", &tag]);
@@ -1128,10 +1144,7 @@ impl VolumeDriver for LvmDriver {
                     name: vol.name.clone(),
                 });
             }
-            self.lvm(
-                "lvrename",
-                &["lvrename", &self.vg, &lv.name, &vol.name],
-            )?;
+            self.lvm("lvrename", &["lvrename", &self.vg, &lv.name, &vol.name])?;
         }
         if lv.has_tag(TAG_UNMANAGED) {
             self.del_tag(&vol.name, TAG_UNMANAGED)?;
@@ -1230,11 +1243,7 @@ impl VolumeDriver for LvmDriver {
         self.set_state(&vol.name, &st)
     }
 
-    fn initialize_connection(
-        &self,
-        vol: &Volume,
-        connector: &Connector,
-    ) -> Result<ConnectionInfo> {
+    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
         vol.validate()?;
         let x = self.exporter("initialize_connection")?;
         let lv = self.must_lv("volume", &vol.name)?;
@@ -1298,7 +1307,10 @@ impl VolumeDriver for LvmDriver {
             }
             let vid = if let Ok(v) = names::check_volume_name(&lv.origin) {
                 v
-            } else if let Some(v) = lv.tag_value(TAG_ORIGIN).and_then(|s| Uuid::try_parse(s).ok()) {
+            } else if let Some(v) = lv
+                .tag_value(TAG_ORIGIN)
+                .and_then(|s| Uuid::try_parse(s).ok())
+            {
                 v
             } else {
                 continue;
@@ -1308,7 +1320,11 @@ impl VolumeDriver for LvmDriver {
                 .find(|l| l.name == names::volume_name(&vid))
                 .map(|l| l.size)
                 .unwrap_or(lv.size);
-            let size = if lv.is_snapshot() { origin_size } else { lv.size };
+            let size = if lv.is_snapshot() {
+                origin_size
+            } else {
+                lv.size
+            };
             out.push(Snapshot {
                 id,
                 name: rest.to_owned(),

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::error::{DriverError, Result};
 
 /// One logical volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Lv {
     pub name: String,
     pub size: u64,
@@ -182,8 +182,8 @@ fn num(what: &str, field: &str, v: &str) -> Result<u64> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<Vec<T>> {
-    let r: Report<T> =
-        serde_json::from_str(text).map_err(|e| bad(what, format!("not an lvm JSON report: {e}")))?;
+    let r: Report<T> = serde_json::from_str(text)
+        .map_err(|e| bad(what, format!("not an lvm JSON report: {e}")))?;
     Ok(r.report)
 }
 
