@@ -144,7 +144,52 @@ impl LvmDriver {
     }
 
     fn lvm(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
+        let _g = self.lvm_lock()?;
         self.runner.run(op, args)
+    }
+
+    fn lvm_output(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
+        let _g = self.lvm_lock()?;
+        self.runner.output(op, args)
+    }
+
+    /// One lvm2 command of this backend at a time (threads and processes): lvm2's own VG lock
+    /// does not stop a concurrent report from missing a VG whose metadata is being rewritten
+    /// when activation is disabled. Commands are short; data copies run outside this lock.
+    fn lvm_lock(&self) -> Result<Option<Lock>> {
+        let dir = self.state_dir.join("locks");
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        lock_path(&dir.join(format!(".lvm-{}.lock", self.vg)), false)
+    }
+
+    /// Without device-mapper, writers of one PV are serialized: the engine opens a block device
+    /// destination with O_EXCL, so two copies onto windows of the same PV cannot overlap in time.
+    fn pv_locks(&self, dst: &[Span]) -> Result<Vec<Lock>> {
+        if self.dm {
+            return Ok(Vec::new());
+        }
+        let mut pvs: Vec<String> = dst
+            .iter()
+            .map(|s| s.path.display().to_string().replace('/', "_"))
+            .collect();
+        pvs.sort();
+        pvs.dedup();
+        let dir = self.state_dir.join("locks");
+        pvs.iter()
+            .map(|p| Ok(lock_path(&dir.join(format!(".pv{p}.lock")), false)?.expect("blocking")))
+            .collect()
+    }
+
+    fn copy_data(&self, src: &[Span], dst: &[Span], len: u64, dest_zeroed: bool) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(|| data::copy_layout(src, dst, len, self.copy_mode(dest_zeroed)))
+    }
+
+    fn wipe_data(&self, dst: &[Span], len: u64) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(|| data::wipe_layout(dst, len, self.cfg.volume_copy_bps_limit))
     }
 
     fn pool_name(&self) -> String {
@@ -184,7 +229,7 @@ impl LvmDriver {
     // ---- reports ----
 
     fn vg_info(&self) -> Result<Vg> {
-        let out = self.runner.output(
+        let out = self.lvm_output(
             "vgs",
             &[
                 "vgs",
@@ -237,7 +282,7 @@ impl LvmDriver {
 
     fn lv(&self, name: &str) -> Result<Option<Lv>> {
         let target = self.lv_path(name);
-        let out = self.runner.output(
+        let out = self.lvm_output(
             "lvs",
             &[
                 "lvs",
@@ -363,7 +408,7 @@ impl LvmDriver {
                 .lv(name)?
                 .ok_or_else(|| DriverError::volume_not_found(name))?;
             let lay = self.layout(&lv)?;
-            data::wipe_layout(&lay, 4096.min(lv.size), 0)?;
+            self.wipe_data(&lay, 4096.min(lv.size))?;
         }
         Ok(())
     }
@@ -419,7 +464,7 @@ impl LvmDriver {
             mib => (mib << 20).min(len),
         };
         tracing::info!(bytes = n, "performing secure delete");
-        data::wipe_layout(lay, n, self.cfg.volume_copy_bps_limit)
+        self.wipe_data(lay, n)
     }
 
     fn copy_mode(&self, dest_zeroed: bool) -> CopyMode {
@@ -449,7 +494,7 @@ impl LvmDriver {
             let dst = self.layout(&lv)?;
             // A thin LV reads as zeros; a thick one is not known to be zero: holes get written.
             let zeroed = self.thin()?;
-            data::copy_layout(&src_lay, &dst, len.min(src.size), self.copy_mode(zeroed))?;
+            self.copy_data(&src_lay, &dst, len.min(src.size), zeroed)?;
             self.del_tag(name, TAG_CREATING)
         })();
         if let Err(e) = res {
@@ -1059,11 +1104,11 @@ impl VolumeDriver for LvmDriver {
         let src = self.layout(&s)?;
         let dst = self.layout(&v)?;
         let len = s.size.min(v.size);
-        data::copy_layout(&src, &dst, len, self.copy_mode(false))?;
+        self.copy_data(&src, &dst, len, false)?;
         if v.size > len {
             // Bytes past the snapshot's size did not exist in it: they read as zeros after revert.
             let tail: Vec<Span> = skip_layout(&dst, len);
-            data::wipe_layout(&tail, v.size - len, self.cfg.volume_copy_bps_limit)?;
+            self.wipe_data(&tail, v.size - len)?;
         }
         Ok(())
     }
@@ -1099,7 +1144,7 @@ impl VolumeDriver for LvmDriver {
             offset: 0,
             len: m.len(),
         }];
-        data::copy_layout(&src, &dst, m.len(), self.copy_mode(false))
+        self.copy_data(&src, &dst, m.len(), false)
     }
 
     fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
@@ -1115,7 +1160,7 @@ impl VolumeDriver for LvmDriver {
             offset: 0,
             len: lv.size,
         }];
-        let res = data::copy_layout(&src, &dst, lv.size, self.copy_mode(true));
+        let res = self.copy_data(&src, &dst, lv.size, true);
         if res.is_err() {
             let _ = std::fs::remove_file(&image.path);
         }
@@ -1335,6 +1380,23 @@ impl VolumeDriver for LvmDriver {
             });
         }
         Ok(out)
+    }
+}
+
+/// Retries an engine call refused because its block device destination is still claimed: the
+/// O_EXCL claim of a previous copy onto the same PV is released asynchronously (io_uring drops
+/// its file references after the ring is gone), so a next writer can see EBUSY for a moment.
+/// Nothing was written when the open is refused, so the retry is safe.
+fn retry_busy(mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(DriverError::Engine(e)) if tries < 100 && e.to_string().contains("is in use") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
     }
 }
 
