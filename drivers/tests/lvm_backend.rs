@@ -324,7 +324,7 @@ fn lifecycle_metadata_only() {
         .collect();
     names.sort();
     assert!(names.contains(&("db".into(), 3)) && names.contains(&("db-clone".into(), 3)));
-    assert_eq!(d.clone_image(&vol3, &img).unwrap().cloned, false);
+    assert!(!d.clone_image(&vol3, &img).unwrap().cloned);
 
     // Tear down: snapshot, volumes; deleting again succeeds.
     d.delete_snapshot(&snap).unwrap();
