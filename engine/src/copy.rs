@@ -250,7 +250,12 @@ pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> 
     let extents = plan
         .ops
         .iter()
-        .filter(|o| !matches!(o, crate::plan::Op::Zero { .. }))
+        .filter(|o| {
+            matches!(
+                o,
+                crate::plan::Op::Copy { .. } | crate::plan::Op::Decode { .. }
+            )
+        })
         .count() as u64;
     let res = run_plan(Some(&s), &dest, plan, opts, opts.zero_detection(), started);
     finish(dest, res, extents)
@@ -269,7 +274,7 @@ fn finish(dest: Destination, res: Result<Summary>, extents: u64) -> Result<Summa
     }
 }
 
-fn open_source(path: &Path, direct: bool) -> Result<Endpoint> {
+pub(crate) fn open_source(path: &Path, direct: bool) -> Result<Endpoint> {
     Endpoint::open(
         path,
         OpenMode {
@@ -331,7 +336,7 @@ impl Destination {
             &w.path,
             OpenMode {
                 write: true,
-                create: w.is_whole(),
+                create: w.is_whole() && !existed,
                 direct: opts.direct,
                 exclusive: true,
             },
@@ -431,6 +436,15 @@ fn dup(f: &File, path: &Path) -> Result<File> {
         .map_err(|e| Error::open("duplicate descriptor of", path, e))
 }
 
+/// The destination side of a pipeline run.
+pub(crate) struct Target<'a> {
+    pub ep: &'a Endpoint,
+    pub mode: ZeroMode,
+    pub created: bool,
+    /// Fall back to the next zeroing method when one is refused.
+    pub zero_fallback: bool,
+}
+
 fn run_plan(
     src: Option<&Endpoint>,
     dest: &Destination,
@@ -439,7 +453,26 @@ fn run_plan(
     detect_zeroes: bool,
     started: Instant,
 ) -> Result<Summary> {
-    let d = &dest.ep;
+    let target = Target {
+        ep: &dest.ep,
+        mode: dest.mode,
+        created: dest.created,
+        zero_fallback: true,
+    };
+    run_plan_on(src, &target, plan, opts, detect_zeroes, started).map(|(s, _)| s)
+}
+
+/// Runs `plan` from `src` (none for wipes) onto `t`, then flushes; returns the summary and the
+/// pipeline's per-range zeroing record.
+pub(crate) fn run_plan_on(
+    src: Option<&Endpoint>,
+    t: &Target<'_>,
+    plan: &Plan,
+    opts: &CopyOptions,
+    detect_zeroes: bool,
+    started: Instant,
+) -> Result<(Summary, Vec<pipeline::ZeroedRange>)> {
+    let d = t.ep;
     let mut files = Vec::with_capacity(4);
     let mut push = |f: &File, p: &Path| -> Result<usize> {
         files.push(dup(f, p)?);
@@ -465,7 +498,7 @@ fn run_plan(
         block_size: opts.block_size,
         queue_depth: qd,
         detect_zeroes,
-        zero_mode: dest.mode,
+        zero_mode: t.mode,
         bps_limit: opts.bps_limit,
         cancel: opts.cancel.as_deref(),
         progress: opts.progress.as_deref(),
@@ -476,18 +509,19 @@ fn run_plan(
             dst: dst_idx,
             dst_direct,
         },
+        zero_fallback: t.zero_fallback,
     };
     let c = pipeline::run(&job, backend.as_mut())?;
     let backend_name = backend.name();
     drop(backend);
     if opts.sync {
         d.sync()?;
-        if dest.created {
+        if t.created {
             sync_parent(&d.path);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Summary {
+    let summary = Summary {
         logical_size: plan.logical_size,
         bytes_read: c.bytes_read,
         bytes_written: c.bytes_written,
@@ -503,7 +537,8 @@ fn run_plan(
         backend: backend_name,
         direct: (src.is_some_and(|s| s.direct.is_some()), d.direct.is_some()),
         zero_modes: c.zero_modes,
-    })
+    };
+    Ok((summary, c.zero_ranges))
 }
 
 fn sync_parent(path: &Path) {

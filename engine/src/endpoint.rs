@@ -95,6 +95,16 @@ impl Endpoint {
         } else if ft.is_block_device() {
             let size = sys::block_device_size(file.as_fd())
                 .map_err(|e| Error::open("get the size of", path, e))?;
+            if mode.write
+                && sys::block_device_read_only(file.as_fd())
+                    .map_err(|e| Error::open("query read-only state of", path, e))?
+            {
+                return Err(Error::open(
+                    what,
+                    path,
+                    std::io::Error::from_raw_os_error(libc::EROFS),
+                ));
+            }
             let lbs = sys::logical_block_size(file.as_fd())
                 .map_err(|e| Error::open("get the sector size of", path, e))?;
             (

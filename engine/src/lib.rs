@@ -9,6 +9,8 @@
 pub mod bitmap;
 pub mod error;
 pub mod extent;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
@@ -23,3 +25,4 @@ pub mod sys;
 pub mod test_util;
 pub mod uring;
 pub mod verify;
+pub mod wipe;

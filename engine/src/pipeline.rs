@@ -83,6 +83,8 @@ pub(crate) struct Job<'a> {
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
     pub io_timeout: Duration,
     pub files: FileSlots,
+    /// Fall back to the next zeroing method when the target refuses one (else: fail).
+    pub zero_fallback: bool,
 }
 
 /// What the pipeline did.
@@ -95,6 +97,35 @@ pub(crate) struct Counters {
     pub done: u64,
     /// The zero modes actually used (after fallbacks), in order of first use.
     pub zero_modes: Vec<ZeroMode>,
+    /// Ranges zeroed or left as holes, with the method (consecutive ones coalesced).
+    pub zero_ranges: Vec<ZeroedRange>,
+}
+
+/// A destination range made to read as zeros, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ZeroedRange {
+    /// Start offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// The method.
+    pub method: ZeroMode,
+}
+
+impl Counters {
+    fn record(&mut self, offset: u64, len: u64, method: ZeroMode) {
+        if let Some(last) = self.zero_ranges.last_mut() {
+            if last.method == method && last.offset + last.len == offset {
+                last.len += len;
+                return;
+            }
+        }
+        self.zero_ranges.push(ZeroedRange {
+            offset,
+            len,
+            method,
+        });
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -267,9 +298,7 @@ impl Run<'_, '_> {
             if let Some(d) = self.throttle_delay() {
                 return Some(d);
             }
-            let Some(item) = self.next_item() else {
-                return None;
-            };
+            let item = self.next_item()?;
             if let Item::Decode { .. } = item {
                 if self.free.len() < 2 {
                     // Needs a second buffer for the compressed input: wait for one.
@@ -376,6 +405,12 @@ impl Run<'_, '_> {
                         return None;
                     }
                 }
+                Op::Skip { dst, len } => {
+                    self.op_idx += 1;
+                    self.covered_to = dst + len;
+                    self.c.bytes_skipped += len;
+                    self.advance(len);
+                }
                 Op::Decode {
                     src,
                     src_len,
@@ -413,16 +448,29 @@ impl Run<'_, '_> {
         let fd = self.job.dst.file.as_fd();
         let mut pos = dst;
         let end = dst + len;
+        // Under a bandwidth limit, zero in steps small enough for the throttle to bite.
+        let step = match self.job.bps_limit {
+            Some(bps) => (bps / 4).clamp(self.job.block_size as u64, SYNC_ZERO_STEP),
+            None => SYNC_ZERO_STEP,
+        };
         while pos < end {
-            let n = (end - pos).min(SYNC_ZERO_STEP);
+            let n = (end - pos).min(step);
+            if self.zero_mode != ZeroMode::Leave && self.zero_mode != ZeroMode::Write {
+                if let Some(d) = self.throttle_delay() {
+                    std::thread::sleep(d);
+                }
+                self.submitted_bytes += n;
+            }
             let res = match self.zero_mode {
                 ZeroMode::Leave => {
                     self.c.bytes_skipped += n;
+                    self.c.record(pos, n, ZeroMode::Leave);
                     self.advance(n);
                     pos += n;
                     continue;
                 }
                 ZeroMode::Write => {
+                    self.c.record(pos, end - pos, ZeroMode::Write);
                     self.zero_queue.push_back((pos, end - pos));
                     return true;
                 }
@@ -433,14 +481,16 @@ impl Run<'_, '_> {
             match res {
                 Ok(()) => {
                     self.c.bytes_zeroed += n;
+                    self.c.record(pos, n, self.zero_mode);
                     self.advance(n);
                     pos += n;
                 }
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOTTY)
-                    ) =>
+                    if self.job.zero_fallback
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOTTY)
+                        ) =>
                 {
                     let next = self.zero_mode.fallback();
                     tracing::debug!(from = ?self.zero_mode, to = ?next, error = %e, "zeroing method refused; falling back");
@@ -448,6 +498,19 @@ impl Run<'_, '_> {
                     if !self.c.zero_modes.contains(&next) {
                         self.c.zero_modes.push(next);
                     }
+                }
+                Err(e) if !self.job.zero_fallback && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    let what = match self.zero_mode {
+                        ZeroMode::Punch => "punching holes (FALLOC_FL_PUNCH_HOLE)",
+                        ZeroMode::ZeroRange => "FALLOC_FL_ZERO_RANGE",
+                        _ => "BLKZEROOUT",
+                    };
+                    self.fail(Error::Unsupported {
+                        what,
+                        path: self.job.dst.path.clone(),
+                        source: Some(e),
+                    });
+                    return false;
                 }
                 Err(e) => {
                     let op = match self.zero_mode {
@@ -539,8 +602,9 @@ impl Run<'_, '_> {
         // O_DIRECT only when offset, length and buffer address are all aligned; the zero buffer
         // offset is 0 for every write (it is all zeros), others continue where they stopped.
         let buf_off = if buf == self.zero_buf { 0 } else { a.done };
-        let aligned =
-            (offset + done) % align == 0 && remaining % align == 0 && (buf_off as u64) % align == 0;
+        let aligned = (offset + done).is_multiple_of(align)
+            && remaining.is_multiple_of(align)
+            && (buf_off as u64).is_multiple_of(align);
         let file = match direct {
             Some(d) if aligned => d,
             _ => file,

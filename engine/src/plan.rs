@@ -31,6 +31,13 @@ pub enum Op {
         /// Length in bytes.
         len: u64,
     },
+    /// Leave the destination range as it is (a wipe's holes, a resumed copy's done chunks).
+    Skip {
+        /// Destination offset.
+        dst: u64,
+        /// Length in bytes.
+        len: u64,
+    },
     /// Read `src_len` compressed bytes at `src`, decode to exactly `len` bytes, write at `dst`.
     Decode {
         /// Source offset of the compressed bytes.
@@ -50,9 +57,10 @@ impl Op {
     /// The destination range this operation covers.
     pub fn dst_range(&self) -> std::ops::Range<u64> {
         match *self {
-            Op::Copy { dst, len, .. } | Op::Zero { dst, len } | Op::Decode { dst, len, .. } => {
-                dst..dst + len
-            }
+            Op::Copy { dst, len, .. }
+            | Op::Zero { dst, len }
+            | Op::Skip { dst, len }
+            | Op::Decode { dst, len, .. } => dst..dst + len,
         }
     }
 }

@@ -117,9 +117,9 @@ pub fn scan(
             let ep = eps[k];
             let off = c.offset + c.done[k] as u64;
             let len = c.len - c.done[k];
-            let aligned = off % ep.align == 0
-                && len as u64 % ep.align == 0
-                && c.done[k] as u64 % ep.align == 0;
+            let aligned = off.is_multiple_of(ep.align)
+                && (len as u64).is_multiple_of(ep.align)
+                && (c.done[k] as u64).is_multiple_of(ep.align);
             let file = match fidx[k].1 {
                 Some(d) if aligned => d,
                 _ => fidx[k].0,
@@ -154,9 +154,9 @@ pub fn scan(
                 pending: n,
                 retries: 0,
             };
-            for k in 0..n {
+            for (k, ep) in eps.iter().enumerate() {
                 if let Err(e) = submit(be.as_mut(), slot, k, &c) {
-                    error = Some(Error::io("read", &eps[k].path, offset, e));
+                    error = Some(Error::io("read", &ep.path, offset, e));
                 }
             }
             slots[slot] = Some(c);

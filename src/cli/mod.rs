@@ -4,6 +4,7 @@ mod common;
 mod compare;
 mod copy;
 mod demo;
+mod wipe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,18 +28,31 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Report whether two files/devices hold identical content (holes read as zeros).
     Compare(compare::CompareArgs),
+    /// Make a block device, file or byte range read back as zeros (zero-on-delete), with proof.
+    Wipe(wipe::WipeArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
 }
 
 /// Entry point: runs the command and turns any error into one line and a non-zero exit.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Usage errors: one line (clap's first), exit 2. Help and --version print as usual.
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("ember: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     init_logging(&cli.log);
     let res = match cli.command {
         Command::Copy(a) => copy::run(a),
         Command::Compare(a) => return compare::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Wipe(a) => wipe::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

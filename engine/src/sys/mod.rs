@@ -19,6 +19,11 @@ nix::ioctl_write_ptr_bad!(
     [u64; 2]
 );
 nix::ioctl_write_int!(ioctl_ficlone, 0x94, 9);
+nix::ioctl_read_bad!(
+    ioctl_blkroget,
+    nix::request_code_none!(0x12, 94),
+    libc::c_int
+);
 
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -59,6 +64,14 @@ pub fn logical_block_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: BLKSSZGET writes one int through the pointer, which points at a live local.
     unsafe { ioctl_blksszget(fd.as_raw_fd(), &mut size) }.map_err(errno)?;
     Ok(size.max(512) as u32)
+}
+
+/// BLKROGET: true when the block device is read-only.
+pub fn block_device_read_only(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut ro: libc::c_int = 0;
+    // SAFETY: BLKROGET writes one int through the pointer, which points at a live local.
+    unsafe { ioctl_blkroget(fd.as_raw_fd(), &mut ro) }.map_err(errno)?;
+    Ok(ro != 0)
 }
 
 /// BLKZEROOUT: make `[offset, offset+len)` of a block device read as zeros (the kernel uses

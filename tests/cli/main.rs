@@ -1,0 +1,5 @@
+//! End-to-end tests of the `ember` command against real files and loop devices.
+
+mod copy;
+mod util;
+mod wipe;

@@ -1,0 +1,154 @@
+//! Helpers for the CLI tests: running `ember`, generating sparse files, loop devices.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngCore, SeedableRng};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn ember() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+}
+
+/// Runs ember with `args`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    ember().args(args).output().expect("run ember")
+}
+
+/// Runs ember and asserts success.
+pub fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "ember {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs ember, asserts failure, returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        !o.status.success(),
+        "ember {args:?} unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error must be one line: {err}"
+    );
+    err
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A sparse file of `size` bytes with `extents` random data extents (some at unaligned
+/// offsets and lengths), seeded. Returns the data ranges written.
+pub fn sparse_file(path: &Path, size: u64, extents: usize, seed: u64) -> Vec<(u64, u64)> {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    if size == 0 {
+        return out;
+    }
+    for _ in 0..extents {
+        let off = rng.gen_range(0..size);
+        let len = rng.gen_range(1..=(256 << 10)).min(size - off);
+        let mut buf = vec![0u8; len as usize];
+        rng.fill_bytes(&mut buf);
+        // Never all zero (a random buffer never is, but be explicit).
+        buf[0] |= 1;
+        f.write_at(&buf, off).unwrap();
+        out.push((off, len));
+    }
+    f.sync_all().unwrap();
+    out
+}
+
+/// Fills `path` (file or device) with a non-zero pattern over `len` bytes at `offset`.
+pub fn fill_pattern(path: &Path, offset: u64, len: u64, byte: u8) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let chunk = vec![byte; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(chunk.len() as u64) as usize;
+        f.write_all_at(&chunk[..n], offset + pos).unwrap();
+        pos += n as u64;
+    }
+    f.sync_all().unwrap();
+}
+
+/// Reads `len` bytes at `offset` with plain std I/O (independent of the engine).
+pub fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+    let f = File::open(path).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).unwrap();
+    buf
+}
+
+/// Data ranges by SEEK_DATA/SEEK_HOLE, via the engine's discovery.
+pub fn allocated(path: &Path) -> u64 {
+    ember_engine::copy::data_map(path).unwrap().total_len()
+}
+
+/// Bytes the filesystem really allocated (st_blocks).
+pub fn st_blocks_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// `cmp` as an independent oracle: true when identical.
+pub fn cmp(a: &Path, b: &Path) -> bool {
+    Command::new("cmp")
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A loop device over a backing file, detached on drop.
+pub struct LoopDev {
+    pub dev: PathBuf,
+}
+
+impl LoopDev {
+    pub fn new(backing: &Path, read_only: bool) -> LoopDev {
+        let mut c = Command::new("losetup");
+        c.arg("-f").arg("--show");
+        if read_only {
+            c.arg("-r");
+        }
+        let o = c.arg(backing).output().expect("losetup");
+        assert!(
+            o.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let dev = PathBuf::from(String::from_utf8(o.stdout).unwrap().trim());
+        LoopDev { dev }
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// A mount, unmounted on drop.
+pub struct Mount(pub PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
