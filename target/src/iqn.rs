@@ -77,6 +77,29 @@ fn is_unique_byte(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b".-:".contains(&b)
 }
 
+/// Validates an initiator name from a connector: an IQN as [`validate_iqn`] accepts, or an
+/// `eui.` (16 hex digits) / `naa.` (16 or 32 hex digits) name.
+pub fn validate_initiator_name(name: &str) -> Result<()> {
+    let hex_len = |rest: &str, lens: &[usize]| {
+        lens.contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if let Some(rest) = name.strip_prefix("eui.") {
+        return if hex_len(rest, &[16]) {
+            Ok(())
+        } else {
+            Err(bad(name, "eui. names need 16 hex digits"))
+        };
+    }
+    if let Some(rest) = name.strip_prefix("naa.") {
+        return if hex_len(rest, &[16, 32]) {
+            Ok(())
+        } else {
+            Err(bad(name, "naa. names need 16 or 32 hex digits"))
+        };
+    }
+    validate_iqn(name)
+}
+
 /// Validates a `target_prefix` (an IQN ending in `:` or `.`, or a complete authority).
 pub fn validate_prefix(prefix: &str) -> Result<()> {
     // A prefix becomes an IQN once a name is appended: check with a representative name.

@@ -20,10 +20,17 @@
 pub mod chap;
 pub mod error;
 pub mod iqn;
+pub mod lio;
+pub mod runner;
+pub mod tgt;
+pub mod tgtd_ipc;
 pub mod types;
+pub mod window;
 
 pub use chap::{Chap, Secret};
 pub use error::{Result, TargetError};
+pub use lio::LioAdm;
+pub use tgt::TgtAdm;
 pub use types::{
     parse_provider_auth, parse_provider_location, ConnectionInfo, Connector, ExportModel,
     ExportVolume, IscsiData, ProviderLocation, TargetConfig,
