@@ -165,6 +165,79 @@ impl BackendConfig {
         }
     }
 
+    /// The `[backend.target]` table as ember-target's [`TargetConfig`](ember_target::TargetConfig)
+    /// (Cinder's option names; unknown keys refused). `None` when the backend has no target.
+    /// `volumes_dir` defaults to `<path or /var/lib/ember/<name>>/targets`.
+    pub fn target_config(&self) -> Result<Option<ember_target::TargetConfig>> {
+        let Some(t) = &self.target else {
+            return Ok(None);
+        };
+        let bad = |k: &str, why: &str| {
+            DriverError::InvalidConfiguration(format!("backend {:?}: target.{k}: {why}", self.name))
+        };
+        let mut c = ember_target::TargetConfig {
+            volumes_dir: self
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/ember").join(&self.name))
+                .join("targets"),
+            ..Default::default()
+        };
+        let string = |k: &str, v: &toml::Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(k, "must be a string"))
+        };
+        for (k, v) in t {
+            match k.as_str() {
+                "target_prefix" => c.target_prefix = string(k, v)?,
+                "target_ip_address" => c.target_ip_address = string(k, v)?,
+                "target_port" => {
+                    c.target_port = v
+                        .as_integer()
+                        .and_then(|p| u16::try_from(p).ok())
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| bad(k, "must be a port number"))?
+                }
+                "target_secondary_ip_addresses" => {
+                    c.target_secondary_ip_addresses = v
+                        .as_array()
+                        .ok_or_else(|| bad(k, "must be a list of addresses"))?
+                        .iter()
+                        .map(|x| string(k, x))
+                        .collect::<Result<_>>()?
+                }
+                "volumes_dir" => c.volumes_dir = PathBuf::from(string(k, v)?),
+                "iscsi_write_cache" => {
+                    c.iscsi_write_cache = match v {
+                        toml::Value::Boolean(b) => *b,
+                        toml::Value::String(s) if s == "on" => true,
+                        toml::Value::String(s) if s == "off" => false,
+                        _ => return Err(bad(k, "must be \"on\" or \"off\"")),
+                    }
+                }
+                "use_chap" => {
+                    c.use_chap = v.as_bool().ok_or_else(|| bad(k, "must be a boolean"))?
+                }
+                "control_port" => {
+                    c.control_port = Some(
+                        v.as_integer()
+                            .and_then(|p| u32::try_from(p).ok())
+                            .ok_or_else(|| bad(k, "must be a number"))?,
+                    )
+                }
+                "target_protocol" => c.target_protocol = string(k, v)?,
+                "iscsi_target_flags" => c.iscsi_target_flags = string(k, v)?,
+                "report_discard_supported" => {
+                    c.report_discard_supported =
+                        v.as_bool().ok_or_else(|| bad(k, "must be a boolean"))?
+                }
+                _ => return Err(bad(k, "unknown key")),
+            }
+        }
+        Ok(Some(c))
+    }
+
     /// Checks every field; the error names the backend and the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| {
@@ -213,6 +286,7 @@ impl BackendConfig {
                 self.reserved_percentage
             ));
         }
+        self.target_config()?;
         let r = &self.max_over_subscription_ratio;
         if r != "auto" {
             match r.parse::<f64>() {

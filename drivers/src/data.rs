@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use ember_engine::copy::{copy_window, CopyOptions, Window};
+use ember_engine::wipe::{wipe, WipeMethod, WipeOptions};
 
 use crate::error::{DriverError, Result};
 
@@ -100,47 +101,27 @@ fn pieces(src: &[Span], dst: &[Span], len: u64) -> Vec<(Window, Window)> {
     out
 }
 
-/// Zeroes the first `len` bytes of a layout (never sparse-skipped: the bytes must read back as
-/// zeros whoever owns these blocks next).
-///
-/// Until `ember_engine::wipe` lands on main this runs the engine's copy from an all-hole source
-/// onto the windows with `dest_zeroed = false`, which makes every destination byte read as zeros
-/// (BLKZEROOUT / punch / zero writes, whichever the target supports).
+/// Zeroes the first `len` bytes of a layout through the engine's wipe (`ember wipe`): never
+/// sparse-skipped on devices, so the bytes read back as zeros whoever owns these blocks next
+/// (BLKZEROOUT with fallbacks on devices, hole punching on files).
 pub fn wipe_layout(dst: &[Span], len: u64, bps_limit: u64) -> Result<()> {
     let mut left = len.min(layout_len(dst));
-    if left == 0 {
-        return Ok(());
-    }
-    let hole = tempfile_hole(dst.iter().map(|s| s.len).max().unwrap_or(0))?;
-    let opts = CopyOptions {
-        dest_zeroed: false,
-        force: true,
-        bps_limit: (bps_limit > 0).then_some(bps_limit),
-        ..CopyOptions::default()
-    };
     for s in dst {
         if left == 0 {
             break;
         }
         let n = s.len.min(left);
-        copy_window(
-            &Window::range(hole.path(), 0, n),
-            &Window::range(&s.path, s.offset, n),
-            &opts,
-        )?;
+        let opts = WipeOptions {
+            offset: s.offset,
+            length: Some(n),
+            method: WipeMethod::Auto,
+            bps_limit: (bps_limit > 0).then_some(bps_limit),
+            ..WipeOptions::default()
+        };
+        wipe(&s.path, &opts)?;
         left -= n;
     }
     Ok(())
-}
-
-/// A temporary all-hole file of `len` bytes (removed on drop).
-fn tempfile_hole(len: u64) -> Result<tempfile::NamedTempFile> {
-    let t = tempfile::NamedTempFile::new()
-        .map_err(|e| DriverError::io("create temp file in", std::env::temp_dir(), e))?;
-    t.as_file()
-        .set_len(len)
-        .map_err(|e| DriverError::io("set length of", t.path(), e))?;
-    Ok(t)
 }
 
 /// Makes `dst` (which must not exist) a reflink copy of `src` (FICLONE). `Ok(false)` when the

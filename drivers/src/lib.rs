@@ -131,11 +131,30 @@ pub trait VolumeDriver: Send + Sync {
     fn list_snapshots(&self) -> Result<Vec<Snapshot>>;
 }
 
-/// Builds the driver a backend section asks for.
+/// Builds the driver a backend section asks for; with a `[backend.target]` table its exports
+/// go through tgt (`ember_target::TgtAdm`).
 pub fn driver_for(cfg: &BackendConfig) -> Result<Box<dyn VolumeDriver>> {
     cfg.validate()?;
+    let exporter = match cfg.target_config()? {
+        Some(t) => Some(std::sync::Arc::new(export::Exporter::new(
+            std::sync::Arc::new(ember_target::TgtAdm::new(t)?),
+        ))),
+        None => None,
+    };
     Ok(match cfg.driver {
-        DriverKind::File => Box::new(file::FileDriver::new(cfg.clone())?),
-        DriverKind::Lvm => Box::new(lvm::LvmDriver::new(cfg.clone())?),
+        DriverKind::File => {
+            let mut d = file::FileDriver::new(cfg.clone())?;
+            if let Some(x) = exporter {
+                d = d.with_exporter(x);
+            }
+            Box::new(d)
+        }
+        DriverKind::Lvm => {
+            let mut d = lvm::LvmDriver::new(cfg.clone())?;
+            if let Some(x) = exporter {
+                d = d.with_exporter(x);
+            }
+            Box::new(d)
+        }
     })
 }

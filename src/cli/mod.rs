@@ -4,6 +4,7 @@ mod common;
 mod compare;
 mod copy;
 mod demo;
+mod volume;
 mod wipe;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Wipe(wipe::WipeArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
+    /// Manage volumes on the file or LVM backend (Cinder's driver operations).
+    Volume(volume::VolumeArgs),
 }
 
 /// Entry point: runs the command and turns any error into one line and a non-zero exit.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Compare(a) => return compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Wipe(a) => wipe::run(a),
+        Command::Volume(a) => volume::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,4 +2,5 @@
 
 mod copy;
 mod util;
+mod volume;
 mod wipe;
