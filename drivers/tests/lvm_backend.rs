@@ -2,12 +2,14 @@
 //! LVM_SYSTEM_DIR (activation disabled, a device filter on the test loop devices). Where
 //! device-mapper is absent (this machine) every data operation runs on the LVs' PV byte ranges.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
+mod common;
+
+use common::Vg;
 use ember_drivers::data::Span;
 use ember_drivers::lvm::LvmDriver;
 use ember_drivers::stats::{POOL_KEYS, TOP_LEVEL_KEYS};
@@ -15,112 +17,6 @@ use ember_drivers::*;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-
-/// Loop-device PVs in a private VG; everything is removed on drop, by device path.
-struct Vg {
-    dir: tempfile::TempDir,
-    name: String,
-    loops: Vec<String>,
-}
-
-impl Vg {
-    fn env(&self, cmd: &mut Command) {
-        cmd.env("LVM_SYSTEM_DIR", self.dir.path().join("etc"))
-            .env("LC_ALL", "C")
-            .env("LVM_SUPPRESS_FD_WARNINGS", "1");
-    }
-
-    fn lvm(&self, args: &[&str]) -> std::process::Output {
-        let mut c = Command::new(args[0]);
-        c.args(&args[1..]);
-        self.env(&mut c);
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// A VG over `pvs` sparse loop files of `pv_gib` GiB each.
-    fn new(pvs: usize, pv_gib: u64) -> Vg {
-        let dir = tempfile::tempdir().unwrap();
-        let mut loops = Vec::new();
-        for i in 0..pvs {
-            let img = dir.path().join(format!("pv{i}.img"));
-            File::create(&img).unwrap().set_len(pv_gib * GIB).unwrap();
-            let out = Command::new("losetup")
-                .args(["-f", "--show"])
-                .arg(&img)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "losetup failed");
-            loops.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
-        }
-        let etc = dir.path().join("etc");
-        fs::create_dir_all(&etc).unwrap();
-        let filter: Vec<String> = loops
-            .iter()
-            .map(|l| format!("\"a|^{l}$|\""))
-            .chain(["\"r|.*|\"".to_owned()])
-            .collect();
-        fs::write(
-            etc.join("lvm.conf"),
-            format!(
-                "devices {{ filter = [ {} ]\n obtain_device_list_from_udev = 0 }}\n\
-                 activation {{ udev_sync = 0 udev_rules = 0 }}\n\
-                 global {{ activation = 0 locking_dir = \"{}\" }}\n",
-                filter.join(", "),
-                dir.path().join("lock").display()
-            ),
-        )
-        .unwrap();
-        let name = format!("ember-test-{}", rand::random::<u32>());
-        let vg = Vg { dir, name, loops };
-        for l in &vg.loops {
-            vg.lvm(&["pvcreate", "-q", l]);
-        }
-        let mut args = vec!["vgcreate", "-q", vg.name.as_str()];
-        args.extend(vg.loops.iter().map(String::as_str));
-        vg.lvm(&args);
-        vg
-    }
-
-    fn config(&self) -> BackendConfig {
-        let mut c = BackendConfig::lvm("lvm", &self.name);
-        c.lvm_conf_file = Some(self.dir.path().join("etc/lvm.conf"));
-        c.path = Some(self.dir.path().join("state"));
-        c
-    }
-
-    fn driver_with(&self, cfg: BackendConfig) -> LvmDriver {
-        let d = LvmDriver::new(cfg).unwrap();
-        d.do_setup().unwrap();
-        d.check_for_setup_error().unwrap();
-        d
-    }
-
-    fn driver(&self) -> LvmDriver {
-        self.driver_with(self.config())
-    }
-}
-
-impl Drop for Vg {
-    fn drop(&mut self) {
-        let mut c = Command::new("vgremove");
-        c.args(["-f", &self.name]);
-        self.env(&mut c);
-        let _ = c.output();
-        for l in &self.loops {
-            let mut c = Command::new("pvremove");
-            c.args(["-ff", "-y", l]);
-            self.env(&mut c);
-            let _ = c.output();
-            let _ = Command::new("losetup").args(["-d", l]).status();
-        }
-    }
-}
 
 fn ready() -> bool {
     if !ember_engine::test_util::is_root() {
