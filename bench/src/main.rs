@@ -1,2 +1,479 @@
 //! Side-by-side harness: Ember against the tools operators use today.
-fn main() {}
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release -p ember-bench -- compare [--cases sparse8g,full4g,sparse4t] [--runs 3]
+//!     [--dir DIR] [--ember PATH] [--timeout SECS] [--quick]
+//! ```
+//!
+//! See bench/README.md for the columns, the goals and the exact peer command lines.
+
+mod cases;
+mod error;
+mod fixture;
+mod report;
+mod runner;
+mod sys;
+mod util;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use cases::copy::CopyCase;
+use cases::image::{Direction, ImageCase};
+use cases::wipe::WipeCase;
+use cases::{Case, Ctx, Ember, Role, Scale};
+use error::{io_err, BenchError, Result};
+use report::{CaseResult, RunRecord, ToolResult};
+use runner::RunStatus;
+use verify::Validation;
+
+const ALL_CASES: [&str; 8] = [
+    "sparse8g",
+    "full4g",
+    "sparse4t",
+    "wipe-file",
+    "wipe-loop",
+    "img-to-file",
+    "img-to-loop",
+    "img-from-vol",
+];
+
+#[derive(Parser)]
+#[command(name = "ember-bench", about = "Ember side-by-side benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Race ember against dd, cp, qemu-img, nbdcopy and a fio ceiling on seeded fixtures.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, wipe-file, wipe-loop,
+    /// img-to-file, img-to-loop, img-from-vol; groups copy, wipe, image, all.
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Timed runs per tool (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Work directory for fixtures and destinations (created; fixtures are reused).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The ember binary (default: build/release/ember in the repository).
+    #[arg(long)]
+    ember: Option<PathBuf>,
+    /// Per-tool, per-run timeout in seconds; a timed-out tool is recorded as such and not rerun.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Small fixtures (512 MiB / 256 MiB / 64 GiB logical, 256 MiB wipes) to try the harness.
+    #[arg(long)]
+    quick: bool,
+    /// Where compare-<timestamp>.json (and latest.json for full-scale runs) are written
+    /// [default: bench/results; with --quick: DIR/results].
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Do not drop the page cache before each run.
+    #[arg(long)]
+    no_drop_caches: bool,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for raw in list {
+        let name = raw.trim();
+        let add: Vec<&'static str> = match name {
+            "all" => ALL_CASES.to_vec(),
+            "copy" => ALL_CASES[..3].to_vec(),
+            "wipe" => ALL_CASES[3..5].to_vec(),
+            "image" => ALL_CASES[5..].to_vec(),
+            n => match ALL_CASES.iter().find(|c| **c == n) {
+                Some(c) => vec![*c],
+                None => {
+                    return Err(BenchError::UnknownCase {
+                        name: n.to_string(),
+                        known: format!("{}, copy, wipe, image, all", ALL_CASES.join(", ")),
+                    })
+                }
+            },
+        };
+        for c in add {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
+    let wipe = scale.wipe_size();
+    match name {
+        "sparse8g" => Box::new(CopyCase::new(name, scale.sparse8g(), scale.full4g(), dir)),
+        "full4g" => Box::new(CopyCase::new(name, scale.full4g(), scale.full4g(), dir)),
+        "sparse4t" => Box::new(CopyCase::new(name, scale.sparse4t(), scale.full4g(), dir)),
+        "wipe-file" => Box::new(WipeCase::new(name, false, wipe, dir)),
+        "wipe-loop" => Box::new(WipeCase::new(name, true, wipe, dir)),
+        "img-to-file" => Box::new(ImageCase::new(
+            name,
+            Direction::ToFile,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+        )),
+        "img-to-loop" => Box::new(ImageCase::new(
+            name,
+            Direction::ToLoop,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+        )),
+        _ => Box::new(ImageCase::new(
+            name,
+            Direction::FromVolume,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+        )),
+    }
+}
+
+fn status_text(s: &RunStatus) -> (String, Option<String>) {
+    match s {
+        RunStatus::Ok => ("ok".into(), None),
+        RunStatus::Interrupted { step } => (
+            "interrupted".into(),
+            Some(format!("step {} killed", step + 1)),
+        ),
+        RunStatus::TimedOut { step } => (
+            "timeout".into(),
+            Some(format!("step {} timed out", step + 1)),
+        ),
+        RunStatus::Failed { step, detail } => (
+            "failed".into(),
+            Some(format!("step {}: {detail}", step + 1)),
+        ),
+        RunStatus::SpawnFailed { step, detail } => (
+            "failed".into(),
+            Some(format!("step {} did not start: {detail}", step + 1)),
+        ),
+    }
+}
+
+fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResult {
+    let mut result = CaseResult {
+        name: case.name().to_string(),
+        info: None,
+        error: None,
+        tools: Vec::new(),
+    };
+    eprintln!("case {}: setting up", case.name());
+    match case.setup(ctx) {
+        Ok(info) => result.info = Some(info),
+        Err(e) => {
+            result.error = Some(error_chain(&e));
+            case.teardown();
+            return result;
+        }
+    }
+    let tools = case.tools(ctx);
+    result.tools = tools
+        .iter()
+        .map(|t| ToolResult {
+            name: t.name.clone(),
+            role: t.role,
+            command: t.command_line(),
+            status: if t.skip.is_some() {
+                "skipped".into()
+            } else {
+                "ok".into()
+            },
+            note: t.skip.clone(),
+            runs: Vec::new(),
+            median_seconds: None,
+            mb_per_s: None,
+            time_vs_ember: None,
+            peak_rss_kib: None,
+            dst_allocated: None,
+            validation: None,
+        })
+        .collect();
+    for t in &tools {
+        if let Some(why) = &t.skip {
+            eprintln!("  skip {}: {why}", t.name);
+        }
+    }
+    // Runs are interleaved (run 1 of every tool, then run 2, ...) so drift hits all alike.
+    'runs: for run in 1..=runs {
+        for (tool, res) in tools.iter().zip(result.tools.iter_mut()) {
+            if runner::interrupted() {
+                break 'runs;
+            }
+            if tool.skip.is_some() || res.status != "ok" {
+                continue;
+            }
+            if let Err(e) = case.before_run(tool) {
+                res.status = "failed".into();
+                res.note = Some(format!("preparing the destination: {}", error_chain(&e)));
+                continue;
+            }
+            if drop {
+                util::drop_caches();
+            }
+            eprintln!("  run {run}/{runs}: {}", tool.name);
+            let o = runner::run_steps(&tool.steps, ctx.timeout);
+            let (status, note) = status_text(&o.status);
+            let mut rec = RunRecord {
+                run,
+                seconds: o.seconds,
+                max_rss_kib: o.max_rss_kib,
+                dst_allocated: None,
+                status: status.clone(),
+                ember_summary: None,
+                fio_wall_seconds: None,
+            };
+            if tool.role == Role::Ember {
+                rec.ember_summary = serde_json::from_str(o.stdout.trim()).ok();
+            } else if tool.role == Role::Ceiling {
+                // The ceiling is the time until both fio jobs finished, from fio's own job
+                // runtimes: fio's process start-up and teardown (~0.5-1 s here) are not I/O.
+                if let Some((summary, secs)) = fio_summary(&o.stdout) {
+                    rec.fio_wall_seconds = Some(rec.seconds);
+                    rec.seconds = secs;
+                    rec.ember_summary = Some(summary);
+                }
+            }
+            if status == "ok" {
+                match case.dst_allocated(tool) {
+                    Ok(a) => rec.dst_allocated = a,
+                    Err(e) => eprintln!("  warning: {}", error_chain(&e)),
+                }
+                if res.validation.is_none() {
+                    let v = case
+                        .validate(tool, ctx)
+                        .unwrap_or_else(|e| Validation::NotChecked {
+                            reason: format!("validation failed to run: {}", error_chain(&e)),
+                        });
+                    if let Validation::Differs { detail } = &v {
+                        eprintln!("  !! {} output differs: {detail}", tool.name);
+                        res.status = "differs".into();
+                        res.note = Some(detail.clone());
+                    }
+                    res.validation = Some(v);
+                }
+            } else {
+                eprintln!(
+                    "  {} {status}: {}",
+                    tool.name,
+                    note.clone().unwrap_or_default()
+                );
+                res.status = status;
+                res.note = note;
+            }
+            res.runs.push(rec);
+            if let Err(e) = case.after_run(tool) {
+                eprintln!(
+                    "  warning: cleanup after {}: {}",
+                    tool.name,
+                    error_chain(&e)
+                );
+            }
+        }
+    }
+    case.teardown();
+    report::finish_case(&mut result);
+    result
+}
+
+/// fio's per-job figures and the time until the last job finished (seconds).
+fn fio_summary(stdout: &str) -> Option<(serde_json::Value, f64)> {
+    let start = stdout.find('{')?;
+    let v: serde_json::Value = serde_json::from_str(&stdout[start..]).ok()?;
+    let jobs = v.get("jobs")?.as_array()?;
+    let ms = jobs
+        .iter()
+        .filter_map(|j| j.get("job_runtime")?.as_u64())
+        .max()?;
+    let summary = serde_json::Value::Array(
+        jobs.iter()
+            .map(|j| {
+                serde_json::json!({
+                    "job": j.get("jobname"),
+                    "runtime_ms": j.get("job_runtime"),
+                    "read_bw_kib_s": j.pointer("/read/bw"),
+                    "write_bw_kib_s": j.pointer("/write/bw"),
+                })
+            })
+            .collect(),
+    );
+    Some((summary, ms as f64 / 1000.0))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    timestamp: String,
+    scale: Scale,
+    runs: usize,
+    timeout_seconds: u64,
+    caches_dropped: bool,
+    interrupted: bool,
+    rss_floor_kib: u64,
+    ember_binary: String,
+    environment: serde_json::Value,
+    definitions: serde_json::Value,
+    cases: &'a [CaseResult],
+    goals: &'a [report::Goal],
+}
+
+fn compare(args: CompareArgs) -> Result<bool> {
+    let root = repo_root();
+    let dir = args.dir.unwrap_or_else(|| root.join("build/bench-work"));
+    if dir.to_string_lossy().contains(':') {
+        return Err(BenchError::Fixture {
+            name: "work dir".into(),
+            detail: format!(
+                "{} contains ':', which fio reads as a file separator",
+                dir.display()
+            ),
+        });
+    }
+    std::fs::create_dir_all(&dir).map_err(io_err("create work directory", &dir))?;
+    let dir = dir.canonicalize().map_err(io_err("resolve", &dir))?;
+    // Quick runs are for trying the harness: keep them out of the checked-in results.
+    let results_dir = args.results.unwrap_or_else(|| {
+        if args.quick {
+            dir.join("results")
+        } else {
+            root.join("bench/results")
+        }
+    });
+    let selected = select_cases(&args.cases)?;
+    if args.runs == 0 {
+        return Err(BenchError::Fixture {
+            name: "runs".into(),
+            detail: "--runs must be at least 1".into(),
+        });
+    }
+    let scale = if args.quick {
+        Scale::Quick
+    } else {
+        Scale::Full
+    };
+    let ember_path = args
+        .ember
+        .unwrap_or_else(|| root.join("build/release/ember"));
+    let root_user = util::is_root();
+    let mut drop = !args.no_drop_caches;
+    if drop && !util::drop_caches() {
+        eprintln!("note: cannot drop caches (not root?); runs will be warm");
+        drop = false;
+    }
+    let ctx = Ctx {
+        dir: dir.clone(),
+        ember: Ember::new(ember_path.clone()),
+        timeout: Duration::from_secs(args.timeout),
+        root: root_user,
+    };
+    let floor = runner::run_steps(&[vec!["true".into()]], Duration::from_secs(10)).max_rss_kib;
+    eprintln!("RSS floor (ru_maxrss of `true` spawned the same way): {floor} KiB");
+    let (stamp, iso) = util::timestamps();
+    let environment = util::environment(&dir);
+    let mut results = Vec::new();
+    runner::install_interrupt_handler();
+    for name in selected {
+        if runner::interrupted() {
+            break;
+        }
+        let mut case = make_case(name, scale, &dir);
+        let r = run_case(case.as_mut(), &ctx, args.runs, drop);
+        report::print_case(&r, args.runs);
+        results.push(r);
+    }
+    let interrupted = runner::interrupted();
+    if interrupted {
+        eprintln!("interrupted: cases cleaned up; partial results follow");
+    }
+    let goals = report::goals(&results);
+    report::print_goals(&goals);
+    let doc = Document {
+        timestamp: iso,
+        scale,
+        runs: args.runs,
+        timeout_seconds: args.timeout,
+        caches_dropped: drop,
+        interrupted,
+        rss_floor_kib: floor,
+        ember_binary: ember_path.display().to_string(),
+        environment,
+        definitions: serde_json::json!({
+            "median_seconds": "median wall time over the successful runs, spawn to exit of the last step, data made durable (fdatasync/O_DIRECT+flush or `sync -f`)",
+            "mb_per_s": "data_bytes / 1e6 / median_seconds; data_bytes is the allocated source data for sparse sources and the logical size otherwise",
+            "time_vs_ember": "tool median time / ember median time (> 1 means ember is faster)",
+            "peak_rss_kib": "max over runs of wait4 ru_maxrss (covers every step and the processes it reaped; includes rss_floor_kib, the harness's resident anonymous memory copied at fork)",
+            "fio_ceiling_seconds": "max of fio's job_runtime over the reader and writer jobs (time until both finished, end_fsync included); fio_wall_seconds has the process wall time",
+            "dst_allocated": "st_blocks * 512 of the destination (loop devices: of the backing file), max over runs",
+        }),
+        cases: &results,
+        goals: &goals,
+    };
+    std::fs::create_dir_all(&results_dir).map_err(io_err("create", &results_dir))?;
+    let json = serde_json::to_string_pretty(&doc)?;
+    let prefix = if args.quick {
+        "compare-quick"
+    } else {
+        "compare"
+    };
+    let file = results_dir.join(format!("{prefix}-{stamp}.json"));
+    std::fs::write(&file, &json).map_err(io_err("write", &file))?;
+    println!("\nresults: {}", file.display());
+    if !args.quick && !interrupted {
+        let latest = results_dir.join("latest.json");
+        std::fs::write(&latest, &json).map_err(io_err("write", &latest))?;
+        println!("         {}", latest.display());
+    }
+    Ok(!interrupted && results.iter().all(|c| c.error.is_none()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Compare(args) => match compare(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("some cases could not be set up (see above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

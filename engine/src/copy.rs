@@ -37,6 +37,10 @@ pub const MAX_QUEUE_DEPTH: u32 = 1024;
 /// A progress callback: (bytes done, bytes total).
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// Wraps the I/O backend a job runs on: the seam for in-process fault injection in tests
+/// (see `uring::faulty`). Production code leaves it unset.
+pub type IoHook = Arc<dyn Fn(Box<dyn uring::IoBackend>) -> Box<dyn uring::IoBackend> + Send + Sync>;
+
 /// Options of a copy.
 #[derive(Clone)]
 pub struct CopyOptions {
@@ -64,6 +68,14 @@ pub struct CopyOptions {
     pub progress: Option<ProgressFn>,
     /// An I/O that does not complete within this fails the copy.
     pub io_timeout: Duration,
+    /// Test seam: wraps the I/O backend (fault injection).
+    #[doc(hidden)]
+    pub io_hook: Option<IoHook>,
+    /// Make the copy resumable with this checkpoint (only [`copy`] honours it).
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
+    /// After the final flush, read the destination back and check every written block
+    /// against the CRC32C of the source bytes, and every other byte of the range is zero.
+    pub verify: bool,
 }
 
 impl Default for CopyOptions {
@@ -81,6 +93,9 @@ impl Default for CopyOptions {
             cancel: None,
             progress: None,
             io_timeout: Duration::from_secs(120),
+            io_hook: None,
+            checkpoint: None,
+            verify: false,
         }
     }
 }
@@ -156,6 +171,9 @@ pub struct Summary {
     pub direct: (bool, bool),
     /// How holes were made to read as zeros (after fallbacks).
     pub zero_modes: Vec<ZeroMode>,
+    /// With `verify`: bytes of the destination read back and proven (checksums and zeros).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_bytes: Option<u64>,
 }
 
 /// A byte window of a file or block device (drivers: an LV segment on a PV).
@@ -195,6 +213,9 @@ impl Window {
 
 /// Copies `src` to `dst` (files or block devices).
 pub fn copy(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
+    if let Some(cp) = &opts.checkpoint {
+        return crate::checkpoint::copy_resumable(src, dst, opts, cp);
+    }
     copy_window(&Window::whole(src), &Window::whole(dst), opts)
 }
 
@@ -320,17 +341,17 @@ fn window_len(ep: &Endpoint, w: &Window) -> Result<u64> {
 }
 
 /// An opened destination and how its holes are made to read as zeros.
-struct Destination {
-    ep: Endpoint,
+pub(crate) struct Destination {
+    pub(crate) ep: Endpoint,
     window: Window,
-    mode: ZeroMode,
-    created: bool,
+    pub(crate) mode: ZeroMode,
+    pub(crate) created: bool,
     /// Truncate the whole file and rebuild it sparse.
     rebuild: bool,
 }
 
 impl Destination {
-    fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
+    pub(crate) fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
         let existed = w.path.exists();
         let ep = Endpoint::open(
             &w.path,
@@ -410,7 +431,7 @@ impl Destination {
 
     /// Makes a whole-file destination a sparse file of `len` bytes (called after the same-file
     /// check, so a source is never truncated).
-    fn prepare(self, len: u64) -> Result<Destination> {
+    pub(crate) fn prepare(self, len: u64) -> Result<Destination> {
         if self.rebuild {
             let path = &self.window.path;
             self.ep
@@ -459,8 +480,17 @@ fn run_plan(
         created: dest.created,
         zero_fallback: true,
     };
-    run_plan_on(src, &target, plan, opts, detect_zeroes, started).map(|(s, _)| s)
+    run_plan_on(src, &target, plan, opts, detect_zeroes, started, None)
+        .0
+        .map(|(s, _)| s)
 }
+
+/// What a pipeline run returns: the summary and zeroing record, or the error; plus the ranges
+/// completed (when checkpointing), known even after a failure.
+pub(crate) type RunResult = (
+    Result<(Summary, Vec<pipeline::ZeroedRange>)>,
+    Option<ExtentMap>,
+);
 
 /// Runs `plan` from `src` (none for wipes) onto `t`, then flushes; returns the summary and the
 /// pipeline's per-range zeroing record.
@@ -471,7 +501,23 @@ pub(crate) fn run_plan_on(
     opts: &CopyOptions,
     detect_zeroes: bool,
     started: Instant,
-) -> Result<(Summary, Vec<pipeline::ZeroedRange>)> {
+    checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
+) -> RunResult {
+    match run_inner(src, t, plan, opts, detect_zeroes, started, checkpoint) {
+        Ok(r) => r,
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn run_inner(
+    src: Option<&Endpoint>,
+    t: &Target<'_>,
+    plan: &Plan,
+    opts: &CopyOptions,
+    detect_zeroes: bool,
+    started: Instant,
+    checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
+) -> Result<RunResult> {
     let d = t.ep;
     let mut files = Vec::with_capacity(4);
     let mut push = |f: &File, p: &Path| -> Result<usize> {
@@ -510,16 +556,34 @@ pub(crate) fn run_plan_on(
             dst_direct,
         },
         zero_fallback: t.zero_fallback,
+        checkpoint: checkpoint.map(|c| c.0),
+        checkpoint_every: checkpoint.map_or(Duration::MAX, |c| c.1),
+        checksum: opts.verify,
     };
-    let c = pipeline::run(&job, backend.as_mut())?;
+    let (mut c, err) = pipeline::run(&job, backend.as_mut());
     let backend_name = backend.name();
+    // Dropping the backend reaps (or cancels) everything still in flight.
     drop(backend);
+    let completed = c.completed.take();
+    if let Some(e) = err {
+        return Ok((Err(e), completed));
+    }
     if opts.sync {
-        d.sync()?;
+        if let Err(e) = d.sync() {
+            return Ok((Err(e), None));
+        }
         if t.created {
             sync_parent(&d.path);
         }
     }
+    let verified_bytes = if opts.verify {
+        match verify_written(d, plan, &c.sums, opts) {
+            Ok(n) => Some(n),
+            Err(e) => return Ok((Err(e), None)),
+        }
+    } else {
+        None
+    };
     let seconds = started.elapsed().as_secs_f64();
     let summary = Summary {
         logical_size: plan.logical_size,
@@ -537,8 +601,47 @@ pub(crate) fn run_plan_on(
         backend: backend_name,
         direct: (src.is_some_and(|s| s.direct.is_some()), d.direct.is_some()),
         zero_modes: c.zero_modes,
+        verified_bytes,
     };
-    Ok((summary, c.zero_ranges))
+    Ok((Ok((summary, c.zero_ranges)), completed))
+}
+
+/// Reads the destination back (O_DIRECT where possible): every block written must match the
+/// CRC32C taken from the source bytes, and everything else in the plan's range must be zero.
+fn verify_written(
+    d: &Endpoint,
+    plan: &Plan,
+    sums: &[pipeline::ChunkSum],
+    opts: &CopyOptions,
+) -> Result<u64> {
+    let rd = open_source(&d.path, opts.direct)?;
+    let mut sums = sums.to_vec();
+    sums.sort_unstable_by_key(|s| s.dst);
+    let chunks = sums.iter().map(|s| (s.dst, s.len as usize));
+    let r = crate::verify::scan_chunks(&[&rd], chunks, opts, |off, bufs| {
+        // Completions arrive in any order: look the chunk's expected sum up by offset.
+        let ok = sums
+            .binary_search_by_key(&off, |s| s.dst)
+            .is_ok_and(|i| crc32c::crc32c(bufs[0]) == sums[i].crc);
+        (!ok).then_some(off)
+    })?;
+    if let Some(offset) = r.offset {
+        return Err(Error::VerifyFailed {
+            path: d.path.clone(),
+            offset,
+        });
+    }
+    let range = plan.dst_base..plan.dst_base + plan.logical_size;
+    let written = ExtentMap::from_ranges(sums.iter().map(|s| s.dst..s.dst + s.len as u64));
+    let must_be_zero = alloc::data_ranges(&rd, range.clone())?.difference(&written);
+    let z = crate::verify::first_nonzero(&rd, &must_be_zero, opts)?;
+    if let Some(offset) = z.offset {
+        return Err(Error::VerifyFailed {
+            path: d.path.clone(),
+            offset,
+        });
+    }
+    Ok(r.bytes_compared + z.bytes_compared)
 }
 
 fn sync_parent(path: &Path) {

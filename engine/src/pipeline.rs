@@ -19,6 +19,7 @@
 use crate::codec;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::extent::ExtentMap;
 use crate::plan::{Codec, Op, Plan};
 use crate::sys;
 use crate::uring::{Done, IoBackend, IoOp, Req};
@@ -36,7 +37,7 @@ const MAX_RETRIES: u32 = 16;
 const SYNC_ZERO_STEP: u64 = 1 << 30;
 
 /// How the destination is made to read zeros where the plan says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ZeroMode {
     /// The destination already reads zeros there (new sparse file, `--dest-zeroed`).
@@ -85,7 +86,28 @@ pub(crate) struct Job<'a> {
     pub files: FileSlots,
     /// Fall back to the next zeroing method when the target refuses one (else: fail).
     pub zero_fallback: bool,
+    /// Called every `checkpoint_every` with the ranges completed so far (it flushes the
+    /// destination, then persists them). Turns on completed-range tracking.
+    pub checkpoint: Option<&'a CheckpointFn<'a>>,
+    /// Interval between checkpoints.
+    pub checkpoint_every: Duration,
+    /// Record a CRC32C of every block written, as read from the source.
+    pub checksum: bool,
 }
+
+/// The CRC32C of a block written to the destination, computed from the source's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSum {
+    /// Destination offset.
+    pub dst: u64,
+    /// Length.
+    pub len: u32,
+    /// CRC32C of the bytes.
+    pub crc: u32,
+}
+
+/// A checkpoint callback: persists the completed ranges, after making them durable.
+pub(crate) type CheckpointFn<'a> = dyn Fn(&ExtentMap) -> Result<()> + 'a;
 
 /// What the pipeline did.
 #[derive(Debug, Default, Clone)]
@@ -99,6 +121,10 @@ pub(crate) struct Counters {
     pub zero_modes: Vec<ZeroMode>,
     /// Ranges zeroed or left as holes, with the method (consecutive ones coalesced).
     pub zero_ranges: Vec<ZeroedRange>,
+    /// Destination ranges fully processed (tracked only when checkpointing).
+    pub completed: Option<ExtentMap>,
+    /// Checksums of written blocks (only with `Job::checksum`).
+    pub sums: Vec<ChunkSum>,
 }
 
 /// A destination range made to read as zeros, and how.
@@ -186,8 +212,9 @@ struct Run<'a, 'b> {
 }
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
-/// is the zero buffer and is never written into).
-pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> Result<Counters> {
+/// is the zero buffer and is never written into). Returns the counters even on failure (what
+/// completed before the error is still known, for a final checkpoint).
+pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Option<Error>) {
     let zero_buf = backend.pool().count() - 1;
     debug_assert!(is_zero(backend.pool().get(zero_buf)));
     let mut r = Run {
@@ -207,18 +234,28 @@ pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> Result<Counters
         error: None,
     };
     r.c.zero_modes.push(job.zero_mode);
-    r.main_loop();
-    match r.error.take() {
-        Some(e) => Err(e),
-        None => Ok(r.c),
+    if job.checkpoint.is_some() {
+        r.c.completed = Some(ExtentMap::new());
     }
+    r.main_loop();
+    let err = r.error.take();
+    (r.c, err)
 }
 
 impl Run<'_, '_> {
     fn main_loop(&mut self) {
         let mut completions = Vec::with_capacity(self.job.queue_depth * 2);
         let mut last_progress = Instant::now();
+        let mut last_checkpoint = Instant::now();
         loop {
+            if let (Some(cp), Some(done)) = (self.job.checkpoint, self.c.completed.as_ref()) {
+                if self.error.is_none() && last_checkpoint.elapsed() >= self.job.checkpoint_every {
+                    if let Err(e) = cp(done) {
+                        self.fail(e);
+                    }
+                    last_checkpoint = Instant::now();
+                }
+            }
             if self.error.is_none() && self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 self.error = Some(Error::Cancelled {
                     done: self.c.done,
@@ -409,7 +446,7 @@ impl Run<'_, '_> {
                     self.op_idx += 1;
                     self.covered_to = dst + len;
                     self.c.bytes_skipped += len;
-                    self.advance(len);
+                    self.advance(dst, len);
                 }
                 Op::Decode {
                     src,
@@ -465,7 +502,7 @@ impl Run<'_, '_> {
                 ZeroMode::Leave => {
                     self.c.bytes_skipped += n;
                     self.c.record(pos, n, ZeroMode::Leave);
-                    self.advance(n);
+                    self.advance(pos, n);
                     pos += n;
                     continue;
                 }
@@ -482,7 +519,7 @@ impl Run<'_, '_> {
                 Ok(()) => {
                     self.c.bytes_zeroed += n;
                     self.c.record(pos, n, self.zero_mode);
-                    self.advance(n);
+                    self.advance(pos, n);
                     pos += n;
                 }
                 Err(e)
@@ -531,8 +568,22 @@ impl Run<'_, '_> {
         false
     }
 
-    fn advance(&mut self, n: u64) {
+    fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
+        if self.job.checksum {
+            let crc = crc32c::crc32c(&self.backend.pool().get(slot)[..len as usize]);
+            self.c.sums.push(ChunkSum {
+                dst,
+                len: len as u32,
+                crc,
+            });
+        }
+    }
+
+    fn advance(&mut self, at: u64, n: u64) {
         self.c.done += n;
+        if let Some(m) = self.c.completed.as_mut() {
+            m.insert(at..at + n);
+        }
         if let Some(p) = self.job.progress {
             p(self.c.done, self.job.plan.logical_size);
         }
@@ -696,6 +747,10 @@ impl Run<'_, '_> {
                     self.zero_range(dst, len, true);
                     return;
                 }
+                if detect {
+                    self.c.record(dst, len, ZeroMode::Write);
+                }
+                self.checksum(slot, dst, len);
                 let a = self.slots[slot].as_mut().unwrap();
                 a.stage = Stage::Write;
                 a.done = 0;
@@ -735,6 +790,10 @@ impl Run<'_, '_> {
                     self.zero_range(dst, len, true);
                     return;
                 }
+                if detect {
+                    self.c.record(dst, len, ZeroMode::Write);
+                }
+                self.checksum(slot, dst, len);
                 let a = self.slots[slot].as_mut().unwrap();
                 a.stage = Stage::Write;
                 a.done = 0;
@@ -749,7 +808,7 @@ impl Run<'_, '_> {
                     self.c.bytes_written += len;
                 }
                 self.release(slot);
-                self.advance(len);
+                self.advance(item_dst(item), len);
             }
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
         }

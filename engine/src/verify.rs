@@ -55,11 +55,34 @@ struct Chunk {
     retries: u32,
 }
 
-/// Reads every range of `ranges` from each endpoint and calls `check(offset, bufs)` per chunk;
-/// returns the lowest offset a check flags.
+/// Reads every range of `ranges` from each endpoint and calls `check(offset, bufs)` per chunk
+/// (ranges split at multiples of the block size); returns the lowest offset a check flags.
 pub fn scan(
     eps: &[&Endpoint],
     ranges: &ExtentMap,
+    opts: &CopyOptions,
+    check: impl FnMut(u64, &[&[u8]]) -> Option<u64>,
+) -> Result<ScanResult> {
+    let bs = opts.block_size as u64;
+    let chunks = ranges.iter().flat_map(move |r| {
+        let mut pos = r.start;
+        std::iter::from_fn(move || {
+            (pos < r.end).then(|| {
+                let n = (r.end - pos).min(bs - pos % bs);
+                let c = (pos, n as usize);
+                pos += n;
+                c
+            })
+        })
+    });
+    scan_chunks(eps, chunks, opts, check)
+}
+
+/// Reads the given `(offset, len)` chunks (ascending, each at most the block size) from each
+/// endpoint and calls `check(offset, bufs)` per chunk; returns the lowest offset flagged.
+pub fn scan_chunks(
+    eps: &[&Endpoint],
+    mut chunks: impl Iterator<Item = (u64, usize)>,
     opts: &CopyOptions,
     mut check: impl FnMut(u64, &[&[u8]]) -> Option<u64>,
 ) -> Result<ScanResult> {
@@ -93,18 +116,6 @@ pub fn scan(
     let mut be =
         uring::open_backend(files, opts.queue_depth * n as u32, pool).map_err(Error::Ring)?;
 
-    let mut chunks = ranges.iter().flat_map(|r| {
-        let bs = bs as u64;
-        let mut pos = r.start;
-        std::iter::from_fn(move || {
-            (pos < r.end).then(|| {
-                let n = (r.end - pos).min(bs - pos % bs);
-                let c = (pos, n as usize);
-                pos += n;
-                c
-            })
-        })
-    });
     let mut slots: Vec<Option<Chunk>> = (0..qd).map(|_| None).collect();
     let mut free: Vec<usize> = (0..qd).rev().collect();
     let mut found: Option<u64> = None;

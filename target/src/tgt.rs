@@ -1481,7 +1481,20 @@ impl TargetHelper for TgtAdm {
                 .as_ref()
                 .and_then(|c| c.window.clone())
                 .or_else(|| Self::window_of(vol));
+            // Accounts to delete: ours from the config file, and (if the file was lost) the
+            // incoming accounts bound to this target (per-volume random names).
+            let mut accounts: Vec<String> = conf
+                .as_ref()
+                .and_then(|c| c.chap.as_ref())
+                .map(|c| c.username.clone())
+                .into_iter()
+                .collect();
             if let Some(mut t) = self.find_target(&iqn)? {
+                for a in t.accounts.iter().filter(|a| !a.outgoing) {
+                    if !accounts.contains(&a.user) {
+                        accounts.push(a.user.clone());
+                    }
+                }
                 // A session whose initiator just disconnected stays listed for a moment.
                 let mut polls = 0;
                 while !t.nexuses.is_empty() && !force && polls < self.session_polls {
@@ -1536,8 +1549,8 @@ impl TargetHelper for TgtAdm {
                     }
                 }
             }
-            if let Some(c) = conf.as_ref().and_then(|c| c.chap.as_ref()) {
-                self.delete_account(&c.username)?;
+            for user in &accounts {
+                self.delete_account(user)?;
             }
             if let Some(w) = &window {
                 window::detach(&self.runner, w)?;

@@ -380,7 +380,25 @@ fn ensure_export_after_tgtd_restart() {
         Err(TargetError::ModelMismatch { .. })
     ));
     helper.remove_export(&v1, false).unwrap();
+    // Config file lost: removal still finds the target by IQN and deletes its CHAP account.
+    fs::remove_file(dir.path().join("volumes").join(&v2.name)).unwrap();
     helper.remove_export(&v2, false).unwrap();
+    assert!(helper.find_target(&l2.iqn).unwrap().is_none());
+    let accounts = iscsi_tool(
+        "tgtadm",
+        &[
+            "-C",
+            &tgtd.control_port.to_string(),
+            "--lld",
+            "iscsi",
+            "--op",
+            "show",
+            "--mode",
+            "account",
+        ],
+    );
+    assert!(!accounts.stdout.contains(&u2), "{}", accounts.stdout);
+    assert!(!accounts.stdout.contains(&u1), "{}", accounts.stdout);
 }
 
 #[test]

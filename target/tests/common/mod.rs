@@ -6,7 +6,7 @@
 pub mod libiscsi;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,9 +38,9 @@ fn socket_path(cport: u32) -> PathBuf {
 impl Tgtd {
     /// Starts tgtd on a free port with an unused control port; its log goes to `dir/tgtd.log`.
     pub fn start(dir: &Path) -> Tgtd {
-        let port = free_port();
         let mut rng = rand::thread_rng();
-        for _ in 0..50 {
+        for _ in 0..20 {
+            let port = free_port();
             let cport = rng.gen_range(20_000..60_000);
             if socket_path(cport).exists() {
                 continue;
@@ -79,7 +79,7 @@ impl Tgtd {
             .expect("spawn tgtd");
         self.child = Some(child);
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
+        while start.elapsed() < Duration::from_secs(5) {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
                     self.child = None;
@@ -98,7 +98,12 @@ impl Tgtd {
                     "target",
                 ])
                 .output();
-            let tcp = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            // tgtd keeps running when its portal port is taken, so check that this very process
+            // owns the listening socket (not some other test's tgtd).
+            let tcp = self
+                .child
+                .as_ref()
+                .is_some_and(|c| listens(c.id(), self.port));
             if tcp && ctl.is_ok_and(|o| o.status.success()) {
                 return true;
             }
@@ -144,6 +149,29 @@ impl Drop for Tgtd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// True when process `pid` owns a TCP socket listening on 127.0.0.1:`port`
+/// (/proc/net/tcp inode matched against /proc/<pid>/fd).
+fn listens(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let Ok(tcp) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|e| e.ok())
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .any(|l| inodes.iter().any(|i| l.to_str() == Some(i.as_str())))
 }
 
 /// Resolves a tool from PATH or the sbin folders.

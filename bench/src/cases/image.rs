@@ -1,0 +1,272 @@
+//! Image cases (issue 5), built from the sparse8g fixture:
+//! - `img-to-file`: qcow2 -> new raw file,
+//! - `img-to-loop`: qcow2 -> loop device (Cinder's copy image to volume),
+//! - `img-from-vol`: raw volume -> new qcow2 (Cinder's upload to image).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
+use crate::error::{io_err, BenchError, Result};
+use crate::fixture::{self, Fixture, FixtureSpec, MIB};
+use crate::runner;
+use crate::util::{self, LoopDevice};
+use crate::verify::{self, Validation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToFile,
+    ToLoop,
+    FromVolume,
+}
+
+pub struct ImageCase {
+    name: String,
+    dir: Direction,
+    raw_spec: FixtureSpec,
+    ceiling_spec: FixtureSpec,
+    raw: Option<Fixture>,
+    ceiling_src: Option<PathBuf>,
+    qcow2: PathBuf,
+    /// Destination file (raw or qcow2), or the loop device's backing file.
+    dst: PathBuf,
+    fio_dst: PathBuf,
+    dev: Option<LoopDevice>,
+}
+
+impl ImageCase {
+    pub fn new(
+        name: &str,
+        dir: Direction,
+        raw_spec: FixtureSpec,
+        ceiling_spec: FixtureSpec,
+        work: &Path,
+    ) -> Self {
+        let ext = match dir {
+            Direction::ToFile => "dst.raw",
+            Direction::ToLoop => "backing",
+            Direction::FromVolume => "dst.qcow2",
+        };
+        ImageCase {
+            name: name.to_string(),
+            dir,
+            qcow2: work.join(format!("{}.qcow2", raw_spec.name)),
+            dst: work.join(format!("{name}-{}.{ext}", raw_spec.name)),
+            fio_dst: work.join(format!("{name}.fio-dst")),
+            raw_spec,
+            ceiling_spec,
+            raw: None,
+            ceiling_src: None,
+            dev: None,
+        }
+    }
+
+    /// Where the tools write.
+    fn target(&self) -> &Path {
+        self.dev
+            .as_ref()
+            .map(|d| d.device.as_path())
+            .unwrap_or(&self.dst)
+    }
+}
+
+impl Case for ImageCase {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn setup(&mut self, ctx: &Ctx) -> Result<CaseInfo> {
+        let raw = fixture::ensure(&ctx.dir, &self.raw_spec)?;
+        let ceiling = fixture::ensure(&ctx.dir, &self.ceiling_spec)?;
+        self.ceiling_src = Some(ceiling.path);
+        let mut notes = vec![format!(
+            "MB/s = allocated data of {} ({}) / median time",
+            raw.path.display(),
+            crate::report::bytes(raw.data_bytes())
+        )];
+        if self.dir != Direction::FromVolume {
+            let key = serde_json::json!({ "from": self.raw_spec, "cmd": "qemu-img convert -f raw -O qcow2" });
+            let src = raw.path.clone();
+            let timeout = ctx.timeout;
+            fixture::ensure_derived(&self.qcow2, &key, |tmp| {
+                runner::run_helper(
+                    &[
+                        arg("qemu-img"),
+                        arg("convert"),
+                        arg("-f"),
+                        arg("raw"),
+                        arg("-O"),
+                        arg("qcow2"),
+                        os(&src),
+                        os(tmp),
+                    ],
+                    timeout,
+                )
+                .map(|_| ())
+            })?;
+            notes.push(format!(
+                "source image {} (qemu-img convert -f raw -O qcow2 of the raw fixture)",
+                self.qcow2.display()
+            ));
+        }
+        if self.dir == Direction::ToLoop {
+            if !ctx.root {
+                return Err(BenchError::Fixture {
+                    name: self.name.clone(),
+                    detail: "loop devices need root".into(),
+                });
+            }
+            util::remove_if_exists(&self.dst)?;
+            std::fs::File::create(&self.dst)
+                .and_then(|f| f.set_len(self.raw_spec.logical))
+                .map_err(io_err("create", &self.dst))?;
+            let dev = LoopDevice::attach(&self.dst)?;
+            notes.push(format!(
+                "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run, so holes must really be zeroed",
+                dev.device.display(),
+                self.dst.display()
+            ));
+            self.dev = Some(dev);
+        }
+        let allocated = util::allocated(&raw.path)?;
+        let info = CaseInfo {
+            kind: "image",
+            logical: self.raw_spec.logical,
+            data_bytes: raw.data_bytes(),
+            src_allocated: Some(allocated),
+            alloc_limit: (self.dir == Direction::ToFile).then_some(allocated),
+            notes,
+        };
+        self.raw = Some(raw);
+        Ok(info)
+    }
+
+    fn tools(&self, ctx: &Ctx) -> Vec<Tool> {
+        let Some(raw) = &self.raw else {
+            return Vec::new();
+        };
+        let data = raw.data_bytes();
+        let t = self.target().to_path_buf();
+        let ceiling = fio_ceiling(
+            Some((self.ceiling_src.as_deref().unwrap_or(&raw.path), data)),
+            (
+                if self.dev.is_some() {
+                    &t
+                } else {
+                    &self.fio_dst
+                },
+                data,
+            ),
+        );
+        match self.dir {
+            Direction::ToFile | Direction::ToLoop => vec![
+                ctx.ember.tool(
+                    "ember image to-volume",
+                    &["image", "to-volume"],
+                    vec![os(&self.qcow2), os(&t)],
+                ),
+                Tool::new(
+                    "qemu-img -t none",
+                    Role::Peer,
+                    vec![vec![
+                        arg("qemu-img"),
+                        arg("convert"),
+                        arg("-f"),
+                        arg("qcow2"),
+                        arg("-O"),
+                        arg("raw"),
+                        arg("-t"),
+                        arg("none"),
+                        arg("-W"),
+                        os(&self.qcow2),
+                        os(&t),
+                    ]],
+                ),
+                ceiling,
+            ],
+            Direction::FromVolume => vec![
+                ctx.ember.tool(
+                    "ember image from-volume",
+                    &["image", "from-volume"],
+                    vec![os(&raw.path), os(&t), arg("--format"), arg("qcow2")],
+                ),
+                Tool::new(
+                    "qemu-img",
+                    Role::Peer,
+                    vec![
+                        vec![
+                            arg("qemu-img"),
+                            arg("convert"),
+                            arg("-f"),
+                            arg("raw"),
+                            arg("-O"),
+                            arg("qcow2"),
+                            os(&raw.path),
+                            os(&t),
+                        ],
+                        sync_f(&t),
+                    ],
+                ),
+                ceiling,
+            ],
+        }
+    }
+
+    fn before_run(&self, tool: &Tool) -> Result<()> {
+        if let Some(dev) = &self.dev {
+            runner::run_helper(
+                &[arg("blkdiscard"), os(&dev.device)],
+                Duration::from_secs(120),
+            )?;
+            fixture::stamp(&dev.device, self.raw_spec.logical, 64 * MIB)
+        } else if tool.role == Role::Ceiling {
+            util::remove_if_exists(&self.fio_dst)
+        } else {
+            util::remove_if_exists(&self.dst)
+        }
+    }
+
+    fn validate(&self, tool: &Tool, ctx: &Ctx) -> Result<Validation> {
+        if tool.role == Role::Ceiling {
+            return Ok(Validation::NotChecked {
+                reason: "device ceiling".into(),
+            });
+        }
+        let Some(raw) = &self.raw else {
+            return Ok(Validation::NotChecked {
+                reason: "no source".into(),
+            });
+        };
+        match self.dir {
+            Direction::ToFile => verify::compare(&raw.path, &self.dst, self.raw_spec.logical, true),
+            Direction::ToLoop => {
+                util::drop_caches();
+                verify::compare(&raw.path, self.target(), self.raw_spec.logical, false)
+            }
+            Direction::FromVolume => Ok(verify::compare_qcow2(&raw.path, &self.dst, ctx.timeout)),
+        }
+    }
+
+    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
+        if tool.role == Role::Ceiling {
+            return Ok(None);
+        }
+        util::allocated(&self.dst).map(Some)
+    }
+
+    fn after_run(&self, tool: &Tool) -> Result<()> {
+        if self.dev.is_some() {
+            Ok(())
+        } else if tool.role == Role::Ceiling {
+            util::remove_if_exists(&self.fio_dst)
+        } else {
+            util::remove_if_exists(&self.dst)
+        }
+    }
+
+    fn teardown(&mut self) {
+        self.dev = None;
+        let _ = util::remove_if_exists(&self.dst);
+        let _ = util::remove_if_exists(&self.fio_dst);
+    }
+}

@@ -1,0 +1,283 @@
+//! Cases × tools. A [`Case`] builds its fixtures, lists the tools that race on it (Ember, the
+//! peers operators use today, and a fio device ceiling), prepares the destination before each
+//! timed run, validates and measures the output, and cleans up. New workloads (issue 4 wipes,
+//! issue 5 images) are new `Case` implementations; new contenders are new [`Tool`] entries.
+
+pub mod copy;
+pub mod image;
+pub mod wipe;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::fixture::{FixtureSpec, GIB, MIB, TIB};
+use crate::runner::{self, RunStatus};
+use crate::util;
+use crate::verify::Validation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The contender under test.
+    Ember,
+    /// A tool Cinder (or an operator) uses today.
+    Peer,
+    /// fio: what the device can do, the upper bound for any copy.
+    Ceiling,
+}
+
+/// One contender on one case: the commands it runs (in sequence, timed together).
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub name: String,
+    pub role: Role,
+    pub steps: Vec<Vec<OsString>>,
+    /// Why the tool is not run (missing binary, ember subcommand not there yet, needs a device).
+    pub skip: Option<String>,
+}
+
+impl Tool {
+    pub fn new(name: &str, role: Role, steps: Vec<Vec<OsString>>) -> Self {
+        let skip = steps
+            .iter()
+            .filter_map(|s| s.first())
+            .find(|bin| util::which(&bin.to_string_lossy()).is_none() && !Path::new(bin).exists())
+            .map(|bin| format!("{} is not installed", bin.to_string_lossy()));
+        Tool {
+            name: name.to_string(),
+            role,
+            steps,
+            skip,
+        }
+    }
+
+    pub fn skipped(name: &str, role: Role, reason: String) -> Self {
+        Tool {
+            name: name.to_string(),
+            role,
+            steps: Vec::new(),
+            skip: Some(reason),
+        }
+    }
+
+    pub fn command_line(&self) -> String {
+        runner::render_steps(&self.steps)
+    }
+}
+
+/// What a case measures, known after setup.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseInfo {
+    pub kind: &'static str,
+    /// Logical size of the source / target (bytes).
+    pub logical: u64,
+    /// Bytes MB/s is computed from: allocated data for sparse sources, the whole size otherwise.
+    pub data_bytes: u64,
+    /// Allocated bytes of the source (st_blocks * 512), when there is one.
+    pub src_allocated: Option<u64>,
+    /// Goal "destination allocation no larger than the source's" applies with this limit.
+    pub alloc_limit: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+pub trait Case {
+    fn name(&self) -> &str;
+    /// Build (or reuse) fixtures, attach devices.
+    fn setup(&mut self, ctx: &Ctx) -> Result<CaseInfo>;
+    fn tools(&self, ctx: &Ctx) -> Vec<Tool>;
+    /// Untimed: make the destination ready (absent, pre-filled, stamped).
+    fn before_run(&self, tool: &Tool) -> Result<()>;
+    /// Check the output of a run just made.
+    fn validate(&self, tool: &Tool, ctx: &Ctx) -> Result<Validation>;
+    /// Allocated bytes of the destination after the run.
+    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>>;
+    /// Delete the destination.
+    fn after_run(&self, tool: &Tool) -> Result<()>;
+    /// Detach devices, delete per-case targets.
+    fn teardown(&mut self) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    Full,
+    Quick,
+}
+
+impl Scale {
+    fn suffix(self) -> &'static str {
+        match self {
+            Scale::Full => "",
+            Scale::Quick => "-quick",
+        }
+    }
+
+    pub fn sparse8g(self) -> FixtureSpec {
+        let logical = match self {
+            Scale::Full => 8 * GIB,
+            Scale::Quick => 512 * MIB,
+        };
+        FixtureSpec {
+            name: format!("sparse8g{}", self.suffix()),
+            logical,
+            data: logical / 10,
+            ext_min: MIB,
+            ext_max: 4 * MIB,
+            seed: 0x8_0001,
+        }
+    }
+
+    pub fn full4g(self) -> FixtureSpec {
+        let logical = match self {
+            Scale::Full => 4 * GIB,
+            Scale::Quick => 256 * MIB,
+        };
+        FixtureSpec {
+            name: format!("full4g{}", self.suffix()),
+            logical,
+            data: logical,
+            ext_min: logical,
+            ext_max: logical,
+            seed: 0x4_0002,
+        }
+    }
+
+    pub fn sparse4t(self) -> FixtureSpec {
+        let (logical, data) = match self {
+            Scale::Full => (4 * TIB, 64 * MIB),
+            Scale::Quick => (64 * GIB, 16 * MIB),
+        };
+        FixtureSpec {
+            name: format!("sparse4t{}", self.suffix()),
+            logical,
+            data,
+            ext_min: 4 * MIB,
+            ext_max: 16 * MIB,
+            seed: 0x4_0003,
+        }
+    }
+
+    pub fn wipe_size(self) -> u64 {
+        match self {
+            Scale::Full => 4 * GIB,
+            Scale::Quick => 256 * MIB,
+        }
+    }
+}
+
+/// The `ember` binary and which subcommands it has.
+pub struct Ember {
+    pub path: PathBuf,
+    helps: RefCell<HashMap<String, std::result::Result<String, String>>>,
+}
+
+impl Ember {
+    pub fn new(path: PathBuf) -> Self {
+        Ember {
+            path,
+            helps: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn help(&self, sub: &[&str]) -> std::result::Result<String, String> {
+        let key = sub.join(" ");
+        if let Some(h) = self.helps.borrow().get(&key) {
+            return h.clone();
+        }
+        let h = if !self.path.exists() {
+            Err(format!(
+                "{} not found (cargo build --release, or --ember PATH)",
+                self.path.display()
+            ))
+        } else {
+            let mut argv: Vec<OsString> = vec![self.path.clone().into()];
+            argv.extend(sub.iter().map(OsString::from));
+            argv.push("--help".into());
+            let o = runner::run_steps(&[argv], Duration::from_secs(20));
+            match o.status {
+                RunStatus::Ok => Ok(o.stdout),
+                _ => Err(format!(
+                    "`ember {key}` does not exist in {} yet",
+                    self.path.display()
+                )),
+            }
+        };
+        self.helps.borrow_mut().insert(key, h.clone());
+        h
+    }
+
+    /// `ember SUB... ARGS [--json]` (`--json` when the subcommand has it), or why not.
+    pub fn tool(&self, name: &str, sub: &[&str], args: Vec<OsString>) -> Tool {
+        match self.help(sub) {
+            Err(reason) => Tool::skipped(name, Role::Ember, reason),
+            Ok(help) => {
+                let mut argv: Vec<OsString> = vec![self.path.clone().into()];
+                argv.extend(sub.iter().map(OsString::from));
+                argv.extend(args);
+                if help.contains("--json") {
+                    argv.push("--json".into());
+                }
+                Tool::new(name, Role::Ember, vec![argv])
+            }
+        }
+    }
+
+    /// Whether `ember SUB --help` mentions `flag`.
+    pub fn has_flag(&self, sub: &[&str], flag: &str) -> bool {
+        self.help(sub).map(|h| h.contains(flag)).unwrap_or(false)
+    }
+}
+
+pub struct Ctx {
+    pub dir: PathBuf,
+    pub ember: Ember,
+    pub timeout: Duration,
+    pub root: bool,
+}
+
+pub fn os(p: &Path) -> OsString {
+    p.as_os_str().to_owned()
+}
+
+pub fn arg(s: impl Into<String>) -> OsString {
+    OsString::from(s.into())
+}
+
+/// `sync -f PATH`: flush the file system holding PATH (for peers that do not flush).
+pub fn sync_f(path: &Path) -> Vec<OsString> {
+    vec![arg("sync"), arg("-f"), os(path)]
+}
+
+/// fio device ceiling: a reader job (`read` = file, bytes) and a writer job (`write` = file,
+/// bytes) running at once, 1 MiB blocks, iodepth 32, io_uring, O_DIRECT; the writer fsyncs at
+/// its end, as every timed tool makes its data durable. Sizes are rounded up to 1 MiB.
+pub fn fio_ceiling(read: Option<(&Path, u64)>, write: (&Path, u64)) -> Tool {
+    let mib = |n: u64| n.div_ceil(MIB).max(1) * MIB;
+    let mut argv = vec![
+        arg("fio"),
+        arg("--output-format=json"),
+        arg("--bs=1M"),
+        arg("--iodepth=32"),
+        arg("--ioengine=io_uring"),
+        arg("--direct=1"),
+    ];
+    if let Some((path, n)) = read {
+        argv.push(arg("--name=read"));
+        argv.push(arg(format!("--filename={}", path.display())));
+        argv.push(arg("--rw=read"));
+        argv.push(arg(format!("--size={}", mib(n))));
+    }
+    argv.push(arg("--name=write"));
+    argv.push(arg(format!("--filename={}", write.0.display())));
+    argv.push(arg("--rw=write"));
+    argv.push(arg(format!("--size={}", mib(write.1))));
+    argv.push(arg("--fallocate=none"));
+    argv.push(arg("--end_fsync=1"));
+    Tool::new("fio ceiling", Role::Ceiling, vec![argv])
+}

@@ -1,0 +1,261 @@
+//! Seeded fixtures: sparse or fully allocated raw files of random, non-zero data.
+//!
+//! A fixture is rebuilt only when missing or when its manifest (`NAME.raw.json`: layout version,
+//! spec and extent list) or its size does not match; otherwise it is reused across runs.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, Result};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+pub const TIB: u64 = 1024 * GIB;
+
+/// Bumped whenever the layout algorithm or data generator changes.
+const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixtureSpec {
+    pub name: String,
+    /// Logical size (bytes).
+    pub logical: u64,
+    /// Allocated data bytes (== logical for a full fixture).
+    pub data: u64,
+    /// Extent lengths are drawn from [ext_min, ext_max] in 64 KiB steps.
+    pub ext_min: u64,
+    pub ext_max: u64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    spec: FixtureSpec,
+    extents: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub path: PathBuf,
+    pub extents: Vec<Range<u64>>,
+}
+
+impl Fixture {
+    pub fn data_bytes(&self) -> u64 {
+        self.extents.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
+/// Where the data of `spec` goes: extents of [ext_min, ext_max] (64 KiB granular) summing to
+/// exactly `spec.data`, separated by random 4 KiB-aligned gaps.
+pub fn layout(spec: &FixtureSpec) -> Vec<Range<u64>> {
+    if spec.data >= spec.logical {
+        return std::iter::once(0..spec.logical).collect();
+    }
+    let mut rng = SmallRng::seed_from_u64(spec.seed);
+    let step = 64 * KIB;
+    let mut lens = Vec::new();
+    let mut sum = 0u64;
+    while sum < spec.data {
+        let steps = (spec.ext_max - spec.ext_min) / step;
+        let len = spec.ext_min + step * rng.gen_range(0..=steps);
+        let len = len.min(spec.data - sum);
+        lens.push(len);
+        sum += len;
+    }
+    let gap_total = spec.logical - spec.data;
+    let weights: Vec<u64> = (0..=lens.len())
+        .map(|_| rng.gen_range(1..=1_000_000u64))
+        .collect();
+    let wsum: u64 = weights.iter().sum();
+    let mut out = Vec::with_capacity(lens.len());
+    let mut pos = 0u64;
+    for (i, len) in lens.iter().enumerate() {
+        let gap = (u128::from(gap_total) * u128::from(weights[i]) / u128::from(wsum)) as u64;
+        pos += gap / (4 * KIB) * (4 * KIB);
+        out.push(pos..pos + len);
+        pos += len;
+    }
+    debug_assert!(pos <= spec.logical);
+    out
+}
+
+fn manifest_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+/// Reuse `DIR/NAME.raw` when its manifest matches, else (re)build it.
+pub fn ensure(dir: &Path, spec: &FixtureSpec) -> Result<Fixture> {
+    let path = dir.join(format!("{}.raw", spec.name));
+    let mpath = manifest_path(&path);
+    let extents = layout(spec);
+    let want = Manifest {
+        version: LAYOUT_VERSION,
+        spec: spec.clone(),
+        extents: extents.iter().map(|r| (r.start, r.end)).collect(),
+    };
+    if let (Ok(text), Ok(meta)) = (fs::read_to_string(&mpath), fs::metadata(&path)) {
+        if let Ok(have) = serde_json::from_str::<Manifest>(&text) {
+            if have == want && meta.len() == spec.logical {
+                eprintln!("fixture {}: reusing {}", spec.name, path.display());
+                return Ok(Fixture { path, extents });
+            }
+        }
+    }
+    let _ = fs::remove_file(&mpath);
+    eprintln!(
+        "fixture {}: building {} ({} logical, {} data in {} extents)",
+        spec.name,
+        path.display(),
+        crate::report::bytes(spec.logical),
+        crate::report::bytes(spec.data.min(spec.logical)),
+        extents.len()
+    );
+    let tmp = dir.join(format!("{}.raw.tmp", spec.name));
+    write_data(&tmp, spec, &extents)?;
+    fs::rename(&tmp, &path).map_err(io_err("rename fixture to", &path))?;
+    let mut f = File::create(&mpath).map_err(io_err("create", &mpath))?;
+    f.write_all(serde_json::to_string_pretty(&want)?.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &mpath))?;
+    Ok(Fixture { path, extents })
+}
+
+fn write_data(path: &Path, spec: &FixtureSpec, extents: &[Range<u64>]) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err("create fixture", path))?;
+    f.set_len(spec.logical)
+        .map_err(io_err("size fixture", path))?;
+    let mut rng = SmallRng::seed_from_u64(spec.seed ^ 0x5eed_da7a);
+    let mut buf = vec![0u8; (4 * MIB) as usize];
+    for r in extents {
+        let mut off = r.start;
+        while off < r.end {
+            let n = (r.end - off).min(buf.len() as u64) as usize;
+            rng.fill_bytes(&mut buf[..n]);
+            // Random data is non-zero with overwhelming probability; make sure of it per 4 KiB
+            // so no copy tool may legitimately turn a data block into a hole.
+            for block in buf[..n].chunks_mut(4096) {
+                block[0] |= 1;
+            }
+            f.write_all_at(&buf[..n], off)
+                .map_err(io_err("write fixture", path))?;
+            off += n as u64;
+        }
+    }
+    f.sync_all().map_err(io_err("sync fixture", path))?;
+    Ok(())
+}
+
+/// Fill `[0, len)` of `path` (file or block device) with a cheap non-zero pattern, so a wipe
+/// has real data to destroy. Buffered writes plus fsync; the caller drops caches afterwards.
+pub fn prefill(path: &Path, len: u64, create: bool) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("open for prefill", path))?;
+    let mut buf = vec![0xa5u8; (4 * MIB) as usize];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        buf[..8].copy_from_slice(&off.to_le_bytes());
+        f.write_all_at(&buf[..n], off)
+            .map_err(io_err("prefill", path))?;
+        off += n as u64;
+    }
+    f.sync_all().map_err(io_err("sync prefill", path))?;
+    Ok(())
+}
+
+/// Write a 1 MiB non-zero stamp every `every` bytes of `path`, so a copy onto it must really
+/// zero the source's holes to validate.
+pub fn stamp(path: &Path, len: u64, every: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open for stamping", path))?;
+    let buf = vec![0x5au8; MIB as usize];
+    let mut off = every / 2 / MIB * MIB;
+    while off + MIB <= len {
+        f.write_all_at(&buf, off).map_err(io_err("stamp", path))?;
+        off += every;
+    }
+    f.sync_all().map_err(io_err("sync stamp", path))?;
+    Ok(())
+}
+
+/// A fixture whose content is produced by a command from another fixture (the qcow2 image).
+pub fn ensure_derived(
+    path: &Path,
+    key: &serde_json::Value,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let mpath = manifest_path(path);
+    if let (Ok(text), true) = (fs::read_to_string(&mpath), path.exists()) {
+        if serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .as_ref()
+            == Some(key)
+        {
+            eprintln!("fixture: reusing {}", path.display());
+            return Ok(());
+        }
+    }
+    let _ = fs::remove_file(&mpath);
+    let _ = fs::remove_file(path);
+    eprintln!("fixture: building {}", path.display());
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    build(&tmp)?;
+    fs::rename(&tmp, path).map_err(io_err("rename fixture to", path))?;
+    fs::write(&mpath, serde_json::to_vec_pretty(key)?).map_err(io_err("write", &mpath))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_exact_disjoint_and_seeded() {
+        let spec = FixtureSpec {
+            name: "t".into(),
+            logical: 8 * GIB,
+            data: 8 * GIB / 10,
+            ext_min: MIB,
+            ext_max: 4 * MIB,
+            seed: 7,
+        };
+        let a = layout(&spec);
+        assert_eq!(a, layout(&spec));
+        assert_eq!(a.iter().map(|r| r.end - r.start).sum::<u64>(), spec.data);
+        for w in a.windows(2) {
+            assert!(w[0].end <= w[1].start);
+        }
+        assert!(a.last().unwrap().end <= spec.logical);
+        assert!(a
+            .iter()
+            .all(|r| r.start % 4096 == 0 && r.end - r.start <= 4 * MIB));
+        let other = layout(&FixtureSpec { seed: 8, ..spec });
+        assert_ne!(a, other);
+    }
+}

@@ -1,0 +1,393 @@
+//! Results: per-tool records, the aligned table, goal checks and the JSON document.
+
+use serde::Serialize;
+
+use crate::cases::{CaseInfo, Role};
+use crate::verify::Validation;
+
+pub const MB: f64 = 1_000_000.0;
+
+/// Human-readable binary size.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run: usize,
+    pub seconds: f64,
+    pub max_rss_kib: u64,
+    pub dst_allocated: Option<u64>,
+    /// "ok", "timeout", "failed: ..."
+    pub status: String,
+    /// Ember's `--json` summary, when it printed one (fio: its per-job figures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ember_summary: Option<serde_json::Value>,
+    /// fio only: wall time of the fio process (`seconds` is fio's job time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fio_wall_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolResult {
+    pub name: String,
+    pub role: Role,
+    pub command: String,
+    /// "ok", "skipped", "timeout", "failed", "differs"
+    pub status: String,
+    pub note: Option<String>,
+    pub runs: Vec<RunRecord>,
+    pub median_seconds: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    /// This tool's median time / ember's median time (> 1: ember is faster).
+    pub time_vs_ember: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+    /// Largest destination allocation seen over the runs (st_blocks * 512).
+    pub dst_allocated: Option<u64>,
+    pub validation: Option<Validation>,
+}
+
+impl ToolResult {
+    pub fn usable(&self) -> bool {
+        self.status == "ok" && self.median_seconds.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub info: Option<CaseInfo>,
+    pub error: Option<String>,
+    pub tools: Vec<ToolResult>,
+}
+
+impl CaseResult {
+    pub fn ember(&self) -> Option<&ToolResult> {
+        self.tools
+            .iter()
+            .find(|t| t.role == Role::Ember && t.usable())
+    }
+
+    pub fn best_peer(&self) -> Option<&ToolResult> {
+        self.tools
+            .iter()
+            .filter(|t| t.role == Role::Peer && t.usable())
+            .min_by(|a, b| {
+                a.median_seconds
+                    .partial_cmp(&b.median_seconds)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+    }
+
+    pub fn ceiling(&self) -> Option<&ToolResult> {
+        self.tools
+            .iter()
+            .find(|t| t.role == Role::Ceiling && t.usable())
+    }
+}
+
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Fill medians, MB/s and ratios once all runs of a case are in.
+pub fn finish_case(c: &mut CaseResult) {
+    let data = c.info.as_ref().map(|i| i.data_bytes).unwrap_or(0);
+    for t in &mut c.tools {
+        let mut secs: Vec<f64> = t
+            .runs
+            .iter()
+            .filter(|r| r.status == "ok")
+            .map(|r| r.seconds)
+            .collect();
+        t.median_seconds = median(&mut secs);
+        t.mb_per_s = t
+            .median_seconds
+            .filter(|s| *s > 0.0)
+            .map(|s| data as f64 / MB / s);
+        t.peak_rss_kib = t.runs.iter().map(|r| r.max_rss_kib).max();
+        t.dst_allocated = t.runs.iter().filter_map(|r| r.dst_allocated).max();
+    }
+    let ember = c.ember().and_then(|e| e.median_seconds);
+    for t in &mut c.tools {
+        t.time_vs_ember = match (t.median_seconds, ember) {
+            (Some(s), Some(e)) if e > 0.0 && t.status == "ok" => Some(s / e),
+            _ => None,
+        };
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+pub fn print_case(c: &CaseResult, runs: usize) {
+    println!();
+    match &c.info {
+        Some(i) => println!(
+            "== {} ({}): logical {}, data {}{}, {} run(s) per tool",
+            c.name,
+            i.kind,
+            bytes(i.logical),
+            bytes(i.data_bytes),
+            i.src_allocated
+                .map(|a| format!(", source allocated {}", bytes(a)))
+                .unwrap_or_default(),
+            runs
+        ),
+        None => println!("== {}", c.name),
+    }
+    if let Some(e) = &c.error {
+        println!("   case not run: {e}");
+        return;
+    }
+    let header = [
+        "tool",
+        "median s",
+        "MB/s",
+        "t/ember",
+        "peak RSS",
+        "dst alloc",
+        "valid",
+        "status",
+    ];
+    let rows: Vec<[String; 8]> = c
+        .tools
+        .iter()
+        .map(|t| {
+            [
+                t.name.clone(),
+                opt(t.median_seconds, |s| format!("{s:.3}")),
+                opt(t.mb_per_s, |m| format!("{m:.0}")),
+                opt(t.time_vs_ember, |r| format!("{r:.2}x")),
+                opt(t.peak_rss_kib, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                opt(t.dst_allocated, bytes),
+                t.validation
+                    .as_ref()
+                    .map(|v| v.label().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                match &t.note {
+                    Some(n) if t.status != "ok" => format!("{}: {n}", t.status),
+                    _ => t.status.clone(),
+                },
+            ]
+        })
+        .collect();
+    let mut w = header.map(str::len);
+    for r in &rows {
+        for (i, cell) in r.iter().enumerate().take(7) {
+            w[i] = w[i].max(cell.len());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut s = format!("   {:<w0$}", cells[0], w0 = w[0]);
+        for i in 1..7 {
+            s.push_str(&format!("  {:>wi$}", cells[i], wi = w[i]));
+        }
+        s.push_str(&format!("  {}", cells[7]));
+        println!("{s}");
+    };
+    line(header);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6], &r[7]]);
+    }
+    for t in &c.tools {
+        if let Some(Validation::Differs { detail }) = &t.validation {
+            println!("   !! {} output differs from the source: {detail}", t.name);
+        }
+    }
+    if let Some(i) = &c.info {
+        for n in &i.notes {
+            println!("   note: {n}");
+        }
+    }
+    println!("   commands:");
+    for t in &c.tools {
+        if !t.command.is_empty() {
+            println!("     {:<w0$}  {}", t.name, t.command, w0 = w[0]);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    /// PASS, FAIL or N/A
+    pub status: &'static str,
+    pub detail: String,
+}
+
+fn goal(goal: &str, status: &'static str, detail: String) -> Goal {
+    Goal {
+        goal: goal.to_string(),
+        status,
+        detail,
+    }
+}
+
+pub fn goals(cases: &[CaseResult]) -> Vec<Goal> {
+    let find = |n: &str| cases.iter().find(|c| c.name == n && c.error.is_none());
+    let mut out = Vec::new();
+
+    let g = "sparse8g: ember time <= 0.8 x best peer time";
+    out.push(match find("sparse8g").map(|c| (c.ember(), c.best_peer())) {
+        Some((Some(e), Some(p))) => {
+            let (es, ps) = (
+                e.median_seconds.unwrap_or(0.0),
+                p.median_seconds.unwrap_or(0.0),
+            );
+            let ok = es <= 0.8 * ps;
+            goal(
+                g,
+                if ok { "PASS" } else { "FAIL" },
+                format!(
+                    "ember {es:.3} s vs {} {ps:.3} s (ratio {:.2})",
+                    p.name,
+                    es / ps
+                ),
+            )
+        }
+        Some((None, _)) => goal(g, "N/A", "ember did not run successfully".into()),
+        Some((_, None)) => goal(g, "N/A", "no peer ran successfully".into()),
+        None => goal(g, "N/A", "case not run".into()),
+    });
+
+    let g = "full4g: ember throughput >= 90% of the fio ceiling";
+    out.push(match find("full4g").map(|c| (c.ember(), c.ceiling())) {
+        Some((Some(e), Some(f))) => {
+            let (em, fm) = (e.mb_per_s.unwrap_or(0.0), f.mb_per_s.unwrap_or(0.0));
+            let ok = em >= 0.9 * fm;
+            goal(
+                g,
+                if ok { "PASS" } else { "FAIL" },
+                format!(
+                    "ember {em:.0} MB/s vs fio {fm:.0} MB/s ({:.0}%)",
+                    100.0 * em / fm
+                ),
+            )
+        }
+        Some((None, _)) => goal(g, "N/A", "ember did not run successfully".into()),
+        Some((_, None)) => goal(g, "N/A", "fio ceiling did not run".into()),
+        None => goal(g, "N/A", "case not run".into()),
+    });
+
+    let g = "sparse4t: ember no slower than the best peer";
+    out.push(match find("sparse4t").map(|c| (c.ember(), c.best_peer())) {
+        Some((Some(e), Some(p))) => {
+            let (es, ps) = (
+                e.median_seconds.unwrap_or(0.0),
+                p.median_seconds.unwrap_or(0.0),
+            );
+            goal(
+                g,
+                if es <= ps { "PASS" } else { "FAIL" },
+                format!("ember {es:.3} s vs {} {ps:.3} s", p.name),
+            )
+        }
+        Some((None, _)) => goal(g, "N/A", "ember did not run successfully".into()),
+        Some((_, None)) => goal(g, "N/A", "no peer ran successfully".into()),
+        None => goal(g, "N/A", "case not run".into()),
+    });
+
+    let g = "ember peak RSS <= 64 MiB in every case";
+    let rss: Vec<(String, u64)> = cases
+        .iter()
+        .flat_map(|c| {
+            c.tools
+                .iter()
+                .filter(|t| t.role == Role::Ember && !t.runs.is_empty())
+                .map(move |t| {
+                    (
+                        format!("{}/{}", c.name, t.name),
+                        t.peak_rss_kib.unwrap_or(0),
+                    )
+                })
+        })
+        .collect();
+    out.push(if rss.is_empty() {
+        goal(g, "N/A", "ember did not run".into())
+    } else {
+        let worst = rss.iter().max_by_key(|r| r.1).cloned().unwrap_or_default();
+        let ok = rss.iter().all(|r| r.1 <= 64 * 1024);
+        goal(
+            g,
+            if ok { "PASS" } else { "FAIL" },
+            format!("max {:.1} MiB ({})", worst.1 as f64 / 1024.0, worst.0),
+        )
+    });
+
+    let g = "ember destination allocation <= source allocation";
+    let mut checked = Vec::new();
+    let mut bad = Vec::new();
+    for c in cases {
+        let Some(limit) = c.info.as_ref().and_then(|i| i.alloc_limit) else {
+            continue;
+        };
+        for t in c.tools.iter().filter(|t| t.role == Role::Ember) {
+            if let Some(a) = t.dst_allocated {
+                checked.push(c.name.clone());
+                if a > limit {
+                    bad.push(format!("{}: {} > {}", c.name, bytes(a), bytes(limit)));
+                }
+            }
+        }
+    }
+    out.push(if checked.is_empty() {
+        goal(g, "N/A", "ember did not run on a copy case".into())
+    } else if bad.is_empty() {
+        goal(g, "PASS", format!("checked {}", checked.join(", ")))
+    } else {
+        goal(g, "FAIL", bad.join("; "))
+    });
+
+    let g = "ember output validates in every case";
+    let mut seen = Vec::new();
+    let mut bad = Vec::new();
+    for c in cases {
+        for t in c.tools.iter().filter(|t| t.role == Role::Ember) {
+            match &t.validation {
+                Some(Validation::Identical) => seen.push(format!("{}/{}", c.name, t.name)),
+                Some(Validation::Differs { detail }) => {
+                    bad.push(format!("{}/{}: {detail}", c.name, t.name))
+                }
+                _ => {}
+            }
+        }
+    }
+    out.push(if !bad.is_empty() {
+        goal(g, "FAIL", bad.join("; "))
+    } else if seen.is_empty() {
+        goal(g, "N/A", "ember output was not validated anywhere".into())
+    } else {
+        goal(g, "PASS", format!("{} validated", seen.len()))
+    });
+    out
+}
+
+pub fn print_goals(goals: &[Goal]) {
+    println!();
+    println!("Goals:");
+    for g in goals {
+        println!("  {:<4} {}  ({})", g.status, g.goal, g.detail);
+    }
+}

@@ -1,0 +1,154 @@
+//! Small helpers: sizes and allocation, PATH lookup, cache dropping, loop devices, timestamps.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{io_err, Result};
+use crate::runner;
+
+/// Size of a regular file or block device.
+pub fn len_of(path: &Path) -> Result<u64> {
+    let mut f = File::open(path).map_err(io_err("open", path))?;
+    f.seek(SeekFrom::End(0))
+        .map_err(io_err("seek to the end of", path))
+}
+
+/// Allocated bytes of a regular file (st_blocks * 512).
+pub fn allocated(path: &Path) -> Result<u64> {
+    let m = fs::metadata(path).map_err(io_err("stat", path))?;
+    Ok(m.blocks() * 512)
+}
+
+/// First executable called `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+pub fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// `sync; echo 3 > /proc/sys/vm/drop_caches`. Returns false when not permitted.
+pub fn drop_caches() -> bool {
+    let _ = runner::run_helper(&[OsString::from("sync")], Duration::from_secs(600));
+    fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
+}
+
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+/// An attached loop device, detached on drop.
+pub struct LoopDevice {
+    pub device: PathBuf,
+}
+
+impl LoopDevice {
+    /// `losetup --find --show --direct-io=on BACKING`: direct I/O so data written through the
+    /// device is not parked in the backing file's page cache.
+    pub fn attach(backing: &Path) -> Result<Self> {
+        let argv: Vec<OsString> = vec![
+            "losetup".into(),
+            "--find".into(),
+            "--show".into(),
+            "--direct-io=on".into(),
+            backing.as_os_str().to_owned(),
+        ];
+        let out = runner::run_helper(&argv, Duration::from_secs(60))?;
+        Ok(LoopDevice {
+            device: PathBuf::from(out.trim()),
+        })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let argv: Vec<OsString> = vec![
+            "losetup".into(),
+            "-d".into(),
+            self.device.as_os_str().to_owned(),
+        ];
+        if let Err(e) = runner::run_helper(&argv, Duration::from_secs(60)) {
+            eprintln!("warning: cannot detach {}: {e}", self.device.display());
+        }
+    }
+}
+
+/// (compact, iso) UTC timestamps of now: `20261123T170000Z`, `2026-11-23T17:00:00Z`.
+pub fn timestamps() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (proleptic Gregorian), after H. Hinnant's public-domain algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    (
+        format!("{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}Z"),
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z"),
+    )
+}
+
+/// Kernel release and file system type of `dir`, for the record.
+pub fn environment(dir: &Path) -> serde_json::Value {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fstype = runner::run_helper(
+        &[
+            "findmnt".into(),
+            "-n".into(),
+            "-o".into(),
+            "FSTYPE,SOURCE".into(),
+            "-T".into(),
+            dir.as_os_str().to_owned(),
+        ],
+        Duration::from_secs(10),
+    )
+    .unwrap_or_default();
+    serde_json::json!({
+        "kernel": kernel.trim(),
+        "cpus": cpus,
+        "loadavg_at_start": loadavg.trim(),
+        "work_dir_fs": fstype.trim(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let (c, i) = super::timestamps();
+        assert_eq!(c.len(), 16);
+        assert!(i.ends_with('Z') && i.len() == 20);
+    }
+}

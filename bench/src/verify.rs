@@ -1,0 +1,181 @@
+//! Validation of a tool's output: byte comparison that reads holes as zeros, zero checks for
+//! wipes, and `qemu-img compare` for qcow2 outputs.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{io_err, Result};
+use crate::{runner, sys, util};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Validation {
+    Identical,
+    Differs { detail: String },
+    NotChecked { reason: String },
+}
+
+impl Validation {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Validation::Identical => "ok",
+            Validation::Differs { .. } => "DIFFERS",
+            Validation::NotChecked { .. } => "-",
+        }
+    }
+}
+
+const CHUNK: u64 = 8 << 20;
+
+fn union(mut a: Vec<Range<u64>>, b: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    a.extend(b);
+    a.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(a.len());
+    for r in a {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Compare the first `len` bytes of `a` and `b` (files or block devices); outside both files'
+/// data ranges both read as zeros, so only the union of their data ranges is read. Sizes are
+/// checked too when `exact_size` (a device may be larger than the copied source).
+pub fn compare(a: &Path, b: &Path, len: u64, exact_size: bool) -> Result<Validation> {
+    let (la, lb) = (util::len_of(a)?, util::len_of(b)?);
+    if la < len || lb < len || (exact_size && la != lb) {
+        return Ok(Validation::Differs {
+            detail: format!(
+                "sizes differ: {} has {la} bytes, {} has {lb}",
+                a.display(),
+                b.display()
+            ),
+        });
+    }
+    let fa = File::open(a).map_err(io_err("open", a))?;
+    let fb = File::open(b).map_err(io_err("open", b))?;
+    let ra = sys::data_ranges(&fa, len).map_err(io_err("list data ranges of", a))?;
+    let rb = sys::data_ranges(&fb, len).map_err(io_err("list data ranges of", b))?;
+    let mut ba = vec![0u8; CHUNK as usize];
+    let mut bb = vec![0u8; CHUNK as usize];
+    for r in union(ra, rb) {
+        let mut off = r.start;
+        while off < r.end {
+            let n = (r.end - off).min(CHUNK) as usize;
+            fa.read_exact_at(&mut ba[..n], off)
+                .map_err(io_err("read", a))?;
+            fb.read_exact_at(&mut bb[..n], off)
+                .map_err(io_err("read", b))?;
+            if ba[..n] != bb[..n] {
+                let i = ba[..n]
+                    .iter()
+                    .zip(&bb[..n])
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(0);
+                return Ok(Validation::Differs {
+                    detail: format!("first difference at byte {}", off + i as u64),
+                });
+            }
+            off += n as u64;
+        }
+    }
+    Ok(Validation::Identical)
+}
+
+/// `[0, len)` of `path` reads as zeros.
+pub fn all_zero(path: &Path, len: u64) -> Result<Validation> {
+    let f = File::open(path).map_err(io_err("open", path))?;
+    let ranges = sys::data_ranges(&f, len).map_err(io_err("list data ranges of", path))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    for r in ranges {
+        let mut off = r.start;
+        while off < r.end {
+            let n = (r.end - off).min(CHUNK) as usize;
+            f.read_exact_at(&mut buf[..n], off)
+                .map_err(io_err("read", path))?;
+            if let Some(i) = buf[..n].iter().position(|&x| x != 0) {
+                return Ok(Validation::Differs {
+                    detail: format!("non-zero byte at {}", off + i as u64),
+                });
+            }
+            off += n as u64;
+        }
+    }
+    Ok(Validation::Identical)
+}
+
+/// `qemu-img compare -f raw -F qcow2 RAW QCOW2` (exit 0 identical, 1 different).
+pub fn compare_qcow2(raw: &Path, qcow2: &Path, timeout: Duration) -> Validation {
+    let argv: Vec<OsString> = vec![
+        "qemu-img".into(),
+        "compare".into(),
+        "-q".into(),
+        "-f".into(),
+        "raw".into(),
+        "-F".into(),
+        "qcow2".into(),
+        raw.as_os_str().to_owned(),
+        qcow2.as_os_str().to_owned(),
+    ];
+    let o = runner::run_steps(std::slice::from_ref(&argv), timeout);
+    match o.status {
+        runner::RunStatus::Ok => Validation::Identical,
+        runner::RunStatus::Failed { detail, .. } if detail.starts_with("exit 1") => {
+            Validation::Differs {
+                detail: "qemu-img compare: content differs".into(),
+            }
+        }
+        other => Validation::NotChecked {
+            reason: format!("{}: {other:?}", runner::render(&argv)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn holes_compare_equal_to_zeros_and_differences_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        let fa = File::create(&a).unwrap();
+        fa.set_len(64 << 20).unwrap();
+        fa.write_all_at(b"hello", 10 << 20).unwrap();
+        let mut fb = File::create(&b).unwrap();
+        let mut full = vec![0u8; 64 << 20];
+        full[10 << 20..(10 << 20) + 5].copy_from_slice(b"hello");
+        fb.write_all(&full).unwrap();
+        assert_eq!(
+            compare(&a, &b, 64 << 20, true).unwrap(),
+            Validation::Identical
+        );
+        fb.write_all_at(b"x", 40 << 20).unwrap();
+        match compare(&a, &b, 64 << 20, true).unwrap() {
+            Validation::Differs { detail } => assert!(detail.contains(&(40u64 << 20).to_string())),
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            all_zero(&b, 64 << 20).unwrap(),
+            Validation::Differs { .. }
+        ));
+        let z = dir.path().join("z");
+        File::create(&z).unwrap().set_len(1 << 30).unwrap();
+        assert_eq!(all_zero(&z, 1 << 30).unwrap(), Validation::Identical);
+        b.metadata().unwrap();
+        assert!(matches!(
+            compare(&a, &z, 64 << 20, true).unwrap(),
+            Validation::Differs { .. }
+        ));
+    }
+}
