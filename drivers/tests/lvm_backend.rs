@@ -98,7 +98,7 @@ fn lifecycle_metadata_only() {
     if !ready() {
         return;
     }
-    let vg = Vg::new(3, 4);
+    let vg = Vg::new(3, 3);
     let d = vg.driver();
     let tmp = vg.dir.path();
 
@@ -110,7 +110,7 @@ fn lifecycle_metadata_only() {
     for k in POOL_KEYS {
         assert!(s["pools"][0].get(*k).is_some(), "missing pool key {k}");
     }
-    let vgsz = 3.0 * (4.0 - 4.0 / 1024.0); // each PV loses its first extent to metadata
+    let vgsz = 3.0 * (3.0 - 4.0 / 1024.0); // each PV loses its first extent to metadata
     assert!(
         (s["total_capacity_gb"].as_f64().unwrap() - vgsz).abs() < 0.011,
         "{s}"
@@ -134,7 +134,7 @@ fn lifecycle_metadata_only() {
         assert_eq!(s["ember_data_path"], "pv-extents");
     }
 
-    let vol = Volume::new(2, Some("db")).unwrap();
+    let vol = Volume::new(1, Some("db")).unwrap();
     d.create_volume(&vol).unwrap();
     let img = image(tmp, "img.raw", 64 * MIB, &[(0, 0xa1), (50 * MIB, 0xb2)]);
     d.copy_image_to_volume(&vol, &img).unwrap();
@@ -143,10 +143,10 @@ fn lifecycle_metadata_only() {
     assert_eq!(read_layout(&sp, 10 * MIB, 3), vec![0; 3]);
 
     let s = serde_json::to_value(d.get_volume_stats(true).unwrap()).unwrap();
-    assert_eq!(s["provisioned_capacity_gb"], 2.0);
+    assert_eq!(s["provisioned_capacity_gb"], 1.0);
     assert_eq!(
         s["free_capacity_gb"].as_f64().unwrap(),
-        ((vgsz - 2.0) * 100.0f64).round() / 100.0
+        ((vgsz - 1.0) * 100.0f64).round() / 100.0
     );
     assert_eq!(s["total_volumes"], 1);
 
@@ -171,32 +171,32 @@ fn lifecycle_metadata_only() {
     );
 
     // Clone (bigger) and from snapshot; holes in the source read as zeros in the destination.
-    let clone = Volume::new(3, Some("db-clone")).unwrap();
+    let clone = Volume::new(2, Some("db-clone")).unwrap();
     d.create_cloned_volume(&clone, &vol).unwrap();
     let csp = lv_spans(&d, &clone.name);
     assert_eq!(read_layout(&csp, 0, 2), vec![0xcc; 2]);
     assert_eq!(read_layout(&csp, 50 * MIB, 2), vec![0xb2; 2]);
-    assert_eq!(read_layout(&csp, 2 * GIB + MIB, 2), vec![0; 2]);
-    let from = Volume::new(2, None).unwrap();
+    assert_eq!(read_layout(&csp, GIB + MIB, 2), vec![0; 2]);
+    let from = Volume::new(1, None).unwrap();
     d.create_volume_from_snapshot(&from, &snap).unwrap();
     assert_eq!(read_layout(&lv_spans(&d, &from.name), 0, 2), vec![0xa1; 2]);
 
     // Extend keeps the data (the LV may gain a segment on the other PV).
-    d.extend_volume(&vol, 3).unwrap();
+    d.extend_volume(&vol, 2).unwrap();
     let sp = lv_spans(&d, &vol.name);
-    assert_eq!(ember_drivers::data::layout_len(&sp), 3 * GIB);
+    assert_eq!(ember_drivers::data::layout_len(&sp), 2 * GIB);
     assert_eq!(read_layout(&sp, 50 * MIB, 2), vec![0xb2; 2]);
-    assert!(d.extend_volume(&vol, 2).is_err());
+    assert!(d.extend_volume(&vol, 1).is_err());
 
     // Revert by copy: the start is back, the extended tail reads as zeros.
     let vol3 = Volume {
-        size: 3,
+        size: 2,
         ..vol.clone()
     };
     d.revert_to_snapshot(&vol3, &snap).unwrap();
     let sp = lv_spans(&d, &vol.name);
     assert_eq!(read_layout(&sp, 0, 2), vec![0xa1; 2]);
-    assert_eq!(read_layout(&sp, 2 * GIB + 10, 2), vec![0; 2]);
+    assert_eq!(read_layout(&sp, GIB + 10, 2), vec![0; 2]);
 
     // Download.
     let out = ImageFile {
@@ -205,7 +205,7 @@ fn lifecycle_metadata_only() {
     };
     d.copy_volume_to_image(&vol3, &out).unwrap();
     let mut f = File::open(&out.path).unwrap();
-    assert_eq!(f.metadata().unwrap().len(), 3 * GIB);
+    assert_eq!(f.metadata().unwrap().len(), 2 * GIB);
     f.seek(SeekFrom::Start(50 * MIB)).unwrap();
     let mut b = [0u8; 2];
     f.read_exact(&mut b).unwrap();
@@ -219,7 +219,7 @@ fn lifecycle_metadata_only() {
         .map(|v| (v.label().to_owned(), v.size))
         .collect();
     names.sort();
-    assert!(names.contains(&("db".into(), 3)) && names.contains(&("db-clone".into(), 3)));
+    assert!(names.contains(&("db".into(), 2)) && names.contains(&("db-clone".into(), 2)));
     assert!(!d.clone_image(&vol3, &img).unwrap().cloned);
 
     // Tear down: snapshot, volumes; deleting again succeeds.
