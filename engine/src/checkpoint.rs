@@ -203,6 +203,7 @@ pub fn copy_resumable(
     let target = Target {
         ep: &ep,
         mode,
+        detected_mode: mode,
         created,
         zero_fallback: true,
     };

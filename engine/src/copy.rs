@@ -76,6 +76,8 @@ pub struct CopyOptions {
     /// After the final flush, read the destination back and check every written block
     /// against the CRC32C of the source bytes, and every other byte of the range is zero.
     pub verify: bool,
+    /// Preallocate a new destination file's data ranges before writing (see `Destination`).
+    pub preallocate: bool,
 }
 
 impl Default for CopyOptions {
@@ -96,6 +98,7 @@ impl Default for CopyOptions {
             io_hook: None,
             checkpoint: None,
             verify: false,
+            preallocate: std::env::var_os("EMBER_NO_PREALLOC").is_none(),
         }
     }
 }
@@ -237,9 +240,10 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
             )));
         }
     }
-    let dest = dest.prepare(len)?;
+    let mut dest = dest.prepare(len)?;
     let data = alloc::data_ranges(&s, src.offset..src.offset + len)?;
     let plan = Plan::from_data(&data, src.offset, dst.offset, len);
+    dest.preallocate(&plan, opts);
     let res = run_plan(Some(&s), &dest, &plan, opts, opts.zero_detection(), started);
     finish(dest, res, data.extent_count() as u64)
 }
@@ -348,6 +352,8 @@ pub(crate) struct Destination {
     pub(crate) created: bool,
     /// Truncate the whole file and rebuild it sparse.
     rebuild: bool,
+    /// Data ranges were preallocated: zero-detected blocks must be punched, not left.
+    pub(crate) preallocated: bool,
 }
 
 impl Destination {
@@ -426,6 +432,7 @@ impl Destination {
             mode,
             created: !existed,
             rebuild,
+            preallocated: false,
         })
     }
 
@@ -441,6 +448,28 @@ impl Destination {
                 .map_err(|e| Error::io("set the size of", path, len, e))?;
         }
         Ok(self)
+    }
+
+    /// On a freshly rebuilt file, allocates (unwritten) blocks exactly where the plan writes
+    /// data: the layout comes out contiguous, and O_DIRECT writes no longer allocate, so ext4
+    /// and xfs run them concurrently instead of serialising them on the inode lock. Zero blocks
+    /// found during the copy are then punched back out, so the destination never allocates more
+    /// than the source. Best effort: a filesystem without fallocate just skips it.
+    pub(crate) fn preallocate(&mut self, plan: &Plan, opts: &CopyOptions) {
+        if !self.rebuild || !opts.preallocate || self.ep.direct.is_none() {
+            return;
+        }
+        let fd = self.ep.file.as_fd();
+        for op in &plan.ops {
+            if let crate::plan::Op::Copy { dst, len, .. }
+            | crate::plan::Op::Decode { dst, len, .. } = *op
+            {
+                if crate::sys::preallocate(fd, dst, len).is_err() {
+                    return;
+                }
+                self.preallocated = true;
+            }
+        }
     }
 
     fn discard_on_failure(self) {
@@ -461,6 +490,9 @@ fn dup(f: &File, path: &Path) -> Result<File> {
 pub(crate) struct Target<'a> {
     pub ep: &'a Endpoint,
     pub mode: ZeroMode,
+    /// How zero-detected data blocks are made to read as zeros (differs from `mode` when the
+    /// destination was preallocated where the source has data).
+    pub detected_mode: ZeroMode,
     pub created: bool,
     /// Fall back to the next zeroing method when one is refused.
     pub zero_fallback: bool,
@@ -477,6 +509,11 @@ fn run_plan(
     let target = Target {
         ep: &dest.ep,
         mode: dest.mode,
+        detected_mode: if dest.preallocated {
+            ZeroMode::Punch
+        } else {
+            dest.mode
+        },
         created: dest.created,
         zero_fallback: true,
     };
@@ -537,6 +574,9 @@ fn run_inner(
     let pool = BufferPool::new(qd + 1, opts.block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
     let mut backend = uring::open_backend(files, opts.queue_depth, pool).map_err(Error::Ring)?;
+    if let Some(hook) = &opts.io_hook {
+        backend = hook(backend);
+    }
     let job = Job {
         src,
         dst: d,
@@ -545,6 +585,7 @@ fn run_inner(
         queue_depth: qd,
         detect_zeroes,
         zero_mode: t.mode,
+        detected_zero_mode: t.detected_mode,
         bps_limit: opts.bps_limit,
         cancel: opts.cancel.as_deref(),
         progress: opts.progress.as_deref(),

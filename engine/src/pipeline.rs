@@ -79,6 +79,8 @@ pub(crate) struct Job<'a> {
     pub queue_depth: usize,
     pub detect_zeroes: bool,
     pub zero_mode: ZeroMode,
+    /// How zero-detected data blocks are zeroed (preallocated destinations punch them).
+    pub detected_zero_mode: ZeroMode,
     pub bps_limit: Option<u64>,
     pub cancel: Option<&'a AtomicBool>,
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
@@ -483,6 +485,18 @@ impl Run<'_, '_> {
     /// Returns true when the range was queued for zero writes.
     fn zero_range(&mut self, dst: u64, len: u64, detected: bool) -> bool {
         let fd = self.job.dst.file.as_fd();
+        if detected
+            && self.job.detected_zero_mode == ZeroMode::Punch
+            && self.zero_mode == ZeroMode::Leave
+        {
+            // A preallocated new file: hand the blocks back. They read as zeros either way
+            // (preallocated blocks are unwritten), so a refused punch loses nothing.
+            let _ = sys::punch_hole(fd, dst, len);
+            self.c.bytes_skipped += len;
+            self.c.record(dst, len, ZeroMode::Punch);
+            self.advance(dst, len);
+            return false;
+        }
         let mut pos = dst;
         let end = dst + len;
         // Under a bandwidth limit, zero in steps small enough for the throttle to bite.

@@ -115,6 +115,9 @@ pub fn scan_chunks(
         .map_err(|e| Error::open("allocate I/O buffers for", &eps[0].path, e))?;
     let mut be =
         uring::open_backend(files, opts.queue_depth * n as u32, pool).map_err(Error::Ring)?;
+    if let Some(hook) = &opts.io_hook {
+        be = hook(be);
+    }
 
     let mut slots: Vec<Option<Chunk>> = (0..qd).map(|_| None).collect();
     let mut free: Vec<usize> = (0..qd).rev().collect();
@@ -145,7 +148,7 @@ pub fn scan_chunks(
                 offset: off,
             })
         };
-    let started = Instant::now();
+    let mut last_progress = Instant::now();
     loop {
         while error.is_none() && !exhausted {
             let Some(&slot) = free.last() else { break };
@@ -178,14 +181,23 @@ pub fn scan_chunks(
         completions.clear();
         be.wait(1, opts.io_timeout, &mut completions)
             .map_err(|e| Error::io("wait for completions", &eps[0].path, 0, e))?;
-        if completions.is_empty() && started.elapsed() > opts.io_timeout && error.is_none() {
-            error = Some(Error::TimedOut {
-                op: "read",
-                path: eps[0].path.clone(),
-                offset: slots.iter().flatten().map(|c| c.offset).min().unwrap_or(0),
-                secs: opts.io_timeout.as_secs(),
-            });
+        if completions.is_empty() {
+            if last_progress.elapsed() < opts.io_timeout {
+                continue;
+            }
+            // Nothing completed for a whole timeout: stop waiting (also when already failing,
+            // else a hung request would keep us here forever); dropping the backend cancels it.
+            if error.is_none() {
+                error = Some(Error::TimedOut {
+                    op: "read",
+                    path: eps[0].path.clone(),
+                    offset: slots.iter().flatten().map(|c| c.offset).min().unwrap_or(0),
+                    secs: opts.io_timeout.as_secs(),
+                });
+            }
+            break;
         }
+        last_progress = Instant::now();
         for d in completions.drain(..) {
             let slot = d.user_data as usize / n;
             let k = d.user_data as usize % n;

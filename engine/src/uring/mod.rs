@@ -20,6 +20,8 @@
 //! requests with `pread`/`pwrite` where io_uring is unavailable (e.g. blocked by seccomp).
 
 mod buffer;
+#[doc(hidden)]
+pub mod faulty;
 mod ring;
 mod sync;
 

@@ -184,9 +184,21 @@ impl IoBackend for UringBackend {
     }
 }
 
+impl UringBackend {
+    /// Drops the ring's references to the registered files now. Closing the ring releases them
+    /// later, from a kernel worker: until then an O_EXCL-opened device stays "in use" and a
+    /// filesystem holding a file cannot be unmounted, after the job has already returned.
+    fn release_files(&mut self) {
+        if let Err(e) = self.ring.submitter().unregister_files() {
+            tracing::debug!(error = %e, "unregistering io_uring files failed");
+        }
+    }
+}
+
 impl Drop for UringBackend {
     fn drop(&mut self) {
         if self.in_flight == 0 {
+            self.release_files();
             // SAFETY: nothing is in flight, so the kernel holds no pointer into the pool; it is
             // dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.pool) };
@@ -213,6 +225,7 @@ impl Drop for UringBackend {
             }
         }
         if self.in_flight == 0 {
+            self.release_files();
             // SAFETY: every request completed, so the kernel holds no pointer into the pool.
             unsafe { ManuallyDrop::drop(&mut self.pool) };
         } else {
