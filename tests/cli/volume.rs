@@ -109,3 +109,29 @@ fn config_file_selects_backends_and_bad_configs_are_refused() {
     std::fs::write(&bad, "[[backend]]\nname = \"x\"\ndriver = \"lvm\"\n").unwrap();
     assert!(fails(h, &["--config", s(&bad), "list"]).contains("volume_group"));
 }
+
+#[test]
+fn parallel_processes_share_one_backend_safely() {
+    let t = tempfile::tempdir().unwrap();
+    let h = t.path().to_owned();
+    ok(&h, &["create", "base", "--size", "1"]);
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let n = format!("p{i}");
+                ok(&h, &["create", &n, "--size", "1"]);
+                ok(&h, &["clone", "base", &format!("c{i}")]);
+                ok(&h, &["snapshot", &n, &format!("s{i}")]);
+                ok(&h, &["extend", &n, "--size", "2"]);
+            })
+        })
+        .collect();
+    for c in children {
+        c.join().unwrap();
+    }
+    let list: serde_json::Value = serde_json::from_str(&ok(&h, &["list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 13);
+    let snaps: serde_json::Value = serde_json::from_str(&ok(&h, &["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 6);
+}
