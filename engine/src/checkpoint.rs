@@ -180,7 +180,7 @@ pub fn copy_resumable(
         }
         (ep, bitmap.to_extents(), h.mode, false)
     } else {
-        let dest = Destination::open(&Window::whole(dst), len, opts)?;
+        let mut dest = Destination::open(&Window::whole(dst), len, opts)?;
         if dest.ep.identity == s.identity {
             return Err(Error::invalid(format!(
                 "source {} and destination {} are the same file",
@@ -188,7 +188,7 @@ pub fn copy_resumable(
                 dst.display()
             )));
         }
-        let dest = dest.prepare(len)?;
+        dest.prepare(len)?;
         header.mode = dest.mode;
         // Marked incomplete before the first write.
         save(

@@ -228,24 +228,31 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
     opts.validate()?;
     let s = open_source(&src.path, opts.direct)?;
     let len = window_len(&s, src)?;
-    let dest = Destination::open(dst, len, opts)?;
-    if s.identity == dest.ep.identity {
-        let a = src.offset..src.offset + len;
-        let b = dst.offset..dst.offset + len;
-        if a.start < b.end && b.start < a.end {
-            return Err(Error::invalid(format!(
-                "source {} and destination {} are the same file",
-                src.path.display(),
-                dst.path.display()
-            )));
+    let mut dest = Destination::open(dst, len, opts)?;
+    let res = (|| {
+        if s.identity == dest.ep.identity {
+            let a = src.offset..src.offset + len;
+            let b = dst.offset..dst.offset + len;
+            if a.start < b.end && b.start < a.end {
+                return Err(Error::invalid(format!(
+                    "source {} and destination {} are the same file",
+                    src.path.display(),
+                    dst.path.display()
+                )));
+            }
         }
-    }
-    let mut dest = dest.prepare(len)?;
-    let data = alloc::data_ranges(&s, src.offset..src.offset + len)?;
-    let plan = Plan::from_data(&data, src.offset, dst.offset, len);
-    dest.preallocate(&plan, opts);
-    let res = run_plan(Some(&s), &dest, &plan, opts, opts.zero_detection(), started);
-    finish(dest, res, data.extent_count() as u64)
+        dest.prepare(len)?;
+        let data = alloc::data_ranges(&s, src.offset..src.offset + len)?;
+        let plan = Plan::from_data(&data, src.offset, dst.offset, len);
+        dest.preallocate(&plan, opts);
+        let mut summary = run_plan(Some(&s), &dest, &plan, opts, opts.zero_detection(), started)?;
+        summary.extents = data.extent_count() as u64;
+        Ok(summary)
+    })();
+    // Any failure after the destination was created (sizing, discovery, the copy itself)
+    // removes it, so nothing half-done looks like a volume.
+    dest.discard_if_failed(&res);
+    res
 }
 
 /// Runs an image plan: `Copy`/`Decode` source offsets are in `src` (e.g. a qcow2 file); the
@@ -263,40 +270,32 @@ pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> 
         ));
     }
     let s = open_source(src, opts.direct)?;
-    let dest = Destination::open(&Window::whole(dst), plan.logical_size, opts)?;
-    if s.identity == dest.ep.identity {
-        return Err(Error::invalid(format!(
-            "image {} and destination {} are the same file",
-            src.display(),
-            dst.display()
-        )));
-    }
-    let dest = dest.prepare(plan.logical_size)?;
-    let extents = plan
-        .ops
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                crate::plan::Op::Copy { .. } | crate::plan::Op::Decode { .. }
-            )
-        })
-        .count() as u64;
-    let res = run_plan(Some(&s), &dest, plan, opts, opts.zero_detection(), started);
-    finish(dest, res, extents)
-}
-
-fn finish(dest: Destination, res: Result<Summary>, extents: u64) -> Result<Summary> {
-    match res {
-        Ok(mut s) => {
-            s.extents = extents;
-            Ok(s)
+    let mut dest = Destination::open(&Window::whole(dst), plan.logical_size, opts)?;
+    let res = (|| {
+        if s.identity == dest.ep.identity {
+            return Err(Error::invalid(format!(
+                "image {} and destination {} are the same file",
+                src.display(),
+                dst.display()
+            )));
         }
-        Err(e) => {
-            dest.discard_on_failure();
-            Err(e)
-        }
-    }
+        dest.prepare(plan.logical_size)?;
+        dest.preallocate(plan, opts);
+        let mut summary = run_plan(Some(&s), &dest, plan, opts, opts.zero_detection(), started)?;
+        summary.extents = plan
+            .ops
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    crate::plan::Op::Copy { .. } | crate::plan::Op::Decode { .. }
+                )
+            })
+            .count() as u64;
+        Ok(summary)
+    })();
+    dest.discard_if_failed(&res);
+    res
 }
 
 pub(crate) fn open_source(path: &Path, direct: bool) -> Result<Endpoint> {
@@ -438,7 +437,7 @@ impl Destination {
 
     /// Makes a whole-file destination a sparse file of `len` bytes (called after the same-file
     /// check, so a source is never truncated).
-    pub(crate) fn prepare(self, len: u64) -> Result<Destination> {
+    pub(crate) fn prepare(&mut self, len: u64) -> Result<()> {
         if self.rebuild {
             let path = &self.window.path;
             self.ep
@@ -447,7 +446,7 @@ impl Destination {
                 .and_then(|_| self.ep.file.set_len(len))
                 .map_err(|e| Error::io("set the size of", path, len, e))?;
         }
-        Ok(self)
+        Ok(())
     }
 
     /// On a freshly rebuilt file, allocates (unwritten) blocks exactly where the plan writes
@@ -472,8 +471,8 @@ impl Destination {
         }
     }
 
-    fn discard_on_failure(self) {
-        if self.created {
+    pub(crate) fn discard_if_failed<T>(&self, res: &Result<T>) {
+        if res.is_err() && self.created {
             // A file we created holds a partial copy: remove it so nothing half-done looks
             // like a volume.
             let _ = std::fs::remove_file(&self.window.path);
@@ -570,10 +569,28 @@ fn run_inner(
     };
     let dst_idx = push(&d.file, &d.path)?;
     let dst_direct = d.direct.as_ref().map(|f| push(f, &d.path)).transpose()?;
-    let qd = opts.queue_depth as usize;
+    // Bytes the ring will move (data, and zeros it writes), and so the buffers worth having:
+    // a job that moves little gets a small pool (less memory to fault in and pin). Zeroing
+    // methods that may fall back to writes could need the full depth.
+    let (mut io_bytes, mut may_write_zeros) = (0u64, 0u64);
+    for op in &plan.ops {
+        match *op {
+            crate::plan::Op::Copy { len, .. } | crate::plan::Op::Decode { len, .. } => {
+                io_bytes += len
+            }
+            crate::plan::Op::Zero { len, .. } if t.mode == ZeroMode::Write => io_bytes += len,
+            crate::plan::Op::Zero { len, .. } if t.zero_fallback && t.mode != ZeroMode::Leave => {
+                may_write_zeros += len
+            }
+            _ => {}
+        }
+    }
+    let bs = opts.block_size as u64;
+    let qd =
+        (opts.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
     let pool = BufferPool::new(qd + 1, opts.block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
-    let mut backend = uring::open_backend(files, opts.queue_depth, pool).map_err(Error::Ring)?;
+    let mut backend = uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?;
     if let Some(hook) = &opts.io_hook {
         backend = hook(backend);
     }

@@ -578,8 +578,28 @@ impl Run<'_, '_> {
                 return false;
             }
         }
-        let _ = detected;
         false
+    }
+
+    /// The slot's buffer holds `len` bytes for `dst`: an all-zero block is handled like a hole
+    /// (unless holes are made by writing zeros anyway), anything else is written.
+    fn data_ready(&mut self, slot: usize, dst: u64, len: u64) {
+        let detect =
+            self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
+        if detect && self.zero_mode != ZeroMode::Write {
+            self.release(slot);
+            self.zero_range(dst, len, true);
+            return;
+        }
+        if detect {
+            self.c.record(dst, len, ZeroMode::Write);
+        }
+        self.checksum(slot, dst, len);
+        let a = self.slots[slot].as_mut().expect("active slot");
+        a.stage = Stage::Write;
+        a.done = 0;
+        a.zeroing = detect;
+        self.submit(slot);
     }
 
     fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
@@ -754,22 +774,7 @@ impl Run<'_, '_> {
         match (a.item, a.stage) {
             (Item::Copy { dst, len, .. }, Stage::Read) => {
                 self.c.bytes_read += len;
-                let detect = self.job.detect_zeroes
-                    && is_zero(&self.backend.pool().get(slot)[..len as usize]);
-                if detect && self.zero_mode != ZeroMode::Write {
-                    self.release(slot);
-                    self.zero_range(dst, len, true);
-                    return;
-                }
-                if detect {
-                    self.c.record(dst, len, ZeroMode::Write);
-                }
-                self.checksum(slot, dst, len);
-                let a = self.slots[slot].as_mut().unwrap();
-                a.stage = Stage::Write;
-                a.done = 0;
-                a.zeroing = detect;
-                self.submit(slot);
+                self.data_ready(slot, dst, len);
             }
             (
                 Item::Decode {
@@ -782,10 +787,11 @@ impl Run<'_, '_> {
             ) => {
                 self.c.bytes_read += src_len;
                 let aux = a.aux.take().expect("decode has an aux buffer");
-                let input = self.backend.pool().get(aux)[..src_len as usize].to_vec();
+                let (input, out) = self.backend.pool_mut().pair(aux, slot);
+                let res =
+                    codec::decode(codec, &input[..src_len as usize], &mut out[..len as usize]);
                 self.free.push(aux);
-                let out = &mut self.backend.pool_mut().get_mut(slot)[..len as usize];
-                if let Err(reason) = codec::decode(codec, &input, out) {
+                if let Err(reason) = res {
                     let src = match self.slots[slot].as_ref().unwrap().item {
                         Item::Decode { src, .. } => src,
                         _ => 0,
@@ -797,22 +803,8 @@ impl Run<'_, '_> {
                     });
                     return;
                 }
-                let detect = self.job.detect_zeroes && is_zero(out);
                 let dst = item_dst(self.slots[slot].as_ref().unwrap().item);
-                if detect && self.zero_mode != ZeroMode::Write {
-                    self.release(slot);
-                    self.zero_range(dst, len, true);
-                    return;
-                }
-                if detect {
-                    self.c.record(dst, len, ZeroMode::Write);
-                }
-                self.checksum(slot, dst, len);
-                let a = self.slots[slot].as_mut().unwrap();
-                a.stage = Stage::Write;
-                a.done = 0;
-                a.zeroing = detect;
-                self.submit(slot);
+                self.data_ready(slot, dst, len);
             }
             (item, Stage::Write) => {
                 let len = item_len(item);

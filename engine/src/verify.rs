@@ -113,8 +113,8 @@ pub fn scan_chunks(
     }
     let pool = BufferPool::new(qd * n + 1, bs)
         .map_err(|e| Error::open("allocate I/O buffers for", &eps[0].path, e))?;
-    let mut be =
-        uring::open_backend(files, opts.queue_depth * n as u32, pool).map_err(Error::Ring)?;
+    let mut be = uring::open_backend(files, opts.queue_depth * n as u32, pool, u64::MAX)
+        .map_err(Error::Ring)?;
     if let Some(hook) = &opts.io_hook {
         be = hook(be);
     }

@@ -49,6 +49,9 @@ pub enum Action {
     Hang,
     /// Flip a byte of the buffer after the read completes (reads only).
     Corrupt,
+    /// Send the write this many bytes away from where it was aimed (writes only): the
+    /// misdirected write a device or driver bug produces, which a plain copy cannot see.
+    Misdirect(i64),
 }
 
 /// One injection rule.
@@ -113,6 +116,7 @@ impl Rule {
         });
         let action_ok = match self.action {
             Action::Corrupt => req.op == IoOp::Read,
+            Action::Misdirect(_) => req.op == IoOp::Write,
             // A request no longer than k would not be short: it does not count.
             Action::Short(k) => k < req.len,
             _ => true,
@@ -329,6 +333,11 @@ impl IoBackend for FaultyBackend {
             Some((Action::Corrupt, range)) => {
                 let at = range.map_or(req.offset, |r| r.start.max(req.offset));
                 self.push_inner(req, Some(at))
+            }
+            Some((Action::Misdirect(delta), _)) => {
+                let mut moved = req;
+                moved.offset = req.offset.saturating_add_signed(delta);
+                self.push_inner(moved, None)
             }
         }
     }
