@@ -12,6 +12,7 @@
 //! `ember_creating`, `ember_unmanaged`) plus a small state folder holding export models and
 //! attachments (CHAP secrets cannot be tags) and the per-volume lock files.
 
+pub mod cmd;
 pub mod layout;
 pub mod report;
 
@@ -146,6 +147,11 @@ impl LvmDriver {
     fn lvm(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
         let _g = self.lvm_lock()?;
         self.runner.run(op, args)
+    }
+
+    fn lvm_v(&self, op: &'static str, argv: Vec<String>) -> Result<runner::Output> {
+        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.lvm(op, &a)
     }
 
     fn lvm_output(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
@@ -379,28 +385,12 @@ impl LvmDriver {
 
     /// Creates an LV of `size_gb` GiB with `tags`; thick or thin per lvm_type.
     fn create_lv(&self, name: &str, size_gb: u64, tags: &[String]) -> Result<()> {
-        let size = format!("{size_gb}g");
-        let mut argv: Vec<&str> = vec!["lvcreate"];
-        let pool;
-        if self.thin()? {
-            pool = self.lv_path(&self.pool_name());
-            argv.extend(["-T", "-V", &size, "-n", name]);
-            for t in tags {
-                argv.extend(["--addtag", t]);
-            }
-            argv.push(&pool);
+        let argv = if self.thin()? {
+            cmd::create_thin(&self.vg, &self.pool_name(), name, size_gb, tags)
         } else {
-            if !self.dm {
-                // Metadata-only: no activation, nothing for lvcreate to zero.
-                argv.extend(["-an", "-Zn"]);
-            }
-            argv.extend(["-n", name]);
-            for t in tags {
-                argv.extend(["--addtag", t]);
-            }
-            argv.extend([self.vg.as_str(), "-L", &size]);
-        }
-        self.lvm("lvcreate", &argv)?;
+            cmd::create_thick(&self.vg, name, size_gb, tags, !self.dm)
+        };
+        self.lvm_v("lvcreate", argv)?;
         if !self.dm {
             // lvcreate zeroes the start of a new LV where it can (-Zy); do the same here so no
             // old filesystem signature shows through a new volume.
@@ -414,8 +404,7 @@ impl LvmDriver {
     }
 
     fn remove_lv(&self, name: &str) -> Result<()> {
-        let target = self.lv_path(name);
-        self.lvm("lvremove", &["lvremove", "-f", &target])?;
+        self.lvm_v("lvremove", cmd::remove(&self.vg, name))?;
         Ok(())
     }
 
@@ -432,9 +421,7 @@ impl LvmDriver {
     }
 
     fn extend_lv(&self, name: &str, size_gb: u64) -> Result<()> {
-        let target = self.lv_path(name);
-        let size = format!("{size_gb}g");
-        self.lvm("lvextend", &["lvextend", "-L", &size, &target])?;
+        self.lvm_v("lvextend", cmd::extend(&self.vg, name, size_gb))?;
         Ok(())
     }
 
@@ -442,15 +429,7 @@ impl LvmDriver {
         if !self.dm {
             return Ok(());
         }
-        let target = self.lv_path(name);
-        let mut argv = vec!["lvchange", "-a", "y", "--yes"];
-        if permanent {
-            argv.extend(["-k", "n"]);
-        } else {
-            argv.push("-K");
-        }
-        argv.push(&target);
-        self.lvm("lvchange -a y", &argv)?;
+        self.lvm_v("lvchange -a y", cmd::activate(&self.vg, name, permanent))?;
         Ok(())
     }
 
@@ -686,9 +665,11 @@ impl VolumeDriver for LvmDriver {
         if self.thin()? && self.dm && self.lv(&self.pool_name())?.is_none() {
             // Cinder: pool sized 95% of the VG's free space, the rest for pool metadata.
             let free = self.vg_info()?.free as f64 / GIB as f64;
-            let size = format!("{:.2}g", (free * 0.95 * 100.0).floor() / 100.0);
-            let pool = self.lv_path(&self.pool_name());
-            self.lvm("lvcreate -T", &["lvcreate", "-T", "-L", &size, &pool])?;
+            let size = (free * 0.95 * 100.0).floor() / 100.0;
+            self.lvm_v(
+                "lvcreate -T",
+                cmd::create_pool(&self.vg, &self.pool_name(), size),
+            )?;
         }
         // Roll back creates interrupted by a crash (their lock is free).
         for lv in self.lvs()? {
@@ -890,16 +871,11 @@ impl VolumeDriver for LvmDriver {
         }
         let size_gb = origin.size.div_ceil(GIB).max(1);
         if self.dm {
-            let src = self.lv_path(&snap.volume_name);
-            let size = format!("{size_gb}g");
-            let mut argv = vec!["lvcreate", "--name", &lv_name, "--snapshot", &src];
-            if !self.thin()? {
-                argv.extend(["-L", &size]);
-            }
-            for t in &tags {
-                argv.extend(["--addtag", t]);
-            }
-            self.lvm("lvcreate --snapshot", &argv)?;
+            let cow = (!self.thin()?).then_some(size_gb);
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &snap.volume_name, &lv_name, cow, &tags),
+            )?;
         } else {
             // No device-mapper: a snapshot is a full, sparse-aware copy in its own LV.
             self.create_copy(&lv_name, size_gb, tags, &origin, origin.size)?;
@@ -970,12 +946,10 @@ impl VolumeDriver for LvmDriver {
             tags.push(format!("{TAG_NAME}:{n}"));
         }
         if self.dm && self.thin()? {
-            let src = self.lv_path(&snap_lv);
-            let mut argv = vec!["lvcreate", "--name", &vol.name, "--snapshot", &src];
-            for t in &tags {
-                argv.extend(["--addtag", t]);
-            }
-            self.lvm("lvcreate --snapshot", &argv)?;
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &snap_lv, &vol.name, None, &tags),
+            )?;
             if vol.size_bytes() > s.size {
                 self.extend_lv(&vol.name, vol.size)?;
             }
@@ -1016,12 +990,10 @@ impl VolumeDriver for LvmDriver {
             tags.push(format!("{TAG_NAME}:{n}"));
         }
         if self.dm && self.thin()? {
-            let srcp = self.lv_path(&src.name);
-            let mut argv = vec!["lvcreate", "--name", &vol.name, "--snapshot", &srcp];
-            for t in &tags {
-                argv.extend(["--addtag", t]);
-            }
-            self.lvm("lvcreate --snapshot", &argv)?;
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &src.name, &vol.name, None, &tags),
+            )?;
             if vol.size_bytes() > s.size {
                 self.extend_lv(&vol.name, vol.size)?;
             }
@@ -1079,24 +1051,15 @@ impl VolumeDriver for LvmDriver {
         let s = self.must_lv("snapshot", &snap_lv)?;
         if self.dm && !self.thin()? && s.is_snapshot() {
             // Native thick: merge (destroys the snapshot), re-activate, re-create the snapshot.
-            let sp = self.lv_path(&snap_lv);
-            self.lvm("lvconvert --merge", &["lvconvert", "--merge", &sp])?;
+            self.lvm_v("lvconvert --merge", cmd::merge(&self.vg, &snap_lv))?;
             let vp = self.lv_path(&vol.name);
             self.lvm("lvchange -a n", &["lvchange", "-a", "n", &vp])?;
             self.activate(&vol.name, false)?;
-            let size = format!("{}g", snap.volume_size);
-            let mut argv = vec![
-                "lvcreate",
-                "--name",
-                &snap_lv,
-                "--snapshot",
-                &vp,
-                "-L",
-                &size,
-            ];
-            let tag = format!("{TAG_ORIGIN}:{}", snap.volume_id);
-            argv.extend(["--addtag", &tag]);
-            self.lvm("lvcreate --snapshot", &argv)?;
+            let tags = [format!("{TAG_ORIGIN}:{}", snap.volume_id)];
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &vol.name, &snap_lv, Some(snap.volume_size), &tags),
+            )?;
             return Ok(());
         }
         // No native revert here: copy the snapshot back through the engine. The volume is
@@ -1189,7 +1152,7 @@ impl VolumeDriver for LvmDriver {
                     name: vol.name.clone(),
                 });
             }
-            self.lvm("lvrename", &["lvrename", &self.vg, &lv.name, &vol.name])?;
+            self.lvm_v("lvrename", cmd::rename(&self.vg, &lv.name, &vol.name))?;
         }
         if lv.has_tag(TAG_UNMANAGED) {
             self.del_tag(&vol.name, TAG_UNMANAGED)?;
