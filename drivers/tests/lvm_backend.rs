@@ -240,7 +240,7 @@ fn delete_wipes_so_no_data_leaks_into_the_next_lv() {
     if !ready() {
         return;
     }
-    let vg = Vg::new(1, 2);
+    let vg = Vg::new(1, 3);
     let tmp = vg.dir.path().to_owned();
     let fill = image(
         &tmp,
@@ -276,6 +276,30 @@ fn delete_wipes_so_no_data_leaks_into_the_next_lv() {
         }
         d.delete_volume(&b).unwrap();
     }
+
+    // A (full-copy) snapshot's extents are wiped on delete too.
+    let d = vg.driver();
+    let a = Volume::new(1, None).unwrap();
+    d.create_volume(&a).unwrap();
+    d.copy_image_to_volume(&a, &fill).unwrap();
+    let snap = Snapshot::new(&a, None).unwrap();
+    d.create_snapshot(&snap).unwrap();
+    let sps = lv_spans(&d, &format!("_{}", snap.name));
+    assert_eq!(read_layout(&sps, 300 * MIB + 65536, 1), vec![0x22]);
+    d.delete_snapshot(&snap).unwrap();
+    let b = Volume::new(1, None).unwrap();
+    d.create_volume(&b).unwrap();
+    let spb = lv_spans(&d, &b.name);
+    assert_eq!(sps, spb, "the new LV sits on the snapshot's extents");
+    for (off, _) in probe {
+        assert_eq!(
+            read_layout(&spb, off + 65536, 1),
+            vec![0],
+            "snapshot data leaked at {off}"
+        );
+    }
+    d.delete_volume(&b).unwrap();
+    d.delete_volume(&a).unwrap();
 
     // volume_clear_size = 1 MiB wipes only the first MiB.
     let mut cfg = vg.config();
