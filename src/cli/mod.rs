@@ -4,6 +4,7 @@ mod common;
 mod compare;
 mod copy;
 mod demo;
+mod image;
 mod volume;
 mod wipe;
 
@@ -31,6 +32,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Make a block device, file or byte range read back as zeros (zero-on-delete), with proof.
     Wipe(wipe::WipeArgs),
+    /// Inspect images safely; image to volume, volume to image (raw, qcow2).
+    Image(image::ImageArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
     /// Manage volumes on the file or LVM backend (Cinder's driver operations).
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Compare(a) => return compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Wipe(a) => wipe::run(a),
+        Command::Image(a) => image::run(a),
         Command::Volume(a) => volume::run(a),
     };
     match res {
