@@ -713,56 +713,39 @@ impl VolumeDriver for FileDriver {
     fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
         vol.validate()?;
         self.check_ready()?;
-        let len = check_raw_image(image, vol)?;
+        crate::image::declared_format(image)?;
         let _l = self.lock_object(&vol.name)?;
         let v = self.available_volume(&vol.name)?;
-        let src = vec![Span {
-            path: image.path.clone(),
-            offset: 0,
-            len,
-        }];
-        data::copy_layout(
-            &src,
+        crate::image::image_into_layout(
+            image,
+            &v.volume,
             &self.span(&vol.name, v.volume.size_bytes()),
-            len,
-            CopyMode {
-                dest_zeroed: false,
-                bps_limit: self.cfg.volume_copy_bps_limit,
-            },
+            &self.root.join("staging"),
+            self.cfg.volume_copy_bps_limit,
         )
     }
 
     fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
         vol.validate()?;
         self.check_ready()?;
-        check_raw_meta(image)?;
+        crate::image::declared_format(image)?;
         let _l = self.lock_object(&vol.name)?;
         let v = self.available_volume(&vol.name)?;
-        let size = v.volume.size_bytes();
-        create_new_sparse(&image.path, size)?;
-        let res = data::copy_layout(
-            &self.span(&vol.name, size),
-            &[Span {
-                path: image.path.clone(),
-                offset: 0,
-                len: size,
-            }],
-            size,
-            CopyMode {
-                dest_zeroed: true,
-                bps_limit: self.cfg.volume_copy_bps_limit,
-            },
-        );
-        if res.is_err() {
-            let _ = fs::remove_file(&image.path);
-        }
-        res
+        crate::image::layout_into_image(
+            &self.span(&vol.name, v.volume.size_bytes()),
+            image,
+            &self.root.join("staging"),
+            self.cfg.volume_copy_bps_limit,
+        )
     }
 
     fn clone_image(&self, vol: &Volume, image: &ImageFile) -> Result<CloneImageResult> {
         vol.validate()?;
         self.check_ready()?;
-        let len = check_raw_image(image, vol)?;
+        let Some(len) = check_raw_image(image, vol)? else {
+            // Not raw: nothing to share blocks with; fall back to copy_image_to_volume.
+            return Ok(CloneImageResult::default());
+        };
         let _l = self.lock_object(&vol.name)?;
         let mut cloned = false;
         let res = self.create_with(vol, || {
@@ -1014,78 +997,23 @@ impl FileDriver {
     }
 }
 
-/// Validates a raw image for writing into `vol`; returns its length.
-fn check_raw_image(image: &ImageFile, vol: &Volume) -> Result<u64> {
-    check_raw_meta(image)?;
-    let m = fs::metadata(&image.path).map_err(|e| DriverError::io("stat", &image.path, e))?;
-    if !m.is_file() {
-        return Err(DriverError::ImageUnacceptable {
-            path: image.path.clone(),
-            reason: "not a regular file".into(),
-        });
+/// Inspects an image for `clone_image`: raw (as inspected) and fitting `vol`; its length.
+fn check_raw_image(image: &ImageFile, vol: &Volume) -> Result<Option<u64>> {
+    let a = crate::image::inspect(image)?;
+    if !matches!(a.reader, ember_engine::format::Reader::Raw) {
+        return Ok(None);
     }
-    let len = m.len();
-    if len.div_ceil(GIB) > vol.size {
+    if a.virtual_size.div_ceil(GIB) > vol.size {
         return Err(DriverError::ImageUnacceptable {
             path: image.path.clone(),
             reason: format!(
                 "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
-                len.div_ceil(GIB),
+                a.virtual_size.div_ceil(GIB),
                 vol.size
             ),
         });
     }
-    check_not_disguised(&image.path)?;
-    Ok(len)
-}
-
-/// Only raw/bare images today (format images come with the engine's format readers).
-pub(crate) fn check_raw_meta(image: &ImageFile) -> Result<()> {
-    if image.meta.disk_format != "raw" || image.meta.container_format != "bare" {
-        return Err(DriverError::NotSupported {
-            op: "image copy",
-            reason: format!(
-                "disk_format {:?} / container_format {:?}: only raw/bare images are supported yet",
-                image.meta.disk_format, image.meta.container_format
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// A file claimed raw must not carry another format's header (Cinder bug 1996188).
-pub(crate) fn check_not_disguised(path: &Path) -> Result<()> {
-    use std::io::Read;
-    let mut head = [0u8; 72];
-    let mut f = File::open(path).map_err(|e| DriverError::io("open", path, e))?;
-    let n = f
-        .read(&mut head)
-        .map_err(|e| DriverError::io("read", path, e))?;
-    let h = &head[..n];
-    let found = if h.starts_with(b"QFI\xfb") {
-        Some("qcow2")
-    } else if h.starts_with(b"QED\0") {
-        Some("qed")
-    } else if h.starts_with(b"KDMV") {
-        Some("vmdk")
-    } else if h.starts_with(b"vhdxfile") {
-        Some("vhdx")
-    } else if h.starts_with(b"conectix") {
-        Some("vhd")
-    } else if n >= 0x44 && h[0x40..0x44] == [0x7f, 0x10, 0xda, 0xbe] {
-        Some("vdi")
-    } else {
-        None
-    };
-    match found {
-        Some(fmt) => Err(DriverError::ImageUnacceptable {
-            path: path.to_owned(),
-            reason: format!(
-                "image format was claimed to be raw but the image data appears to be {fmt}"
-            ),
-        }),
-        None => Ok(()),
-    }
+    Ok(Some(a.virtual_size))
 }
 
 /// Takes an exclusive flock on `path` (created if missing); `None` when `nonblock` and held

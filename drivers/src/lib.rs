@@ -16,6 +16,7 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod file;
+pub mod image;
 pub mod lvm;
 pub mod names;
 pub mod runner;

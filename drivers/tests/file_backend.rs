@@ -319,9 +319,9 @@ fn bad_names_and_sizes_are_refused_before_anything_is_written() {
         Category::ImageUnacceptable
     );
     let q = ImageFile {
-        path: tmp.path().join("x.qcow2"),
+        path: tmp.path().join("x.vhd"),
         meta: ImageMeta {
-            disk_format: "qcow2".into(),
+            disk_format: "vhd".into(),
             container_format: "bare".into(),
         },
     };
@@ -329,6 +329,80 @@ fn bad_names_and_sizes_are_refused_before_anything_is_written() {
         d.copy_volume_to_image(&v, &q).unwrap_err().category(),
         Category::NotSupported
     );
+    // A raw file declared qcow2 is refused (format mismatch), and so is QED.
+    let r = tmp.path().join("r.img");
+    File::create(&r).unwrap().set_len(MIB).unwrap();
+    let claimed = ImageFile {
+        path: r,
+        meta: ImageMeta {
+            disk_format: "qcow2".into(),
+            container_format: "bare".into(),
+        },
+    };
+    assert_eq!(
+        d.copy_image_to_volume(&v, &claimed).unwrap_err().category(),
+        Category::ImageUnacceptable
+    );
+}
+
+fn qcow2(path: PathBuf) -> ImageFile {
+    ImageFile {
+        path,
+        meta: ImageMeta {
+            disk_format: "qcow2".into(),
+            container_format: "bare".into(),
+        },
+    }
+}
+
+#[test]
+fn qcow2_round_trip_through_the_engine_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(&tmp.path().join("vols"));
+    let v = Volume::new(1, None).unwrap();
+    d.create_volume(&v).unwrap();
+    let img = tmp.path().join("img.raw");
+    make_image(&img, 32 * MIB, &[(0, 0x42), (17 * MIB, 0x43)]);
+    d.copy_image_to_volume(&v, &raw(img)).unwrap();
+    let q = tmp.path().join("out.qcow2");
+    d.copy_volume_to_image(&v, &qcow2(q.clone())).unwrap();
+    assert!(
+        allocated(&q) < 8 * MIB,
+        "qcow2 output keeps only data clusters"
+    );
+    if let Some(qi) = ember_engine::test_util::find_tool("qemu-img") {
+        let out = Command::new(qi)
+            .args(["info", "--output=json"])
+            .arg(&q)
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(info["virtual-size"], GIB);
+    }
+    // qcow2 -> a new, bigger volume that held other data: the image's holes become zeros.
+    let w = Volume::new(2, None).unwrap();
+    d.create_volume(&w).unwrap();
+    let junk = tmp.path().join("junk.raw");
+    make_image(&junk, 64 * MIB, &[(5 * MIB, 0xff), (40 * MIB, 0xfe)]);
+    d.copy_image_to_volume(&w, &raw(junk)).unwrap();
+    d.copy_image_to_volume(&w, &qcow2(q.clone())).unwrap();
+    let wd = d.data_path(&w.name);
+    assert_eq!(read_at(&wd, 0, 2), vec![0x42; 2]);
+    assert_eq!(read_at(&wd, 17 * MIB, 2), vec![0x43; 2]);
+    assert_eq!(read_at(&wd, 5 * MIB, 2), vec![0; 2]);
+    assert_eq!(read_at(&wd, 40 * MIB, 2), vec![0; 2]);
+    // A qcow2 bigger than the volume is refused before any write.
+    let big = Volume::new(2, None).unwrap();
+    d.create_volume(&big).unwrap();
+    let q2 = tmp.path().join("big.qcow2");
+    d.copy_volume_to_image(&big, &qcow2(q2.clone())).unwrap();
+    let e = d.copy_image_to_volume(&v, &qcow2(q2)).unwrap_err();
+    assert_eq!(e.category(), Category::ImageUnacceptable, "{e}");
+    assert!(e.to_string().contains("doesn't fit"), "{e}");
+    // No staged files are left behind.
+    let staging = tmp.path().join("vols/staging");
+    assert!(!staging.exists() || fs::read_dir(staging).unwrap().count() == 0);
 }
 
 #[test]

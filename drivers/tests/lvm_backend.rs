@@ -552,3 +552,36 @@ fn interrupted_create_is_rolled_back_by_setup() {
     let out = vg.lvm(&["lvs", "--noheadings", "-o", "lv_name", &vg.name]);
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
 }
+
+#[test]
+fn qcow2_images_into_and_out_of_lvs() {
+    if !ready() {
+        return;
+    }
+    let vg = Vg::new(1, 3);
+    let d = vg.driver();
+    let tmp = vg.dir.path();
+    let a = Volume::new(1, None).unwrap();
+    d.create_volume(&a).unwrap();
+    let img = image(tmp, "a.raw", 16 * MIB, &[(MIB, 0x61), (9 * MIB, 0x62)]);
+    d.copy_image_to_volume(&a, &img).unwrap();
+    let q = ImageFile {
+        path: tmp.join("a.qcow2"),
+        meta: ImageMeta {
+            disk_format: "qcow2".into(),
+            container_format: "bare".into(),
+        },
+    };
+    d.copy_volume_to_image(&a, &q).unwrap();
+    let b = Volume::new(1, None).unwrap();
+    d.create_volume(&b).unwrap();
+    d.copy_image_to_volume(&b, &q).unwrap();
+    let sp = lv_spans(&d, &b.name);
+    assert_eq!(read_layout(&sp, MIB, 2), vec![0x61; 2]);
+    assert_eq!(read_layout(&sp, 9 * MIB, 2), vec![0x62; 2]);
+    assert_eq!(read_layout(&sp, 5 * MIB, 2), vec![0; 2]);
+    let staging = vg.dir.path().join("state/staging");
+    assert!(!staging.exists() || std::fs::read_dir(staging).unwrap().count() == 0);
+    d.delete_volume(&a).unwrap();
+    d.delete_volume(&b).unwrap();
+}

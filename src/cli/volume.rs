@@ -120,10 +120,23 @@ pub enum VolumeCommand {
         #[arg(long)]
         initiator: String,
     },
-    /// Write a volume out as a raw image file (Cinder's upload-to-image).
-    Upload { volume: String, image: PathBuf },
-    /// Write a raw image file into a volume (Cinder's create-from-image data path).
-    Download { image: PathBuf, volume: String },
+    /// Write a volume out as an image file (Cinder's upload-to-image): raw or qcow2.
+    Upload {
+        volume: String,
+        image: PathBuf,
+        /// Image format (Glance's disk_format): raw or qcow2.
+        #[arg(long, default_value = "raw")]
+        format: String,
+    },
+    /// Write an image file into a volume (Cinder's create-from-image data path). The image is
+    /// inspected first and must be the declared format (raw, qcow2, vmdk, vhd, vhdx, vdi).
+    Download {
+        image: PathBuf,
+        volume: String,
+        /// Image format (Glance's disk_format).
+        #[arg(long, default_value = "raw")]
+        format: String,
+    },
 }
 
 struct Ctx {
@@ -484,22 +497,36 @@ pub fn run(args: VolumeArgs) -> CliResult {
                 format!("disconnected {initiator} from {}", v.label())
             })
         }
-        VolumeCommand::Upload { volume, image } => {
+        VolumeCommand::Upload {
+            volume,
+            image,
+            format,
+        } => {
             let v = c.volume(&volume)?;
             let img = ImageFile {
                 path: image,
-                meta: ImageMeta::raw(),
+                meta: ImageMeta {
+                    disk_format: format,
+                    ..ImageMeta::raw()
+                },
             };
             d.copy_volume_to_image(&v, &img)?;
             c.print(&img, || {
                 format!("wrote {} to {}", v.label(), img.path.display())
             })
         }
-        VolumeCommand::Download { image, volume } => {
+        VolumeCommand::Download {
+            image,
+            volume,
+            format,
+        } => {
             let v = c.volume(&volume)?;
             let img = ImageFile {
                 path: image,
-                meta: ImageMeta::raw(),
+                meta: ImageMeta {
+                    disk_format: format,
+                    ..ImageMeta::raw()
+                },
             };
             d.copy_image_to_volume(&v, &img)?;
             c.print(&img, || {

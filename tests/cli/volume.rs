@@ -62,6 +62,14 @@ fn lifecycle_without_root_or_config() {
     std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&out).unwrap(), &mut b, 4096)
         .unwrap();
     assert_eq!(&b, b"ember!");
+    let q = h.join("out.qcow2");
+    ok(h, &["upload", "db2", s(&q), "--format", "qcow2"]);
+    assert!(
+        fails(h, &["download", s(&q), "db"]).contains("qcow2"),
+        "declared raw, is qcow2"
+    );
+    assert!(fails(h, &["download", s(&q), "db", "--format", "qcow2"]).contains("fit"));
+    ok(h, &["download", s(&q), "db2", "--format", "qcow2"]);
     ok(h, &["snapshot-delete", "snap1"]);
     ok(h, &["delete", "db"]);
     ok(h, &["delete", "db2"]);

@@ -27,7 +27,7 @@ use crate::config::{BackendConfig, LvmType, VolumeClear};
 use crate::data::{self, CopyMode, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
-use crate::file::{check_not_disguised, check_raw_meta, create_new_sparse, hostname};
+use crate::file::hostname;
 use crate::file::{lock_path, write_json_atomic, Lock};
 use crate::names::{self, GIB};
 use crate::runner::{self, Runner};
@@ -1078,56 +1078,36 @@ impl VolumeDriver for LvmDriver {
 
     fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
         vol.validate()?;
-        check_raw_meta(image)?;
+        crate::image::declared_format(image)?;
         self.check_vg_ready()?;
-        let m =
-            std::fs::metadata(&image.path).map_err(|e| DriverError::io("stat", &image.path, e))?;
-        if !m.is_file() {
-            return Err(DriverError::ImageUnacceptable {
-                path: image.path.clone(),
-                reason: "not a regular file".into(),
-            });
-        }
-        if m.len().div_ceil(GIB) > vol.size {
-            return Err(DriverError::ImageUnacceptable {
-                path: image.path.clone(),
-                reason: format!(
-                    "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
-                    m.len().div_ceil(GIB),
-                    vol.size
-                ),
-            });
-        }
-        check_not_disguised(&image.path)?;
         let _l = self.lock(&vol.name)?;
         let lv = self.must_lv("volume", &vol.name)?;
         let dst = self.layout(&lv)?;
-        let src = vec![Span {
-            path: image.path.clone(),
-            offset: 0,
-            len: m.len(),
-        }];
-        self.copy_data(&src, &dst, m.len(), false)
+        let _g = self.pv_locks(&dst)?;
+        retry_busy(|| {
+            crate::image::image_into_layout(
+                image,
+                vol,
+                &dst,
+                &self.state_dir.join("staging"),
+                self.cfg.volume_copy_bps_limit,
+            )
+        })
     }
 
     fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
         vol.validate()?;
-        check_raw_meta(image)?;
+        crate::image::declared_format(image)?;
         self.check_vg_ready()?;
         let _l = self.lock(&vol.name)?;
         let lv = self.must_lv("volume", &vol.name)?;
         let src = self.layout(&lv)?;
-        create_new_sparse(&image.path, lv.size)?;
-        let dst = vec![Span {
-            path: image.path.clone(),
-            offset: 0,
-            len: lv.size,
-        }];
-        let res = self.copy_data(&src, &dst, lv.size, true);
-        if res.is_err() {
-            let _ = std::fs::remove_file(&image.path);
-        }
-        res
+        crate::image::layout_into_image(
+            &src,
+            image,
+            &self.state_dir.join("staging"),
+            self.cfg.volume_copy_bps_limit,
+        )
     }
 
     fn clone_image(&self, vol: &Volume, _image: &ImageFile) -> Result<CloneImageResult> {
