@@ -5,6 +5,7 @@ mod compare;
 mod copy;
 mod demo;
 mod image;
+mod volume;
 mod wipe;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     Image(image::ImageArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
+    /// Manage volumes on the file or LVM backend (Cinder's driver operations).
+    Volume(volume::VolumeArgs),
 }
 
 /// Entry point: runs the command and turns any error into one line and a non-zero exit.
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Wipe(a) => wipe::run(a),
         Command::Image(a) => image::run(a),
+        Command::Volume(a) => volume::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,4 +4,5 @@ mod copy;
 mod image;
 mod resume;
 mod util;
+mod volume;
 mod wipe;
