@@ -33,7 +33,7 @@ use report::{CaseResult, RunRecord, ToolResult};
 use runner::RunStatus;
 use verify::Validation;
 
-const ALL_CASES: [&str; 8] = [
+const ALL_CASES: [&str; 10] = [
     "sparse8g",
     "full4g",
     "sparse4t",
@@ -41,6 +41,8 @@ const ALL_CASES: [&str; 8] = [
     "wipe-loop",
     "img-to-file",
     "img-to-loop",
+    "imgc-to-file",
+    "imgc-to-loop",
     "img-from-vol",
 ];
 
@@ -60,7 +62,7 @@ enum Cmd {
 #[derive(clap::Args)]
 struct CompareArgs {
     /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, wipe-file, wipe-loop,
-    /// img-to-file, img-to-loop, img-from-vol; groups copy, wipe, image, all.
+    /// img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, img-from-vol; groups copy, wipe, image, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -130,16 +132,18 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
         "sparse4t" => Box::new(CopyCase::new(name, scale.sparse4t(), scale.full4g(), dir)),
         "wipe-file" => Box::new(WipeCase::new(name, false, wipe, dir)),
         "wipe-loop" => Box::new(WipeCase::new(name, true, wipe, dir)),
-        "img-to-file" => Box::new(ImageCase::new(
+        "img-to-file" | "imgc-to-file" => Box::new(ImageCase::new(
             name,
             Direction::ToFile,
+            name.starts_with("imgc"),
             scale.sparse8g(),
             scale.full4g(),
             dir,
         )),
-        "img-to-loop" => Box::new(ImageCase::new(
+        "img-to-loop" | "imgc-to-loop" => Box::new(ImageCase::new(
             name,
             Direction::ToLoop,
+            name.starts_with("imgc"),
             scale.sparse8g(),
             scale.full4g(),
             dir,
@@ -147,6 +151,7 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
         _ => Box::new(ImageCase::new(
             name,
             Direction::FromVolume,
+            false,
             scale.sparse8g(),
             scale.full4g(),
             dir,

@@ -88,8 +88,11 @@ impl Case for CopyCase {
             ctx.ember.tool("ember", &["copy"], vec![os(s), os(d)]),
             // The cost of end-to-end verification (CRC32C at read time, read-back after the
             // flush): the same copy with --verify.
-            ctx.ember
-                .tool("ember --verify", &["copy"], vec![os(s), os(d), "--verify".into()]),
+            ctx.ember.tool(
+                "ember --verify",
+                &["copy"],
+                vec![os(s), os(d), "--verify".into()],
+            ),
             Tool::new(
                 "dd (cinder)",
                 Role::Peer,
