@@ -14,7 +14,9 @@
 
 use crate::alloc;
 use crate::bitmap::ChunkBitmap;
-use crate::copy::{open_source, run_plan_on, CopyOptions, Destination, Summary, Target, Window};
+use crate::copy::{
+    open_source, run_plan_on, window_len, CopyOptions, Destination, Summary, Target, Window,
+};
 use crate::endpoint::{Endpoint, Kind, OpenMode};
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
@@ -42,7 +44,10 @@ pub struct Checkpoint {
 struct Header {
     version: u32,
     src: PathBuf,
+    src_offset: u64,
     dst: PathBuf,
+    dst_offset: u64,
+    /// Bytes copied (the window's length).
     src_size: u64,
     src_mtime: (i64, i64),
     block_size: u64,
@@ -122,25 +127,35 @@ fn done_chunks(done: &ExtentMap, len: u64, bs: u64) -> ChunkBitmap {
     bm
 }
 
-/// [`crate::copy::copy`] with a checkpoint: starts a new resumable copy, or continues the one
-/// the checkpoint file describes.
+/// Shifts every range of `m` by `delta` (absolute <-> window-relative offsets).
+fn shifted(m: &ExtentMap, delta: i128) -> ExtentMap {
+    let at = |x: u64| (x as i128 + delta) as u64;
+    ExtentMap::from_ranges(m.iter().map(|r| at(r.start)..at(r.end)))
+}
+
+/// [`crate::copy::copy_window`] with a checkpoint: starts a new resumable copy of a window, or
+/// continues the one the checkpoint file describes (`copy` and `copy_window` call this when
+/// [`CopyOptions::checkpoint`] is set).
 pub fn copy_resumable(
-    src: &Path,
-    dst: &Path,
+    src_w: &Window,
+    dst_w: &Window,
     opts: &CopyOptions,
     cp: &Checkpoint,
 ) -> Result<Summary> {
     let started = Instant::now();
     opts.validate()?;
+    let (src, dst) = (src_w.path.as_path(), dst_w.path.as_path());
     let s = open_source(src, opts.direct)?;
-    let len = s.size;
+    let len = window_len(&s, src_w)?;
     let bs = opts.block_size as u64;
     let meta = s.file.metadata().map_err(|e| Error::open("stat", src, e))?;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let mut header = Header {
-        version: 1,
+        version: 2,
         src: abs(src),
+        src_offset: src_w.offset,
         dst: abs(dst),
+        dst_offset: dst_w.offset,
         src_size: len,
         src_mtime: (meta.mtime(), meta.mtime_nsec()),
         block_size: bs,
@@ -164,12 +179,14 @@ pub fn copy_resumable(
                 write: true,
                 create: false,
                 direct: opts.direct,
-                exclusive: true,
+                exclusive: dst_w.offset == 0 && dst_w.len.is_none(),
             },
         )?;
-        let size_ok = match ep.kind {
-            Kind::File => ep.size == len,
-            Kind::Block => ep.size >= len,
+        let whole_file = ep.kind == Kind::File && dst_w.offset == 0 && dst_w.len.is_none();
+        let size_ok = if whole_file {
+            ep.size == len
+        } else {
+            ep.size >= dst_w.offset.saturating_add(len)
         };
         if !size_ok || ep.identity == s.identity {
             return Err(Error::invalid(format!(
@@ -180,8 +197,9 @@ pub fn copy_resumable(
         }
         (ep, bitmap.to_extents(), h.mode, false)
     } else {
-        let mut dest = Destination::open(&Window::whole(dst), len, opts)?;
-        if dest.ep.identity == s.identity {
+        let mut dest = Destination::open(dst_w, len, opts)?;
+        let overlap = src_w.offset < dst_w.offset + len && dst_w.offset < src_w.offset + len;
+        if dest.ep.identity == s.identity && overlap {
             return Err(Error::invalid(format!(
                 "source {} and destination {} are the same file",
                 src.display(),
@@ -198,8 +216,9 @@ pub fn copy_resumable(
         )?;
         (dest.ep, ExtentMap::new(), dest.mode, dest.created)
     };
-    let data = alloc::data_ranges(&s, 0..len)?;
-    let plan = Plan::from_data(&data, 0, 0, len).skip_done(&done);
+    let data = alloc::data_ranges(&s, src_w.offset..src_w.offset + len)?;
+    let done_abs = shifted(&done, dst_w.offset as i128);
+    let plan = Plan::from_data(&data, src_w.offset, dst_w.offset, len).skip_done(&done_abs);
     let target = Target {
         ep: &ep,
         mode,
@@ -209,11 +228,8 @@ pub fn copy_resumable(
     let persist = |completed: &ExtentMap| -> Result<()> {
         // Durable first, then claimed.
         ep.sync()?;
-        save(
-            &cp.path,
-            &header,
-            &done_chunks(&completed.union(&done), len, bs),
-        )
+        let rel = shifted(completed, -(dst_w.offset as i128));
+        save(&cp.path, &header, &done_chunks(&rel.union(&done), len, bs))
     };
     let detect = opts.detect_zeroes && !opts.preserve_allocation;
     let (res, completed) = run_plan_on(

@@ -71,7 +71,7 @@ pub struct CopyOptions {
     /// Test seam: wraps the I/O backend (fault injection).
     #[doc(hidden)]
     pub io_hook: Option<IoHook>,
-    /// Make the copy resumable with this checkpoint (only [`copy`] honours it).
+    /// Make the copy resumable with this checkpoint ([`copy`] and [`copy_window`]).
     pub checkpoint: Option<crate::checkpoint::Checkpoint>,
     /// After the final flush, read the destination back and check every written block
     /// against the CRC32C of the source bytes, and every other byte of the range is zero.
@@ -213,14 +213,14 @@ impl Window {
 
 /// Copies `src` to `dst` (files or block devices).
 pub fn copy(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
-    if let Some(cp) = &opts.checkpoint {
-        return crate::checkpoint::copy_resumable(src, dst, opts, cp);
-    }
     copy_window(&Window::whole(src), &Window::whole(dst), opts)
 }
 
 /// Copies a window of `src` to a window of `dst`.
 pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Summary> {
+    if let Some(cp) = &opts.checkpoint {
+        return crate::checkpoint::copy_resumable(src, dst, opts, cp);
+    }
     let started = Instant::now();
     opts.validate()?;
     let s = open_source(&src.path, opts.direct)?;
@@ -315,7 +315,7 @@ pub(crate) fn open_source(path: &Path, direct: bool) -> Result<Endpoint> {
     })
 }
 
-fn window_len(ep: &Endpoint, w: &Window) -> Result<u64> {
+pub(crate) fn window_len(ep: &Endpoint, w: &Window) -> Result<u64> {
     if w.offset > ep.size {
         return Err(Error::invalid(format!(
             "offset {} is past the end of {} ({} bytes)",
