@@ -410,6 +410,54 @@ impl FileDriver {
             }
             drop(lock);
         }
+        self.remove_interrupted_temp_files()
+    }
+
+    /// Removes what a killed process leaves outside the records: the half-built data of a
+    /// revert (`data/.revert-<volume>.raw`, when that volume's lock is free) and staged image
+    /// conversions of processes that no longer exist (`staging/.stage-<what>-<pid>-<rand>.raw`;
+    /// a pid that is alive, or not ours to signal, keeps its file).
+    fn remove_interrupted_temp_files(&self) -> Result<()> {
+        let dir = self.data_dir();
+        for e in fs::read_dir(&dir).map_err(|e| DriverError::io("list", &dir, e))? {
+            let e = e.map_err(|e| DriverError::io("list", &dir, e))?;
+            let name = e.file_name();
+            let Some(vol) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".revert-"))
+                .and_then(|n| n.strip_suffix(".raw"))
+            else {
+                continue;
+            };
+            if names::check_volume_name(vol).is_err() {
+                continue;
+            }
+            if let Some(_l) = self.try_lock_object(vol, true)? {
+                tracing::warn!(volume = %vol, "removing the data of an interrupted revert");
+                remove_if_exists(&e.path())?;
+            }
+        }
+        let staging = self.root.join("staging");
+        let Ok(rd) = fs::read_dir(&staging) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".stage-"))
+                .and_then(|n| n.split('-').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let Some(pid) = pid.filter(|&p| p > 0 && p as u32 != std::process::id()) else {
+                continue;
+            };
+            let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH);
+            if gone {
+                tracing::warn!(file = %e.path().display(), "removing a staged image of a process that is gone");
+                remove_if_exists(&e.path())?;
+            }
+        }
         Ok(())
     }
 

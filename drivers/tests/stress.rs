@@ -613,3 +613,40 @@ fn crossing_operations_do_not_deadlock() {
     };
     check_consistency(&ctx, &root);
 }
+
+/// Recovery removes what killed processes leave outside the records: a half-built revert of a
+/// volume nobody holds, staged images of processes that are gone; a live process's staged
+/// image stays.
+#[test]
+fn recovery_removes_leftovers_of_killed_processes() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("backend");
+    let d = driver(&root);
+    let v = Volume::new(1, None).unwrap();
+    d.create_volume(&v).unwrap();
+    let revert = root.join("data").join(format!(".revert-{}.raw", v.name));
+    fs::write(&revert, b"half").unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let mut live = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    fs::create_dir_all(root.join("staging")).unwrap();
+    let gone = root
+        .join("staging")
+        .join(format!(".stage-in-{dead_pid}-0000abcd.raw"));
+    let kept = root
+        .join("staging")
+        .join(format!(".stage-in-{}-0000abcd.raw", live.id()));
+    fs::write(&gone, b"x").unwrap();
+    fs::write(&kept, b"x").unwrap();
+    d.do_setup().unwrap();
+    let _ = live.kill();
+    let _ = live.wait();
+    assert!(!revert.exists(), "interrupted revert removed");
+    assert!(!gone.exists(), "staged file of a dead process removed");
+    assert!(kept.exists(), "staged file of a live process kept");
+    assert_eq!(d.list_volumes().unwrap(), vec![v]);
+}
