@@ -19,6 +19,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -83,6 +84,27 @@ pub(crate) struct Lock {
     _f: Flock<File>,
 }
 
+/// A held per-object lock. On release, when the object has no record (deleted, rolled back or
+/// never created), its lock file is removed first, so `locks/` holds only live objects instead
+/// of one file per object ever named. Safe because every record write for a name happens under
+/// that name's lock, and [`lock_path`] checks after locking that the file it locked is still the
+/// one at the path (a waiter on a removed file retries on the new one).
+pub(crate) struct ObjectLock {
+    path: PathBuf,
+    record: PathBuf,
+    _lock: Lock,
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        // Runs before the fields drop: the flock is still held here.
+        if matches!(fs::symlink_metadata(&self.record), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
 impl FileDriver {
     /// A driver for `cfg` (driver = "file"); nothing is touched until [`VolumeDriver::do_setup`].
     pub fn new(cfg: BackendConfig) -> Result<Self> {
@@ -128,20 +150,27 @@ impl FileDriver {
     }
 
     /// Serializes operations on one object (across threads and processes).
-    fn lock_object(&self, name: &str) -> Result<Lock> {
-        let p = self.root.join("locks").join(format!("{name}.lock"));
-        Ok(self.lock_file(&p, false)?.expect("blocking lock"))
+    fn lock_object(&self, name: &str) -> Result<ObjectLock> {
+        Ok(self.try_lock_object(name, false)?.expect("blocking lock"))
     }
 
-    /// Locks two objects in a fixed order (no deadlock between opposite clones).
-    fn lock_two(&self, a: &str, b: &str) -> Result<(Lock, Lock)> {
-        if a <= b {
-            let la = self.lock_object(a)?;
-            Ok((la, self.lock_object(b)?))
-        } else {
-            let lb = self.lock_object(b)?;
-            Ok((self.lock_object(a)?, lb))
-        }
+    fn try_lock_object(&self, name: &str, nonblock: bool) -> Result<Option<ObjectLock>> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
+        Ok(self.lock_file(&path, nonblock)?.map(|l| ObjectLock {
+            path,
+            record: self.meta_path(name),
+            _lock: l,
+        }))
+    }
+
+    /// Locks several objects in one global order (sorted names, each once): no deadlock between
+    /// operations naming the same objects in different roles, and no self-deadlock when a
+    /// caller names one object twice (e.g. a volume from a snapshot onto the snapshot's origin).
+    fn lock_objects(&self, names: &[&str]) -> Result<Vec<ObjectLock>> {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(|n| self.lock_object(n)).collect()
     }
 
     fn meta_lock(&self) -> Result<Lock> {
@@ -356,9 +385,7 @@ impl FileDriver {
         }
         drop(_g);
         for n in self.meta_names("")? {
-            let Some(lock) =
-                self.lock_file(&self.root.join("locks").join(format!("{n}.lock")), true)?
-            else {
+            let Some(lock) = self.try_lock_object(&n, true)? else {
                 continue; // another process is working on it
             };
             let status = if names::check_volume_name(&n).is_ok() {
@@ -382,6 +409,54 @@ impl FileDriver {
                 _ => {}
             }
             drop(lock);
+        }
+        self.remove_interrupted_temp_files()
+    }
+
+    /// Removes what a killed process leaves outside the records: the half-built data of a
+    /// revert (`data/.revert-<volume>.raw`, when that volume's lock is free) and staged image
+    /// conversions of processes that no longer exist (`staging/.stage-<what>-<pid>-<rand>.raw`;
+    /// a pid that is alive, or not ours to signal, keeps its file).
+    fn remove_interrupted_temp_files(&self) -> Result<()> {
+        let dir = self.data_dir();
+        for e in fs::read_dir(&dir).map_err(|e| DriverError::io("list", &dir, e))? {
+            let e = e.map_err(|e| DriverError::io("list", &dir, e))?;
+            let name = e.file_name();
+            let Some(vol) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".revert-"))
+                .and_then(|n| n.strip_suffix(".raw"))
+            else {
+                continue;
+            };
+            if names::check_volume_name(vol).is_err() {
+                continue;
+            }
+            if let Some(_l) = self.try_lock_object(vol, true)? {
+                tracing::warn!(volume = %vol, "removing the data of an interrupted revert");
+                remove_if_exists(&e.path())?;
+            }
+        }
+        let staging = self.root.join("staging");
+        let Ok(rd) = fs::read_dir(&staging) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".stage-"))
+                .and_then(|n| n.split('-').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let Some(pid) = pid.filter(|&p| p > 0 && p as u32 != std::process::id()) else {
+                continue;
+            };
+            let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH);
+            if gone {
+                tracing::warn!(file = %e.path().display(), "removing a staged image of a process that is gone");
+                remove_if_exists(&e.path())?;
+            }
         }
         Ok(())
     }
@@ -557,8 +632,7 @@ impl VolumeDriver for FileDriver {
     fn create_snapshot(&self, snap: &Snapshot) -> Result<Option<ModelUpdate>> {
         snap.validate()?;
         self.check_ready()?;
-        let _lv = self.lock_object(&snap.volume_name)?;
-        let _ls = self.lock_object(&snap.name)?;
+        let _l = self.lock_objects(&[&snap.volume_name, &snap.name])?;
         let origin = self.available_volume(&snap.volume_name)?;
         if self.snapshot_record(&snap.name)?.is_some() {
             return Err(DriverError::AlreadyExists {
@@ -588,8 +662,7 @@ impl VolumeDriver for FileDriver {
     fn delete_snapshot(&self, snap: &Snapshot) -> Result<()> {
         snap.validate()?;
         self.check_ready()?;
-        let _lv = self.lock_object(&snap.volume_name)?;
-        let _ls = self.lock_object(&snap.name)?;
+        let _l = self.lock_objects(&[&snap.volume_name, &snap.name])?;
         let Some(mut rec) = self.snapshot_record(&snap.name)? else {
             tracing::info!(snapshot = %snap.name, "already gone");
             return Ok(());
@@ -608,8 +681,7 @@ impl VolumeDriver for FileDriver {
         vol.validate()?;
         snap.validate()?;
         self.check_ready()?;
-        let _lo = self.lock_object(&snap.volume_name)?;
-        let (_a, _b) = self.lock_two(&snap.name, &vol.name)?;
+        let _l = self.lock_objects(&[&snap.volume_name, &snap.name, &vol.name])?;
         let s = self.available_snapshot(&snap.name)?;
         if vol.size < s.snapshot.volume_size {
             return Err(DriverError::invalid(format!(
@@ -637,7 +709,7 @@ impl VolumeDriver for FileDriver {
                 "a volume cannot be cloned onto itself",
             ));
         }
-        let (_a, _b) = self.lock_two(&src.name, &vol.name)?;
+        let _l = self.lock_objects(&[&src.name, &vol.name])?;
         let s = self.available_volume(&src.name)?;
         if vol.size < s.volume.size {
             return Err(DriverError::invalid(format!(
@@ -688,8 +760,7 @@ impl VolumeDriver for FileDriver {
                 snap.name, vol.name
             )));
         }
-        let _lv = self.lock_object(&vol.name)?;
-        let _ls = self.lock_object(&snap.name)?;
+        let _l = self.lock_objects(&[&vol.name, &snap.name])?;
         let v = self.available_volume(&vol.name)?;
         let s = self.available_snapshot(&snap.name)?;
         // Build the reverted data beside the volume, then swap it in with one rename.
@@ -1020,26 +1091,40 @@ fn check_raw_image(image: &ImageFile, vol: &Volume) -> Result<Option<u64>> {
 /// elsewhere. flock locks belong to the open file description, so they serialize threads of one
 /// process as well as processes.
 pub(crate) fn lock_path(path: &Path, nonblock: bool) -> Result<Option<Lock>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| DriverError::io("open lock", path, e))?;
     let arg = if nonblock {
         FlockArg::LockExclusiveNonblock
     } else {
         FlockArg::LockExclusive
     };
-    match Flock::lock(f, arg) {
-        Ok(l) => Ok(Some(Lock { _f: l })),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) if nonblock => Ok(None),
-        Err((_, e)) => Err(DriverError::io(
-            "lock",
-            path,
-            std::io::Error::from_raw_os_error(e as i32),
-        )),
+    loop {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| DriverError::io("open lock", path, e))?;
+        match Flock::lock(f, arg) {
+            Ok(l) => {
+                // The holder may have removed the file (its object is gone) while we waited:
+                // that lock guards nothing any more; lock the file now at the path instead.
+                let held = l
+                    .metadata()
+                    .map_err(|e| DriverError::io("stat lock", path, e))?;
+                if fs::metadata(path).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
+                {
+                    return Ok(Some(Lock { _f: l }));
+                }
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if nonblock => return Ok(None),
+            Err((_, e)) => {
+                return Err(DriverError::io(
+                    "lock",
+                    path,
+                    std::io::Error::from_raw_os_error(e as i32),
+                ))
+            }
+        }
     }
 }
 
