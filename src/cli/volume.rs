@@ -139,6 +139,20 @@ pub enum VolumeCommand {
     },
 }
 
+impl VolumeCommand {
+    /// True for commands that give a new volume or snapshot a user-chosen name.
+    fn takes_a_name(&self) -> bool {
+        match self {
+            VolumeCommand::Create { name, .. }
+            | VolumeCommand::Snapshot { name, .. }
+            | VolumeCommand::Clone { name, .. }
+            | VolumeCommand::FromSnapshot { name, .. }
+            | VolumeCommand::Manage { name, .. } => name.is_some(),
+            _ => false,
+        }
+    }
+}
+
 struct Ctx {
     driver: Box<dyn VolumeDriver>,
     json: bool,
@@ -277,6 +291,24 @@ pub fn run(args: VolumeArgs) -> CliResult {
         config = ?explicit.or_else(default_config_path),
         "using backend"
     );
+    // Names are checked and taken under one backend-wide lock, so two processes creating the
+    // same name cannot both succeed. Only commands that take a new name hold it.
+    let _names_lock = if args.command.takes_a_name() {
+        let state = bcfg
+            .path
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/ember").join(&bcfg.name));
+        std::fs::create_dir_all(&state)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(state.join(".ember-names.lock"))?;
+        f.lock()?;
+        Some(f)
+    } else {
+        None
+    };
     let c = Ctx {
         driver,
         json: args.json,

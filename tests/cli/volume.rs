@@ -143,3 +143,28 @@ fn parallel_processes_share_one_backend_safely() {
     let snaps: serde_json::Value = serde_json::from_str(&ok(&h, &["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 6);
 }
+
+#[test]
+fn concurrent_creates_of_one_name_make_exactly_one_volume() {
+    let t = tempfile::tempdir().unwrap();
+    let h = t.path().to_owned();
+    let results: Vec<bool> = (0..6)
+        .map(|_| {
+            let h = h.clone();
+            std::thread::spawn(move || vol(&h, &["create", "same", "--size", "1"]).status.success())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 1, "{results:?}");
+    let list = ok(&h, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let named = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["display_name"] == "same")
+        .count();
+    assert_eq!(named, 1, "{list}");
+}
