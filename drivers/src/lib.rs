@@ -16,6 +16,8 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod file;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod image;
 pub mod lvm;
 pub mod names;

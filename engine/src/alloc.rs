@@ -10,8 +10,34 @@ use crate::endpoint::{Endpoint, Kind};
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
 use crate::sys;
+use std::io;
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+/// The two `lseek` questions the walk asks. Production uses [`FdSeeker`]; tests and the fuzz
+/// harness inject odd answers (data beyond the end, holes before data, going backwards, errors)
+/// to check that [`walk`] never loops, never leaves the window and never turns an error into
+/// "all holes".
+pub trait Seeker {
+    /// The start of the next data at or after `offset`; `None` when there is none (ENXIO).
+    fn seek_data(&mut self, offset: u64) -> io::Result<Option<u64>>;
+    /// The start of the next hole at or after `offset`; `None` when `offset` is past the end.
+    fn seek_hole(&mut self, offset: u64) -> io::Result<Option<u64>>;
+}
+
+/// The real seeker: `lseek(SEEK_DATA/SEEK_HOLE)` on a file descriptor.
+pub struct FdSeeker<'a>(pub BorrowedFd<'a>);
+
+impl Seeker for FdSeeker<'_> {
+    fn seek_data(&mut self, offset: u64) -> io::Result<Option<u64>> {
+        sys::seek_data(self.0, offset)
+    }
+
+    fn seek_hole(&mut self, offset: u64) -> io::Result<Option<u64>> {
+        sys::seek_hole(self.0, offset)
+    }
+}
 
 /// The data ranges of `ep` inside `window` (absolute offsets in the file).
 pub fn data_ranges(ep: &Endpoint, window: Range<u64>) -> Result<ExtentMap> {
@@ -21,39 +47,59 @@ pub fn data_ranges(ep: &Endpoint, window: Range<u64>) -> Result<ExtentMap> {
     if ep.kind == Kind::Block {
         return Ok(ExtentMap::from_ranges([window]));
     }
-    let fd = ep.file.as_fd();
+    walk(&mut FdSeeker(ep.file.as_fd()), &ep.path, window)
+}
+
+/// The SEEK_DATA/SEEK_HOLE walk over `window`, asking `seeker`; `path` only names errors.
+///
+/// Every step must move forward: data at or after the position asked, a hole strictly after
+/// the data. An answer that goes backwards or reports an empty data run is an error (the
+/// walk would otherwise loop or return a wrong map), so the walk ends after at most one step
+/// per data run. Answers beyond the window are clipped to it. EINVAL/EOPNOTSUPP on the first
+/// SEEK_DATA means the filesystem cannot answer: the window is all data. Any other error fails.
+pub fn walk(seeker: &mut impl Seeker, path: &Path, window: Range<u64>) -> Result<ExtentMap> {
     let mut map = ExtentMap::new();
     let mut pos = window.start;
     let mut first = true;
     while pos < window.end {
-        let data = match sys::seek_data(fd, pos) {
+        let data = match seeker.seek_data(pos) {
             Ok(Some(d)) => d,
             Ok(None) => break,
             Err(e)
                 if first && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) =>
             {
-                tracing::debug!(path = %ep.path.display(), "SEEK_DATA unsupported; treating as all data");
+                tracing::debug!(path = %path.display(), "SEEK_DATA unsupported; treating as all data");
                 return Ok(ExtentMap::from_ranges([window]));
             }
-            Err(e) => return Err(Error::io("SEEK_DATA", &ep.path, pos, e)),
+            Err(e) => return Err(Error::io("SEEK_DATA", path, pos, e)),
         };
         first = false;
+        if data < pos {
+            return Err(Error::io(
+                "SEEK_DATA",
+                path,
+                pos,
+                io::Error::other(format!(
+                    "filesystem reported data at {data}, before the position asked"
+                )),
+            ));
+        }
         if data >= window.end {
             break;
         }
-        let hole = match sys::seek_hole(fd, data) {
+        let hole = match seeker.seek_hole(data) {
             Ok(Some(h)) => h,
             // The file shrank under us between the two calls: data runs to the window's end
             // as far as we know; the read will find the real end and fail loudly.
             Ok(None) => window.end,
-            Err(e) => return Err(Error::io("SEEK_HOLE", &ep.path, data, e)),
+            Err(e) => return Err(Error::io("SEEK_HOLE", path, data, e)),
         };
         if hole <= data {
             return Err(Error::io(
                 "SEEK_HOLE",
-                &ep.path,
+                path,
                 data,
-                std::io::Error::other("filesystem reported a hole before the data it follows"),
+                io::Error::other("filesystem reported a hole before the data it follows"),
             ));
         }
         map.insert(data.max(window.start)..hole.min(window.end));

@@ -19,6 +19,8 @@
 
 pub mod chap;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod iqn;
 pub mod lio;
 pub mod runner;

@@ -3,5 +3,6 @@
 //!
 //! Not a public API: hidden from the docs, used by the fuzz crate and the engine's tests.
 
+pub mod alloc;
 pub mod extents;
 pub mod images;

@@ -1,0 +1,46 @@
+//! Replays every checked-in fuzz corpus input of `config_parse` and `names` through the
+//! harness (`ember_drivers::fuzz_harness`), so that a normal `cargo test` re-checks what the
+//! fuzzer found.
+
+use std::path::Path;
+
+fn replay(target: &str, f: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus files in {}", dir.display());
+    for p in &files {
+        let data = std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+        let r = std::panic::catch_unwind(|| f(&data));
+        assert!(r.is_ok(), "corpus input {} fails", p.display());
+    }
+    println!("replayed {} {target} corpus inputs", files.len());
+}
+
+#[test]
+fn replay_config_parse_corpus() {
+    replay("config_parse", ember_drivers::fuzz_harness::config_parse);
+}
+
+#[test]
+fn replay_names_corpus() {
+    replay("names", ember_drivers::fuzz_harness::names);
+}
+
+/// The real config seeds must parse: the corpus is not all rejects.
+#[test]
+fn config_seeds_are_accepted() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/config_parse");
+    for seed in ["seed-file.toml", "seed-lvm.toml", "seed-two.toml"] {
+        let text = std::fs::read_to_string(dir.join(seed)).unwrap();
+        ember_drivers::Config::parse(&text).unwrap_or_else(|e| panic!("{seed}: {e}"));
+    }
+    let bad = std::fs::read_to_string(dir.join("seed-bad.toml")).unwrap();
+    assert!(ember_drivers::Config::parse(&bad).is_err());
+}
