@@ -289,4 +289,75 @@ mod tests {
             ]
         );
     }
+
+    fn file_with(path: &Path, bytes: &[u8], len: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = File::create(path).unwrap();
+        f.set_len(len).unwrap();
+        f.write_all_at(bytes, 0).unwrap();
+    }
+
+    fn two_piece_copy(dir: &Path) -> (Vec<Span>, Vec<Span>, PathBuf) {
+        let (a, b, d) = (dir.join("a"), dir.join("b"), dir.join("d"));
+        file_with(&a, &[0xAA; 100_000], 1 << 20);
+        file_with(&b, &[0xBB; 70_000], 1 << 20);
+        file_with(&d, &[], 2 << 20);
+        let sp = |p: &Path, offset, len| Span {
+            path: p.to_path_buf(),
+            offset,
+            len,
+        };
+        (
+            vec![sp(&a, 0, 1 << 20), sp(&b, 0, 1 << 20)],
+            vec![sp(&d, 0, 2 << 20)],
+            d,
+        )
+    }
+
+    #[test]
+    fn resumable_copy_skips_recorded_pieces_and_removes_its_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, d) = two_piece_copy(t.path());
+        let folder = t.path().join("resume").join("vol");
+        std::fs::create_dir_all(&folder).unwrap();
+        // As left by a run killed after piece 0 was recorded finished.
+        let p = Progress {
+            pieces: 2,
+            done: vec![0],
+        };
+        write_json_atomic(&folder, PROGRESS, &p).unwrap();
+        copy_layout_resumable(&src, &dst, 2 << 20, CopyMode::default(), Some(&folder)).unwrap();
+        let got = std::fs::read(&d).unwrap();
+        assert!(
+            got[..1 << 20].iter().all(|&x| x == 0),
+            "piece 0 copied again"
+        );
+        assert!(got[1 << 20..(1 << 20) + 70_000].iter().all(|&x| x == 0xBB));
+        assert!(got[(1 << 20) + 70_000..].iter().all(|&x| x == 0));
+        assert!(!folder.exists());
+        // A fresh resumable run copies everything, like the plain copy.
+        copy_layout_resumable(&src, &dst, 2 << 20, CopyMode::default(), Some(&folder)).unwrap();
+        let got = std::fs::read(&d).unwrap();
+        assert!(got[..100_000].iter().all(|&x| x == 0xAA));
+        assert!(got[100_000..1 << 20].iter().all(|&x| x == 0));
+        assert!(!folder.exists());
+    }
+
+    #[test]
+    fn progress_of_another_split_is_refused_before_any_write() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, d) = two_piece_copy(t.path());
+        let folder = t.path().join("r");
+        std::fs::create_dir_all(&folder).unwrap();
+        let p = Progress {
+            pieces: 3,
+            done: vec![],
+        };
+        write_json_atomic(&folder, PROGRESS, &p).unwrap();
+        let e = copy_layout_resumable(&src, &dst, 2 << 20, CopyMode::default(), Some(&folder))
+            .unwrap_err();
+        assert!(e.to_string().contains("another copy"), "{e}");
+        assert!(std::fs::read(&d).unwrap().iter().all(|&x| x == 0));
+        assert!(folder.join(PROGRESS).exists(), "state kept for inspection");
+    }
 }
