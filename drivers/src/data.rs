@@ -9,11 +9,16 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use ember_engine::checkpoint::Checkpoint;
 use ember_engine::copy::{copy_window, CopyOptions, Window};
 use ember_engine::wipe::{wipe, WipeMethod, WipeOptions};
 
 use crate::error::{DriverError, Result};
+use crate::file::write_json_atomic;
 
 /// `len` bytes of `path` starting at `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +51,34 @@ pub struct CopyMode {
 /// Copies the first `len` bytes of `src` onto the first `len` bytes of `dst`, piece by piece
 /// where their span boundaries differ.
 pub fn copy_layout(src: &[Span], dst: &[Span], len: u64, mode: CopyMode) -> Result<()> {
+    copy_layout_resumable(src, dst, len, mode, None)
+}
+
+/// Interval between a resumable copy's checkpoints.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which pieces of a resumable layout copy are finished (`<folder>/progress.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    /// Number of pieces of the copy (a progress file for another split is refused).
+    pieces: usize,
+    /// Indexes of the finished pieces.
+    done: Vec<usize>,
+}
+
+/// [`copy_layout`], resumable when `resume` names a per-operation state folder: piece `i` keeps
+/// the engine's checkpoint `<folder>/piece-<i>.ckp` (rewritten every [`CHECKPOINT_INTERVAL`]),
+/// finished pieces are listed in `<folder>/progress.json` (written atomically). Called again
+/// with the same folder after a crash or `kill -9`, it skips the finished pieces and the
+/// engine continues the current one from its checkpoint; the result is byte-identical to an
+/// uninterrupted copy. The folder is removed when the copy succeeds.
+pub fn copy_layout_resumable(
+    src: &[Span],
+    dst: &[Span],
+    len: u64,
+    mode: CopyMode,
+    resume: Option<&Path>,
+) -> Result<()> {
     if len > layout_len(src) || len > layout_len(dst) {
         return Err(DriverError::invalid(format!(
             "copy of {len} bytes does not fit (source {} bytes, destination {} bytes)",
@@ -59,11 +92,69 @@ pub fn copy_layout(src: &[Span], dst: &[Span], len: u64, mode: CopyMode) -> Resu
         bps_limit: (mode.bps_limit > 0).then_some(mode.bps_limit),
         ..CopyOptions::default()
     };
-    for (s, d) in pieces(src, dst, len) {
-        copy_window(&s, &d, &opts)?;
+    let pieces = pieces(src, dst, len);
+    let Some(folder) = resume else {
+        for (s, d) in pieces {
+            copy_window(&s, &d, &opts)?;
+        }
+        return Ok(());
+    };
+    std::fs::create_dir_all(folder).map_err(|e| DriverError::io("create folder", folder, e))?;
+    let progress_path = folder.join(PROGRESS);
+    let resuming = progress_path.exists();
+    let mut progress = if resuming {
+        let b = std::fs::read(&progress_path)
+            .map_err(|e| DriverError::io("read", &progress_path, e))?;
+        let p: Progress = serde_json::from_slice(&b).map_err(|e| DriverError::Metadata {
+            path: progress_path.clone(),
+            source: e,
+        })?;
+        if p.pieces != pieces.len() || p.done.iter().any(|&i| i >= pieces.len()) {
+            return Err(DriverError::invalid(format!(
+                "{} was written for another copy ({} pieces, this copy has {})",
+                progress_path.display(),
+                p.pieces,
+                pieces.len()
+            )));
+        }
+        p
+    } else {
+        let p = Progress {
+            pieces: pieces.len(),
+            done: Vec::new(),
+        };
+        write_json_atomic(folder, PROGRESS, &p)?;
+        p
+    };
+    // Pieces run in order, so only the first unfinished one can have been completed (its
+    // checkpoint removed) without being recorded: its destination may hold data, not zeros.
+    let mut first_unfinished = true;
+    for (i, (s, d)) in pieces.into_iter().enumerate() {
+        if progress.done.contains(&i) {
+            continue;
+        }
+        let ckp = folder.join(format!("piece-{i}.ckp"));
+        let mut o = opts.clone();
+        if resuming && first_unfinished && !ckp.exists() {
+            o.dest_zeroed = false;
+        }
+        first_unfinished = false;
+        o.checkpoint = Some(Checkpoint {
+            path: ckp,
+            interval: CHECKPOINT_INTERVAL,
+        });
+        copy_window(&s, &d, &o)?;
+        progress.done.push(i);
+        write_json_atomic(folder, PROGRESS, &progress)?;
+    }
+    std::fs::remove_dir_all(folder).map_err(|e| DriverError::io("remove", folder, e))?;
+    if let Some(parent) = folder.parent() {
+        crate::file::sync_dir(parent)?;
     }
     Ok(())
 }
+
+const PROGRESS: &str = "progress.json";
 
 /// Splits `[0, len)` at every span boundary of both layouts into matching windows.
 fn pieces(src: &[Span], dst: &[Span], len: u64) -> Vec<(Window, Window)> {
@@ -197,5 +288,76 @@ mod tests {
                 ("b".into(), 100, "d".into(), 6, 8),
             ]
         );
+    }
+
+    fn file_with(path: &Path, bytes: &[u8], len: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = File::create(path).unwrap();
+        f.set_len(len).unwrap();
+        f.write_all_at(bytes, 0).unwrap();
+    }
+
+    fn two_piece_copy(dir: &Path) -> (Vec<Span>, Vec<Span>, PathBuf) {
+        let (a, b, d) = (dir.join("a"), dir.join("b"), dir.join("d"));
+        file_with(&a, &[0xAA; 100_000], 1 << 20);
+        file_with(&b, &[0xBB; 70_000], 1 << 20);
+        file_with(&d, &[], 2 << 20);
+        let sp = |p: &Path, offset, len| Span {
+            path: p.to_path_buf(),
+            offset,
+            len,
+        };
+        (
+            vec![sp(&a, 0, 1 << 20), sp(&b, 0, 1 << 20)],
+            vec![sp(&d, 0, 2 << 20)],
+            d,
+        )
+    }
+
+    #[test]
+    fn resumable_copy_skips_recorded_pieces_and_removes_its_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, d) = two_piece_copy(t.path());
+        let folder = t.path().join("resume").join("vol");
+        std::fs::create_dir_all(&folder).unwrap();
+        // As left by a run killed after piece 0 was recorded finished.
+        let p = Progress {
+            pieces: 2,
+            done: vec![0],
+        };
+        write_json_atomic(&folder, PROGRESS, &p).unwrap();
+        copy_layout_resumable(&src, &dst, 2 << 20, CopyMode::default(), Some(&folder)).unwrap();
+        let got = std::fs::read(&d).unwrap();
+        assert!(
+            got[..1 << 20].iter().all(|&x| x == 0),
+            "piece 0 copied again"
+        );
+        assert!(got[1 << 20..(1 << 20) + 70_000].iter().all(|&x| x == 0xBB));
+        assert!(got[(1 << 20) + 70_000..].iter().all(|&x| x == 0));
+        assert!(!folder.exists());
+        // A fresh resumable run copies everything, like the plain copy.
+        copy_layout_resumable(&src, &dst, 2 << 20, CopyMode::default(), Some(&folder)).unwrap();
+        let got = std::fs::read(&d).unwrap();
+        assert!(got[..100_000].iter().all(|&x| x == 0xAA));
+        assert!(got[100_000..1 << 20].iter().all(|&x| x == 0));
+        assert!(!folder.exists());
+    }
+
+    #[test]
+    fn progress_of_another_split_is_refused_before_any_write() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, d) = two_piece_copy(t.path());
+        let folder = t.path().join("r");
+        std::fs::create_dir_all(&folder).unwrap();
+        let p = Progress {
+            pieces: 3,
+            done: vec![],
+        };
+        write_json_atomic(&folder, PROGRESS, &p).unwrap();
+        let e = copy_layout_resumable(&src, &dst, 2 << 20, CopyMode::default(), Some(&folder))
+            .unwrap_err();
+        assert!(e.to_string().contains("another copy"), "{e}");
+        assert!(std::fs::read(&d).unwrap().iter().all(|&x| x == 0));
+        assert!(folder.join(PROGRESS).exists(), "state kept for inspection");
     }
 }

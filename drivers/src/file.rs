@@ -8,13 +8,17 @@
 //! <root>/data/snapshot-<uuid>.raw
 //! <root>/locks/<name>.lock          per-object flock: operations on one volume are serialized,
 //!                                   operations on different volumes run in parallel
+//! <root>/resume/<name>/             an engine copy creating <name>: job.json (what is copied),
+//!                                   progress.json and the engine's piece checkpoints
 //! ```
 //!
 //! Crash safety: a record is written with status `creating` before any data file exists and
 //! turned `available` only after the data is complete and synced; a delete first marks the record
-//! `deleting`. [`FileDriver::do_setup`] rolls back `creating` records and finishes `deleting`
-//! ones whose per-object lock is free, and removes leftover temp files: a crash never leaves a
-//! half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
+//! `deleting`. [`FileDriver::do_setup`] resumes `creating` volumes whose engine copy left a resume
+//! folder and whose source is still available (the copy continues from its checkpoints and is
+//! byte-identical to an uninterrupted one), rolls back the other `creating` records, finishes
+//! `deleting` ones whose per-object lock is free, and removes leftover temp files: a crash never
+//! leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
 //! shares blocks, the engine's sparse copy elsewhere.
 
 use std::fs::{self, File, OpenOptions};
@@ -70,6 +74,17 @@ pub struct SnapshotRecord {
     pub snapshot: Snapshot,
     /// Its state.
     pub status: Status,
+}
+
+/// What an interrupted create was copying (`<root>/resume/<name>/job.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CopyJob {
+    /// The source volume or snapshot name.
+    src: String,
+    /// Bytes copied from it.
+    copy_len: u64,
+    /// The destination's size in bytes.
+    size: u64,
 }
 
 /// The file backend.
@@ -143,6 +158,11 @@ impl FileDriver {
     /// The data file of a volume or snapshot name (names are validated by the caller).
     pub fn data_path(&self, name: &str) -> PathBuf {
         self.data_dir().join(format!("{name}.raw"))
+    }
+
+    /// The resume folder of an engine copy creating `name`.
+    fn resume_dir(&self, name: &str) -> PathBuf {
+        self.root.join("resume").join(name)
     }
 
     fn lock_file(&self, path: &Path, nonblock: bool) -> Result<Option<Lock>> {
@@ -297,11 +317,22 @@ impl FileDriver {
     }
 
     /// Creates `dst_name`'s data file of `size` bytes holding the first `copy_len` bytes of
-    /// `src_name`'s data: a reflink when the filesystem can, else a sparse engine copy.
-    fn make_copy(&self, src_name: &str, dst_name: &str, copy_len: u64, size: u64) -> Result<()> {
+    /// `src_name`'s data: a reflink when the filesystem can, else a sparse engine copy, which is
+    /// resumable by [`VolumeDriver::do_setup`] when `resumable` (its resume folder is written
+    /// before the first byte and removed when the copy completes).
+    fn make_copy(
+        &self,
+        src_name: &str,
+        dst_name: &str,
+        copy_len: u64,
+        size: u64,
+        resumable: bool,
+    ) -> Result<()> {
         let src = self.data_path(src_name);
         let dst = self.data_path(dst_name);
         remove_if_exists(&dst)?;
+        let resume = self.resume_dir(dst_name);
+        remove_dir_if_exists(&resume)?;
         let src_len = fs::metadata(&src)
             .map_err(|e| DriverError::io("stat", &src, e))?
             .len();
@@ -310,8 +341,34 @@ impl FileDriver {
             tracing::debug!(src = %src.display(), dst = %dst.display(), "reflinked");
             return Ok(());
         }
+        if resumable {
+            fs::create_dir_all(&resume)
+                .map_err(|e| DriverError::io("create folder", &resume, e))?;
+            let job = CopyJob {
+                src: src_name.to_owned(),
+                copy_len,
+                size,
+            };
+            write_json_atomic(&resume, "job.json", &job)?;
+            sync_dir(resume.parent().expect("resume folder has a parent"))?;
+        }
         create_sparse(&dst, size)?;
-        data::copy_layout(
+        sync_dir(&self.data_dir())?;
+        self.copy_data(src_name, dst_name, copy_len, size, resumable)
+    }
+
+    /// The engine copy of [`Self::make_copy`]; continues from the resume folder's checkpoints
+    /// when they exist.
+    fn copy_data(
+        &self,
+        src_name: &str,
+        dst_name: &str,
+        copy_len: u64,
+        size: u64,
+        resumable: bool,
+    ) -> Result<()> {
+        let resume = self.resume_dir(dst_name);
+        data::copy_layout_resumable(
             &self.span(src_name, copy_len),
             &self.span(dst_name, size),
             copy_len,
@@ -319,8 +376,55 @@ impl FileDriver {
                 dest_zeroed: true,
                 bps_limit: self.cfg.volume_copy_bps_limit,
             },
+            resumable.then_some(resume.as_path()),
         )?;
         sync_dir(&self.data_dir())
+    }
+
+    /// Continues the interrupted engine copy creating volume `name` (status `creating`) and
+    /// marks it available. `Ok(Some(false))` when there is nothing to resume (no resume
+    /// folder, the source is gone, or the destination file does not match): the caller rolls
+    /// back; `Ok(None)` when the source is locked by another operation: left for a later setup.
+    fn resume_create(&self, name: &str) -> Result<Option<bool>> {
+        let dir = self.resume_dir(name);
+        let Some(job) = self.read_json::<CopyJob>(&dir.join("job.json"))? else {
+            return Ok(Some(false));
+        };
+        let src_ok = if names::check_volume_name(&job.src).is_ok() {
+            self.volume_record(&job.src)?
+                .is_some_and(|r| r.status == Status::Available)
+        } else if names::check_snapshot_name(&job.src).is_ok() {
+            self.snapshot_record(&job.src)?
+                .is_some_and(|r| r.status == Status::Available)
+        } else {
+            false
+        };
+        if !src_ok {
+            tracing::warn!(name, src = %job.src, "source of an interrupted create is gone");
+            return Ok(Some(false));
+        }
+        let Some(_src_lock) = self.lock_file(
+            &self.root.join("locks").join(format!("{}.lock", job.src)),
+            true,
+        )?
+        else {
+            return Ok(None);
+        };
+        let Some(mut rec) = self.volume_record(name)? else {
+            return Ok(Some(false));
+        };
+        let dst_len = fs::metadata(self.data_path(name)).map(|m| m.len()).ok();
+        if rec.status != Status::Creating
+            || dst_len != Some(job.size)
+            || job.size != rec.volume.size_bytes()
+        {
+            return Ok(Some(false));
+        }
+        tracing::warn!(name, src = %job.src, "resuming an interrupted create");
+        self.copy_data(&job.src, name, job.copy_len, job.size, true)?;
+        rec.status = Status::Available;
+        self.write_record(name, &rec)?;
+        Ok(Some(true))
     }
 
     /// Wipes (as configured) and removes a data file.
@@ -365,6 +469,7 @@ impl FileDriver {
             }
             Err(e) => {
                 let _ = remove_if_exists(&self.data_path(&vol.name));
+                let _ = remove_dir_if_exists(&self.resume_dir(&vol.name));
                 let _ = self.remove_record(&vol.name);
                 Err(e)
             }
@@ -388,7 +493,8 @@ impl FileDriver {
             let Some(lock) = self.try_lock_object(&n, true)? else {
                 continue; // another process is working on it
             };
-            let status = if names::check_volume_name(&n).is_ok() {
+            let is_volume = names::check_volume_name(&n).is_ok();
+            let status = if is_volume {
                 self.volume_record(&n)?.map(|r| r.status)
             } else if names::check_snapshot_name(&n).is_ok() {
                 self.snapshot_record(&n)?.map(|r| r.status)
@@ -397,9 +503,27 @@ impl FileDriver {
             };
             match status {
                 Some(Status::Creating) => {
-                    tracing::warn!(name = %n, "rolling back an interrupted create");
-                    remove_if_exists(&self.data_path(&n))?;
-                    self.remove_record(&n)?;
+                    let resumed = if is_volume {
+                        match self.resume_create(&n) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::warn!(name = %n, error = %e, "cannot resume an interrupted create");
+                                Some(false)
+                            }
+                        }
+                    } else {
+                        Some(false)
+                    };
+                    let Some(resumed) = resumed else {
+                        tracing::info!(name = %n, "source busy: the interrupted create is resumed later");
+                        continue;
+                    };
+                    if !resumed {
+                        tracing::warn!(name = %n, "rolling back an interrupted create");
+                        remove_if_exists(&self.data_path(&n))?;
+                        self.remove_record(&n)?;
+                    }
+                    remove_dir_if_exists(&self.resume_dir(&n))?;
                 }
                 Some(Status::Deleting) => {
                     tracing::warn!(name = %n, "finishing an interrupted delete");
@@ -649,7 +773,7 @@ impl VolumeDriver for FileDriver {
         };
         self.write_record(&snap.name, &rec)?;
         let size = origin.volume.size_bytes();
-        if let Err(e) = self.make_copy(&snap.volume_name, &snap.name, size, size) {
+        if let Err(e) = self.make_copy(&snap.volume_name, &snap.name, size, size, false) {
             let _ = remove_if_exists(&self.data_path(&snap.name));
             let _ = self.remove_record(&snap.name);
             return Err(e);
@@ -695,6 +819,7 @@ impl VolumeDriver for FileDriver {
                 &vol.name,
                 s.snapshot.size_bytes(),
                 vol.size_bytes(),
+                true,
             )
         })?;
         Ok(None)
@@ -723,6 +848,7 @@ impl VolumeDriver for FileDriver {
                 &vol.name,
                 s.volume.size_bytes(),
                 vol.size_bytes(),
+                true,
             )
         })?;
         Ok(None)
@@ -771,6 +897,7 @@ impl VolumeDriver for FileDriver {
             &tmp_name,
             s.snapshot.size_bytes(),
             v.volume.size_bytes(),
+            false,
         );
         if let Err(e) = res {
             let _ = remove_if_exists(&tmp);
@@ -1168,6 +1295,14 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 fn remove_if_exists(p: &Path) -> Result<()> {
     match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DriverError::io("remove", p, e)),
+    }
+}
+
+fn remove_dir_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(DriverError::io("remove", p, e)),

@@ -157,7 +157,14 @@ pub fn copy_resumable(
         dst: abs(dst),
         dst_offset: dst_w.offset,
         src_size: len,
-        src_mtime: (meta.mtime(), meta.mtime_nsec()),
+        // A file's mtime tells whether it changed since the checkpoint. A block device's does
+        // not: writing any window of it (another LV on the same PV) updates it, so devices are
+        // identified by path, window and size alone.
+        src_mtime: if s.kind == Kind::Block {
+            (0, 0)
+        } else {
+            (meta.mtime(), meta.mtime_nsec())
+        },
         block_size: bs,
         mode: ZeroMode::Leave,
     };

@@ -3,6 +3,7 @@
 mod copy;
 mod image;
 mod resume;
+mod resume_driver;
 mod stress;
 mod util;
 mod volume;
