@@ -1,12 +1,13 @@
 //! Zero-on-delete wipes: make a block device, a file, or a byte range of either read back as
 //! zeros, provably, so nothing of a deleted volume reaches the next tenant.
 //!
-//! `Auto` picks the fastest method that guarantees zeros on read: on block devices
-//! `fallocate(PUNCH_HOLE)` (write-zeroes with unmapping allowed, refused by the kernel where the
-//! device cannot guarantee zeros), then BLKZEROOUT (write-zeroes offload where the device has
-//! it; the kernel writes zeros otherwise); PUNCH_HOLE then ZERO_RANGE on files; and finally
-//! io_uring writes from a registered zero buffer at full queue depth. Discard alone is never
-//! used: it does not guarantee zeros. An explicit method is used as
+//! `Auto` picks the fastest method that guarantees zeros on read: BLKZEROOUT on block devices
+//! (write-zeroes offload where the device has it, the kernel writing zeros otherwise; on a loop
+//! device it is a ZERO_RANGE of the backing file, measured 35x faster than punching it);
+//! PUNCH_HOLE then ZERO_RANGE on files; and finally io_uring writes from a registered zero
+//! buffer at full queue depth. Discard alone is never used: it does not guarantee zeros.
+//! (Copies make a device's holes read as zeros by punching first instead, so thin destinations
+//! stay thin; see `copy`.) An explicit method is used as
 //! asked and fails clearly where the target refuses it.
 //!
 //! Files are sparse-aware: only allocated extents need work; holes already read as zeros.
@@ -181,7 +182,7 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
     )?;
     let range = wipe_range(&ep, opts)?;
     let (mode, fallback) = match (opts.method, ep.kind) {
-        (WipeMethod::Auto, Kind::Block) => (ZeroMode::Punch, true),
+        (WipeMethod::Auto, Kind::Block) => (ZeroMode::Zeroout, true),
         (WipeMethod::Auto, Kind::File) => (ZeroMode::Punch, true),
         (WipeMethod::Zeroout, Kind::Block) => (ZeroMode::Zeroout, false),
         (WipeMethod::Zeroout, Kind::File) => {
