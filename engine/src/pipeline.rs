@@ -196,8 +196,27 @@ struct Active {
     aux: Option<usize>,
     /// The write comes from the zero buffer / a zero-detected block.
     zeroing: bool,
+    /// Write only these (offset, len) runs of the buffer (its other 4 KiB blocks are zero and
+    /// the destination already reads zeros there); empty: write it whole.
+    segs: Vec<(u32, u32)>,
+    /// The run being written.
+    seg: usize,
     started: Instant,
 }
+
+impl Active {
+    /// (offset in the item, length) of the current write.
+    fn write_span(&self) -> (u64, u64) {
+        match self.segs.get(self.seg) {
+            Some(&(off, len)) => (off as u64, len as u64),
+            None => (0, item_len(self.item)),
+        }
+    }
+}
+
+/// Zero 4 KiB blocks inside a data block are skipped on destinations that already read zeros
+/// (as qemu-img does), so partly used image clusters do not allocate their zero tails.
+const ZERO_GRAIN: usize = 4096;
 
 struct Run<'a, 'b> {
     job: &'b Job<'a>,
@@ -368,6 +387,8 @@ impl Run<'_, '_> {
                 retries: 0,
                 aux,
                 zeroing,
+                segs: Vec::new(),
+                seg: 0,
                 started: Instant::now(),
             });
             self.submit(slot);
@@ -585,10 +606,17 @@ impl Run<'_, '_> {
             self.c.record(dst, len, ZeroMode::Write);
         }
         self.checksum(slot, dst, len);
+        let segs = if self.job.detect_zeroes && !detect && self.zero_mode == ZeroMode::Leave {
+            nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst)
+        } else {
+            Vec::new()
+        };
         let a = self.slots[slot].as_mut().expect("active slot");
         a.stage = Stage::Write;
         a.done = 0;
         a.zeroing = detect;
+        a.segs = segs;
+        a.seg = 0;
         self.submit(slot);
     }
 
@@ -625,7 +653,7 @@ impl Run<'_, '_> {
                 (src + a.done as u64, self.src_path(), "read compressed")
             }
             (item, _) => (
-                item_dst(item) + a.done as u64,
+                item_dst(item) + a.write_span().0 + a.done as u64,
                 &self.job.dst.path,
                 if a.zeroing { "write zeros" } else { "write" },
             ),
@@ -657,16 +685,21 @@ impl Run<'_, '_> {
                     Item::ZeroWrite { .. } => self.zero_buf,
                     _ => slot,
                 };
+                let (off, len) = a.write_span();
                 (
                     IoOp::Write,
                     job.files.dst,
                     job.files.dst_direct,
                     buf,
-                    item_dst(item),
-                    item_len(item),
+                    item_dst(item) + off,
+                    len,
                 )
             }
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
+        };
+        let span_off = match a.stage {
+            Stage::Write => a.write_span().0 as usize,
+            Stage::Read => 0,
         };
         let done = a.done as u64;
         let remaining = total - done;
@@ -676,7 +709,11 @@ impl Run<'_, '_> {
         };
         // O_DIRECT only when offset, length and buffer address are all aligned; the zero buffer
         // offset is 0 for every write (it is all zeros), others continue where they stopped.
-        let buf_off = if buf == self.zero_buf { 0 } else { a.done };
+        let buf_off = if buf == self.zero_buf {
+            0
+        } else {
+            span_off + a.done
+        };
         let aligned = (offset + done).is_multiple_of(align)
             && remaining.is_multiple_of(align)
             && (buf_off as u64).is_multiple_of(align);
@@ -718,7 +755,8 @@ impl Run<'_, '_> {
         };
         let total = match (a.item, a.stage) {
             (Item::Decode { src_len, .. }, Stage::Read) => src_len,
-            (item, _) => item_len(item),
+            (_, Stage::Write) => a.write_span().1,
+            (item, Stage::Read) => item_len(item),
         } as usize;
         if self.error.is_some() {
             // Draining after a failure: just take the buffers back.
@@ -797,17 +835,56 @@ impl Run<'_, '_> {
                 self.data_ready(slot, dst, len);
             }
             (item, Stage::Write) => {
-                let len = item_len(item);
-                if a.zeroing {
-                    self.c.bytes_zeroed += len;
-                } else {
-                    self.c.bytes_written += len;
+                if a.seg + 1 < a.segs.len() {
+                    // Next non-zero run of this block.
+                    a.seg += 1;
+                    a.done = 0;
+                    self.submit(slot);
+                    return;
                 }
+                let len = item_len(item);
+                let written = if a.segs.is_empty() {
+                    len
+                } else {
+                    a.segs.iter().map(|s| s.1 as u64).sum()
+                };
+                if a.zeroing {
+                    self.c.bytes_zeroed += written;
+                } else {
+                    self.c.bytes_written += written;
+                }
+                self.c.bytes_skipped += len - written;
                 self.release(slot);
                 self.advance(item_dst(item), len);
             }
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
         }
+    }
+}
+
+/// The runs of non-zero [`ZERO_GRAIN`] blocks of `buf` (which lands at `dst`), as (offset, len);
+/// empty when every block holds data (write it whole) or `dst` is not grain-aligned.
+fn nonzero_runs(buf: &[u8], dst: u64) -> Vec<(u32, u32)> {
+    if !dst.is_multiple_of(ZERO_GRAIN as u64) || buf.len() <= ZERO_GRAIN {
+        return Vec::new();
+    }
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    let mut any_zero = false;
+    for (i, block) in buf.chunks(ZERO_GRAIN).enumerate() {
+        if is_zero(block) {
+            any_zero = true;
+            continue;
+        }
+        let off = (i * ZERO_GRAIN) as u32;
+        match runs.last_mut() {
+            Some(r) if r.0 + r.1 == off => r.1 += block.len() as u32,
+            _ => runs.push((off, block.len() as u32)),
+        }
+    }
+    if any_zero {
+        runs
+    } else {
+        Vec::new()
     }
 }
 

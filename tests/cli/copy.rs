@@ -362,3 +362,26 @@ fn demo_runs_the_engine_and_the_file_backend_lifecycle_without_config() {
         "volumes left in {data:?}"
     );
 }
+
+#[test]
+fn zero_4k_blocks_inside_data_stay_holes_on_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    // 2 MiB written as data; 256 KiB of zeros in the middle and the last 4 KiB zero.
+    let mut buf = vec![0x42u8; 2 << 20];
+    buf[(512 << 10)..(768 << 10)].fill(0);
+    let n = buf.len();
+    buf[n - 4096..].fill(0);
+    std::fs::write(&src, &buf).unwrap();
+    assert_eq!(allocated(&src), 2 << 20);
+    let dst = dir.path().join("dst");
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["copy", s(&src), s(&dst), "--json"])).unwrap();
+    assert!(cmp(&src, &dst));
+    assert_eq!(j["bytes_written"], (2 << 20) - (256 << 10) - 4096, "{j}");
+    assert_eq!(allocated(&dst), (2 << 20) - (256 << 10) - 4096);
+    // With --preserve-allocation every byte is written.
+    let keep = dir.path().join("keep");
+    ok(&["copy", s(&src), s(&keep), "--preserve-allocation"]);
+    assert_eq!(allocated(&keep), 2 << 20);
+}
