@@ -5,22 +5,7 @@
 use std::path::Path;
 
 fn replay(target: &str, f: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus files in {}", dir.display());
-    for p in &files {
-        let data = std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
-        let r = std::panic::catch_unwind(|| f(&data));
-        assert!(r.is_ok(), "corpus input {} fails", p.display());
-    }
-    println!("replayed {} {target} corpus inputs", files.len());
+    ember_engine::test_util::replay_corpus(target, f);
 }
 
 #[test]

@@ -58,3 +58,25 @@ macro_rules! require_tool {
         )+
     };
 }
+
+/// Replays every checked-in input of `fuzz/corpus/<target>` through a fuzz `harness`, so a
+/// normal `cargo test` re-checks what the fuzzer found. A panicking input fails the test and
+/// is named. Returns how many inputs were replayed.
+pub fn replay_corpus(target: &str, harness: fn(&[u8])) -> usize {
+    let dir =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus")).join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus files in {}", dir.display());
+    for p in &files {
+        let data = std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+        let r = std::panic::catch_unwind(|| harness(&data));
+        assert!(r.is_ok(), "corpus input {} fails", p.display());
+    }
+    println!("replayed {} {target} corpus inputs", files.len());
+    files.len()
+}

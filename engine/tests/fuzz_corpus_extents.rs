@@ -1,22 +1,10 @@
 //! Replays every checked-in fuzz corpus input of `extent_ops` through the harness, so that a
 //! normal `cargo test` re-checks what the fuzzer found.
 
-use std::path::Path;
-
 #[test]
 fn replay_extent_ops_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/extent_ops");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus files in {}", dir.display());
-    for f in &files {
-        let data = std::fs::read(f).unwrap_or_else(|e| panic!("cannot read {}: {e}", f.display()));
-        let r = std::panic::catch_unwind(|| ember_engine::fuzz_harness::extents::extent_ops(&data));
-        assert!(r.is_ok(), "corpus input {} fails", f.display());
-    }
-    println!("replayed {} corpus inputs", files.len());
+    ember_engine::test_util::replay_corpus(
+        "extent_ops",
+        ember_engine::fuzz_harness::extents::extent_ops,
+    );
 }
