@@ -379,9 +379,17 @@ fn check_consistency(ctx: &Ctx, root: &Path) {
         &stale[..stale.len().min(5)]
     );
     assert!(ls("staging").is_empty(), "staging folder");
+    // Resumable copies keep their state in resume/<volume>/ only while they run.
+    if root.join("resume").exists() {
+        assert!(
+            ls("resume").is_empty(),
+            "resume state left: {:?}",
+            ls("resume")
+        );
+    }
     let top: BTreeSet<String> = ls(".")
         .into_iter()
-        .filter(|n| !["data", "meta", "locks", "staging", ".lock"].contains(&n.as_str()))
+        .filter(|n| !["data", "meta", "locks", "staging", "resume", ".lock"].contains(&n.as_str()))
         .collect();
     assert!(
         top.is_empty(),
