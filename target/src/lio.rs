@@ -42,7 +42,7 @@ use crate::runner::Runner;
 use crate::tgt::validate_config_path;
 use crate::types::{
     parse_provider_auth, parse_provider_location, ConnectionInfo, Connector, ExportModel,
-    ExportVolume, IscsiData, ProviderLocation, TargetConfig,
+    ExportVolume, ProviderLocation, TargetConfig,
 };
 use crate::window::{self, Window};
 use crate::TargetHelper;
@@ -727,26 +727,14 @@ impl TargetHelper for LioAdm {
             }
         }
         let portals = loc.portals.clone();
-        let multi = connector.multipath || portals.len() > 1;
-        let n = portals.len();
-        Ok(ConnectionInfo {
-            driver_volume_type: self.cfg.target_protocol.clone(),
-            data: IscsiData {
-                target_discovered: false,
-                target_iqn: loc.iqn.clone(),
-                target_portal: portals[0].clone(),
-                target_lun: loc.lun,
-                target_iqns: multi.then(|| vec![loc.iqn.clone(); n]),
-                target_portals: multi.then(|| portals.clone()),
-                target_luns: multi.then(|| vec![loc.lun; n]),
-                volume_id: vol.id.clone(),
-                discard: self.cfg.report_discard_supported,
-                encrypted: false,
-                auth_method: chap.as_ref().map(|_| "CHAP".to_owned()),
-                auth_username: chap.as_ref().map(|c| c.username.clone()),
-                auth_password: chap.map(|c| c.secret),
-            },
-        })
+        Ok(ConnectionInfo::iscsi(
+            &self.cfg,
+            vol,
+            &loc,
+            portals,
+            connector.multipath,
+            chap,
+        ))
     }
 
     fn terminate_connection(

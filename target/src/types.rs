@@ -127,6 +127,41 @@ pub struct IscsiData {
     pub auth_password: Option<Secret>,
 }
 
+impl ConnectionInfo {
+    /// Cinder's iSCSI connection_info for `vol` exported at `loc` through `portals`: the
+    /// multipath lists when the connector asks for multipath or there are several portals, the
+    /// CHAP keys when the export has credentials. Shared by every target helper.
+    pub fn iscsi(
+        cfg: &TargetConfig,
+        vol: &ExportVolume,
+        loc: &ProviderLocation,
+        portals: Vec<String>,
+        multipath: bool,
+        chap: Option<Chap>,
+    ) -> ConnectionInfo {
+        let multi = multipath || portals.len() > 1;
+        let n = portals.len();
+        ConnectionInfo {
+            driver_volume_type: cfg.target_protocol.clone(),
+            data: IscsiData {
+                target_discovered: false,
+                target_iqn: loc.iqn.clone(),
+                target_portal: portals[0].clone(),
+                target_lun: loc.lun,
+                target_iqns: multi.then(|| vec![loc.iqn.clone(); n]),
+                target_luns: multi.then(|| vec![loc.lun; n]),
+                target_portals: multi.then_some(portals),
+                volume_id: vol.id.clone(),
+                discard: cfg.report_discard_supported,
+                encrypted: false,
+                auth_method: chap.as_ref().map(|_| "CHAP".to_owned()),
+                auth_username: chap.as_ref().map(|c| c.username.clone()),
+                auth_password: chap.map(|c| c.secret),
+            },
+        }
+    }
+}
+
 /// Configuration shared by the target helpers (Cinder's option names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetConfig {
