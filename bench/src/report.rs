@@ -175,11 +175,24 @@ pub fn print_case(c: &CaseResult, runs: usize) {
         .tools
         .iter()
         .map(|t| {
+            // A timed-out tool took at least the timeout: show that bound.
+            let bound = (t.status == "timeout")
+                .then(|| t.runs.iter().map(|r| r.seconds).fold(0.0, f64::max));
+            let ember = c
+                .ember()
+                .and_then(|e| e.median_seconds)
+                .filter(|e| *e > 0.0);
             [
                 t.name.clone(),
-                opt(t.median_seconds, |s| format!("{s:.3}")),
+                match bound {
+                    Some(b) => format!(">{b:.0}"),
+                    None => opt(t.median_seconds, |s| format!("{s:.3}")),
+                },
                 opt(t.mb_per_s, |m| format!("{m:.0}")),
-                opt(t.time_vs_ember, |r| format!("{r:.2}x")),
+                match (bound, ember) {
+                    (Some(b), Some(e)) => format!(">{:.0}x", b / e),
+                    _ => opt(t.time_vs_ember, |r| format!("{r:.2}x")),
+                },
                 opt(t.peak_rss_kib, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
                 opt(t.dst_allocated, bytes),
                 t.validation
