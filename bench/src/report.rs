@@ -404,3 +404,98 @@ pub fn print_goals(goals: &[Goal]) {
         println!("  {:<4} {}  ({})", g.status, g.goal, g.detail);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, role: Role, secs: &[f64], status: &str) -> ToolResult {
+        ToolResult {
+            name: name.into(),
+            role,
+            command: String::new(),
+            status: status.into(),
+            note: None,
+            runs: secs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| RunRecord {
+                    run: i + 1,
+                    seconds: *s,
+                    max_rss_kib: 30 * 1024,
+                    dst_allocated: Some(100),
+                    status: if status == "timeout" {
+                        "timeout".into()
+                    } else {
+                        "ok".into()
+                    },
+                    ember_summary: None,
+                    fio_wall_seconds: None,
+                })
+                .collect(),
+            median_seconds: None,
+            mb_per_s: None,
+            time_vs_ember: None,
+            peak_rss_kib: None,
+            dst_allocated: None,
+            validation: Some(Validation::Identical),
+        }
+    }
+
+    fn case(name: &str, tools: Vec<ToolResult>) -> CaseResult {
+        let mut c = CaseResult {
+            name: name.into(),
+            info: Some(CaseInfo {
+                kind: "copy",
+                logical: 8 << 30,
+                data_bytes: 1_000_000_000,
+                src_allocated: Some(100),
+                alloc_limit: Some(100),
+                notes: vec![],
+            }),
+            error: None,
+            tools,
+        };
+        finish_case(&mut c);
+        c
+    }
+
+    #[test]
+    fn medians_ratios_and_goals() {
+        let sparse = case(
+            "sparse8g",
+            vec![
+                tool("ember", Role::Ember, &[1.0, 3.0, 2.0], "ok"),
+                tool("cp", Role::Peer, &[2.4, 2.0, 2.2], "ok"),
+                // A peer that differs is not a contender, however fast.
+                {
+                    let mut t = tool("bad", Role::Peer, &[0.1], "differs");
+                    t.validation = Some(Validation::Differs { detail: "x".into() });
+                    t
+                },
+                tool("dd", Role::Peer, &[300.0], "timeout"),
+            ],
+        );
+        let e = sparse.ember().unwrap();
+        assert_eq!(e.median_seconds, Some(2.0));
+        assert_eq!(e.mb_per_s, Some(500.0));
+        assert!((sparse.tools[1].time_vs_ember.unwrap() - 1.1).abs() < 1e-9);
+        assert_eq!(sparse.best_peer().unwrap().name, "cp");
+        let full = case(
+            "full4g",
+            vec![
+                tool("ember", Role::Ember, &[1.0], "ok"),
+                tool("fio ceiling", Role::Ceiling, &[0.95], "ok"),
+            ],
+        );
+        let g = goals(&[sparse, full]);
+        // 2.0 > 0.8 * 2.2
+        assert_eq!(g[0].status, "FAIL");
+        // 1/1.0 >= 0.9 * 1/0.95
+        assert_eq!(g[1].status, "PASS");
+        assert_eq!(g[2].status, "N/A");
+        assert_eq!(g[3].status, "PASS");
+        assert_eq!(g[4].status, "PASS");
+        assert_eq!(g[5].status, "PASS");
+    }
+}
