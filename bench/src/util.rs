@@ -152,3 +152,24 @@ mod tests {
         assert!(i.ends_with('Z') && i.len() == 20);
     }
 }
+
+/// Newest modification time of the `.rs` files under `dirs` (recursively).
+pub fn newest_source(dirs: &[PathBuf]) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                if let Ok(t) = m.modified() {
+                    newest = newest.max(Some(t));
+                }
+            }
+        }
+    }
+    newest
+}
