@@ -390,9 +390,27 @@ fn compare(args: CompareArgs) -> Result<bool> {
     } else {
         Scale::Full
     };
+    let default_ember = args.ember.is_none();
     let ember_path = args
         .ember
         .unwrap_or_else(|| root.join("build/release/ember"));
+    if default_ember {
+        let sources: Vec<PathBuf> = ["src", "engine/src", "drivers/src"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        let built = std::fs::metadata(&ember_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if let (Some(built), Some(newest)) = (built, util::newest_source(&sources)) {
+            if newest > built {
+                eprintln!(
+                    "warning: {} is older than the sources; run `cargo build --release` first",
+                    ember_path.display()
+                );
+            }
+        }
+    }
     let root_user = util::is_root();
     let mut drop = !args.no_drop_caches;
     if drop && !util::drop_caches() {

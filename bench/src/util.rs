@@ -143,16 +143,6 @@ pub fn environment(dir: &Path) -> serde_json::Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamp_shape() {
-        let (c, i) = super::timestamps();
-        assert_eq!(c.len(), 16);
-        assert!(i.ends_with('Z') && i.len() == 20);
-    }
-}
-
 /// Newest modification time of the `.rs` files under `dirs` (recursively).
 pub fn newest_source(dirs: &[PathBuf]) -> Option<SystemTime> {
     let mut newest = None;
@@ -172,4 +162,14 @@ pub fn newest_source(dirs: &[PathBuf]) -> Option<SystemTime> {
         }
     }
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let (c, i) = super::timestamps();
+        assert_eq!(c.len(), 16);
+        assert!(i.ends_with('Z') && i.len() == 20);
+    }
 }
