@@ -158,13 +158,15 @@ impl Case for ImageCase {
                 data,
             ),
         );
+        // Declare the format, as Cinder passes `-f qcow2` to qemu-img.
+        let mut to_volume = vec![os(&self.qcow2), os(&t)];
+        if ctx.ember.has_flag(&["image", "to-volume"], "--format") {
+            to_volume.extend([arg("--format"), arg("qcow2")]);
+        }
         match self.dir {
             Direction::ToFile | Direction::ToLoop => vec![
-                ctx.ember.tool(
-                    "ember image to-volume",
-                    &["image", "to-volume"],
-                    vec![os(&self.qcow2), os(&t)],
-                ),
+                ctx.ember
+                    .tool("ember image to-volume", &["image", "to-volume"], to_volume),
                 Tool::new(
                     "qemu-img -t none",
                     Role::Peer,
