@@ -18,15 +18,25 @@ fn inflate_raw(input: &[u8], out: &mut [u8]) -> Result<(), String> {
         .decompress(input, out, FlushDecompress::Finish)
         .map_err(|e| format!("deflate data is corrupt: {e}"))?;
     let produced = d.total_out() as usize;
-    match status {
-        // qcow2 pads compressed clusters to sector boundaries, so input may remain; what matters
-        // is that exactly the cluster was produced.
-        Status::StreamEnd | Status::Ok | Status::BufError if produced == out.len() => Ok(()),
-        _ => Err(format!(
+    if produced != out.len() {
+        return Err(format!(
             "deflate data decodes to {produced} bytes, expected {}",
             out.len()
-        )),
+        ));
     }
+    if status != Status::StreamEnd {
+        // The cluster is full but the stream has not ended: one more byte of output means the
+        // data expands beyond the cluster (a bomb). qcow2's sector padding after the end of the
+        // stream produces nothing.
+        let mut extra = [0u8; 1];
+        let rest = &input[d.total_in() as usize..];
+        d.decompress(rest, &mut extra, FlushDecompress::Finish)
+            .map_err(|e| format!("deflate data is corrupt: {e}"))?;
+        if d.total_out() as usize > produced {
+            return Err(format!("deflate data expands beyond {} bytes", out.len()));
+        }
+    }
+    Ok(())
 }
 
 fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {

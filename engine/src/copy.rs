@@ -37,6 +37,10 @@ pub const MAX_QUEUE_DEPTH: u32 = 1024;
 /// A progress callback: (bytes done, bytes total).
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// Wraps the I/O backend a job runs on: the seam for in-process fault injection in tests
+/// (see `uring::faulty`). Production code leaves it unset.
+pub type IoHook = Arc<dyn Fn(Box<dyn uring::IoBackend>) -> Box<dyn uring::IoBackend> + Send + Sync>;
+
 /// Options of a copy.
 #[derive(Clone)]
 pub struct CopyOptions {
@@ -64,6 +68,16 @@ pub struct CopyOptions {
     pub progress: Option<ProgressFn>,
     /// An I/O that does not complete within this fails the copy.
     pub io_timeout: Duration,
+    /// Test seam: wraps the I/O backend (fault injection).
+    #[doc(hidden)]
+    pub io_hook: Option<IoHook>,
+    /// Make the copy resumable with this checkpoint (only [`copy`] honours it).
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
+    /// After the final flush, read the destination back and check every written block
+    /// against the CRC32C of the source bytes, and every other byte of the range is zero.
+    pub verify: bool,
+    /// Preallocate a new destination file's data ranges before writing (see `Destination`).
+    pub preallocate: bool,
 }
 
 impl Default for CopyOptions {
@@ -81,6 +95,10 @@ impl Default for CopyOptions {
             cancel: None,
             progress: None,
             io_timeout: Duration::from_secs(120),
+            io_hook: None,
+            checkpoint: None,
+            verify: false,
+            preallocate: std::env::var_os("EMBER_NO_PREALLOC").is_none(),
         }
     }
 }
@@ -156,6 +174,9 @@ pub struct Summary {
     pub direct: (bool, bool),
     /// How holes were made to read as zeros (after fallbacks).
     pub zero_modes: Vec<ZeroMode>,
+    /// With `verify`: bytes of the destination read back and proven (checksums and zeros).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_bytes: Option<u64>,
 }
 
 /// A byte window of a file or block device (drivers: an LV segment on a PV).
@@ -195,6 +216,9 @@ impl Window {
 
 /// Copies `src` to `dst` (files or block devices).
 pub fn copy(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
+    if let Some(cp) = &opts.checkpoint {
+        return crate::checkpoint::copy_resumable(src, dst, opts, cp);
+    }
     copy_window(&Window::whole(src), &Window::whole(dst), opts)
 }
 
@@ -204,23 +228,31 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
     opts.validate()?;
     let s = open_source(&src.path, opts.direct)?;
     let len = window_len(&s, src)?;
-    let dest = Destination::open(dst, len, opts)?;
-    if s.identity == dest.ep.identity {
-        let a = src.offset..src.offset + len;
-        let b = dst.offset..dst.offset + len;
-        if a.start < b.end && b.start < a.end {
-            return Err(Error::invalid(format!(
-                "source {} and destination {} are the same file",
-                src.path.display(),
-                dst.path.display()
-            )));
+    let mut dest = Destination::open(dst, len, opts)?;
+    let res = (|| {
+        if s.identity == dest.ep.identity {
+            let a = src.offset..src.offset + len;
+            let b = dst.offset..dst.offset + len;
+            if a.start < b.end && b.start < a.end {
+                return Err(Error::invalid(format!(
+                    "source {} and destination {} are the same file",
+                    src.path.display(),
+                    dst.path.display()
+                )));
+            }
         }
-    }
-    let dest = dest.prepare(len)?;
-    let data = alloc::data_ranges(&s, src.offset..src.offset + len)?;
-    let plan = Plan::from_data(&data, src.offset, dst.offset, len);
-    let res = run_plan(Some(&s), &dest, &plan, opts, opts.zero_detection(), started);
-    finish(dest, res, data.extent_count() as u64)
+        dest.prepare(len)?;
+        let data = alloc::data_ranges(&s, src.offset..src.offset + len)?;
+        let plan = Plan::from_data(&data, src.offset, dst.offset, len);
+        dest.preallocate(&plan, opts);
+        let mut summary = run_plan(Some(&s), &dest, &plan, opts, opts.zero_detection(), started)?;
+        summary.extents = data.extent_count() as u64;
+        Ok(summary)
+    })();
+    // Any failure after the destination was created (sizing, discovery, the copy itself)
+    // removes it, so nothing half-done looks like a volume.
+    dest.discard_if_failed(&res);
+    res
 }
 
 /// Runs an image plan: `Copy`/`Decode` source offsets are in `src` (e.g. a qcow2 file); the
@@ -238,40 +270,32 @@ pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> 
         ));
     }
     let s = open_source(src, opts.direct)?;
-    let dest = Destination::open(&Window::whole(dst), plan.logical_size, opts)?;
-    if s.identity == dest.ep.identity {
-        return Err(Error::invalid(format!(
-            "image {} and destination {} are the same file",
-            src.display(),
-            dst.display()
-        )));
-    }
-    let dest = dest.prepare(plan.logical_size)?;
-    let extents = plan
-        .ops
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                crate::plan::Op::Copy { .. } | crate::plan::Op::Decode { .. }
-            )
-        })
-        .count() as u64;
-    let res = run_plan(Some(&s), &dest, plan, opts, opts.zero_detection(), started);
-    finish(dest, res, extents)
-}
-
-fn finish(dest: Destination, res: Result<Summary>, extents: u64) -> Result<Summary> {
-    match res {
-        Ok(mut s) => {
-            s.extents = extents;
-            Ok(s)
+    let mut dest = Destination::open(&Window::whole(dst), plan.logical_size, opts)?;
+    let res = (|| {
+        if s.identity == dest.ep.identity {
+            return Err(Error::invalid(format!(
+                "image {} and destination {} are the same file",
+                src.display(),
+                dst.display()
+            )));
         }
-        Err(e) => {
-            dest.discard_on_failure();
-            Err(e)
-        }
-    }
+        dest.prepare(plan.logical_size)?;
+        dest.preallocate(plan, opts);
+        let mut summary = run_plan(Some(&s), &dest, plan, opts, opts.zero_detection(), started)?;
+        summary.extents = plan
+            .ops
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    crate::plan::Op::Copy { .. } | crate::plan::Op::Decode { .. }
+                )
+            })
+            .count() as u64;
+        Ok(summary)
+    })();
+    dest.discard_if_failed(&res);
+    res
 }
 
 pub(crate) fn open_source(path: &Path, direct: bool) -> Result<Endpoint> {
@@ -320,17 +344,19 @@ fn window_len(ep: &Endpoint, w: &Window) -> Result<u64> {
 }
 
 /// An opened destination and how its holes are made to read as zeros.
-struct Destination {
-    ep: Endpoint,
+pub(crate) struct Destination {
+    pub(crate) ep: Endpoint,
     window: Window,
-    mode: ZeroMode,
-    created: bool,
+    pub(crate) mode: ZeroMode,
+    pub(crate) created: bool,
     /// Truncate the whole file and rebuild it sparse.
     rebuild: bool,
+    /// Data ranges were preallocated: zero-detected blocks must be punched, not left.
+    pub(crate) preallocated: bool,
 }
 
 impl Destination {
-    fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
+    pub(crate) fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
         let existed = w.path.exists();
         let ep = Endpoint::open(
             &w.path,
@@ -405,12 +431,13 @@ impl Destination {
             mode,
             created: !existed,
             rebuild,
+            preallocated: false,
         })
     }
 
     /// Makes a whole-file destination a sparse file of `len` bytes (called after the same-file
     /// check, so a source is never truncated).
-    fn prepare(self, len: u64) -> Result<Destination> {
+    pub(crate) fn prepare(&mut self, len: u64) -> Result<()> {
         if self.rebuild {
             let path = &self.window.path;
             self.ep
@@ -419,11 +446,33 @@ impl Destination {
                 .and_then(|_| self.ep.file.set_len(len))
                 .map_err(|e| Error::io("set the size of", path, len, e))?;
         }
-        Ok(self)
+        Ok(())
     }
 
-    fn discard_on_failure(self) {
-        if self.created {
+    /// On a freshly rebuilt file, allocates (unwritten) blocks exactly where the plan writes
+    /// data: the layout comes out contiguous, and O_DIRECT writes no longer allocate, so ext4
+    /// and xfs run them concurrently instead of serialising them on the inode lock. Zero blocks
+    /// found during the copy are then punched back out, so the destination never allocates more
+    /// than the source. Best effort: a filesystem without fallocate just skips it.
+    pub(crate) fn preallocate(&mut self, plan: &Plan, opts: &CopyOptions) {
+        if !self.rebuild || !opts.preallocate || self.ep.direct.is_none() {
+            return;
+        }
+        let fd = self.ep.file.as_fd();
+        for op in &plan.ops {
+            if let crate::plan::Op::Copy { dst, len, .. }
+            | crate::plan::Op::Decode { dst, len, .. } = *op
+            {
+                if crate::sys::preallocate(fd, dst, len).is_err() {
+                    return;
+                }
+                self.preallocated = true;
+            }
+        }
+    }
+
+    pub(crate) fn discard_if_failed<T>(&self, res: &Result<T>) {
+        if res.is_err() && self.created {
             // A file we created holds a partial copy: remove it so nothing half-done looks
             // like a volume.
             let _ = std::fs::remove_file(&self.window.path);
@@ -440,6 +489,9 @@ fn dup(f: &File, path: &Path) -> Result<File> {
 pub(crate) struct Target<'a> {
     pub ep: &'a Endpoint,
     pub mode: ZeroMode,
+    /// How zero-detected data blocks are made to read as zeros (differs from `mode` when the
+    /// destination was preallocated where the source has data).
+    pub detected_mode: ZeroMode,
     pub created: bool,
     /// Fall back to the next zeroing method when one is refused.
     pub zero_fallback: bool,
@@ -456,11 +508,25 @@ fn run_plan(
     let target = Target {
         ep: &dest.ep,
         mode: dest.mode,
+        detected_mode: if dest.preallocated {
+            ZeroMode::Punch
+        } else {
+            dest.mode
+        },
         created: dest.created,
         zero_fallback: true,
     };
-    run_plan_on(src, &target, plan, opts, detect_zeroes, started).map(|(s, _)| s)
+    run_plan_on(src, &target, plan, opts, detect_zeroes, started, None)
+        .0
+        .map(|(s, _)| s)
 }
+
+/// What a pipeline run returns: the summary and zeroing record, or the error; plus the ranges
+/// completed (when checkpointing), known even after a failure.
+pub(crate) type RunResult = (
+    Result<(Summary, Vec<pipeline::ZeroedRange>)>,
+    Option<ExtentMap>,
+);
 
 /// Runs `plan` from `src` (none for wipes) onto `t`, then flushes; returns the summary and the
 /// pipeline's per-range zeroing record.
@@ -471,7 +537,23 @@ pub(crate) fn run_plan_on(
     opts: &CopyOptions,
     detect_zeroes: bool,
     started: Instant,
-) -> Result<(Summary, Vec<pipeline::ZeroedRange>)> {
+    checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
+) -> RunResult {
+    match run_inner(src, t, plan, opts, detect_zeroes, started, checkpoint) {
+        Ok(r) => r,
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn run_inner(
+    src: Option<&Endpoint>,
+    t: &Target<'_>,
+    plan: &Plan,
+    opts: &CopyOptions,
+    detect_zeroes: bool,
+    started: Instant,
+    checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
+) -> Result<RunResult> {
     let d = t.ep;
     let mut files = Vec::with_capacity(4);
     let mut push = |f: &File, p: &Path| -> Result<usize> {
@@ -487,10 +569,31 @@ pub(crate) fn run_plan_on(
     };
     let dst_idx = push(&d.file, &d.path)?;
     let dst_direct = d.direct.as_ref().map(|f| push(f, &d.path)).transpose()?;
-    let qd = opts.queue_depth as usize;
+    // Bytes the ring will move (data, and zeros it writes), and so the buffers worth having:
+    // a job that moves little gets a small pool (less memory to fault in and pin). Zeroing
+    // methods that may fall back to writes could need the full depth.
+    let (mut io_bytes, mut may_write_zeros) = (0u64, 0u64);
+    for op in &plan.ops {
+        match *op {
+            crate::plan::Op::Copy { len, .. } | crate::plan::Op::Decode { len, .. } => {
+                io_bytes += len
+            }
+            crate::plan::Op::Zero { len, .. } if t.mode == ZeroMode::Write => io_bytes += len,
+            crate::plan::Op::Zero { len, .. } if t.zero_fallback && t.mode != ZeroMode::Leave => {
+                may_write_zeros += len
+            }
+            _ => {}
+        }
+    }
+    let bs = opts.block_size as u64;
+    let qd =
+        (opts.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
     let pool = BufferPool::new(qd + 1, opts.block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
-    let mut backend = uring::open_backend(files, opts.queue_depth, pool).map_err(Error::Ring)?;
+    let mut backend = uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?;
+    if let Some(hook) = &opts.io_hook {
+        backend = hook(backend);
+    }
     let job = Job {
         src,
         dst: d,
@@ -499,6 +602,7 @@ pub(crate) fn run_plan_on(
         queue_depth: qd,
         detect_zeroes,
         zero_mode: t.mode,
+        detected_zero_mode: t.detected_mode,
         bps_limit: opts.bps_limit,
         cancel: opts.cancel.as_deref(),
         progress: opts.progress.as_deref(),
@@ -510,16 +614,34 @@ pub(crate) fn run_plan_on(
             dst_direct,
         },
         zero_fallback: t.zero_fallback,
+        checkpoint: checkpoint.map(|c| c.0),
+        checkpoint_every: checkpoint.map_or(Duration::MAX, |c| c.1),
+        checksum: opts.verify,
     };
-    let c = pipeline::run(&job, backend.as_mut())?;
+    let (mut c, err) = pipeline::run(&job, backend.as_mut());
     let backend_name = backend.name();
+    // Dropping the backend reaps (or cancels) everything still in flight.
     drop(backend);
+    let completed = c.completed.take();
+    if let Some(e) = err {
+        return Ok((Err(e), completed));
+    }
     if opts.sync {
-        d.sync()?;
+        if let Err(e) = d.sync() {
+            return Ok((Err(e), None));
+        }
         if t.created {
             sync_parent(&d.path);
         }
     }
+    let verified_bytes = if opts.verify {
+        match verify_written(d, plan, &c.sums, opts) {
+            Ok(n) => Some(n),
+            Err(e) => return Ok((Err(e), None)),
+        }
+    } else {
+        None
+    };
     let seconds = started.elapsed().as_secs_f64();
     let summary = Summary {
         logical_size: plan.logical_size,
@@ -537,8 +659,47 @@ pub(crate) fn run_plan_on(
         backend: backend_name,
         direct: (src.is_some_and(|s| s.direct.is_some()), d.direct.is_some()),
         zero_modes: c.zero_modes,
+        verified_bytes,
     };
-    Ok((summary, c.zero_ranges))
+    Ok((Ok((summary, c.zero_ranges)), completed))
+}
+
+/// Reads the destination back (O_DIRECT where possible): every block written must match the
+/// CRC32C taken from the source bytes, and everything else in the plan's range must be zero.
+fn verify_written(
+    d: &Endpoint,
+    plan: &Plan,
+    sums: &[pipeline::ChunkSum],
+    opts: &CopyOptions,
+) -> Result<u64> {
+    let rd = open_source(&d.path, opts.direct)?;
+    let mut sums = sums.to_vec();
+    sums.sort_unstable_by_key(|s| s.dst);
+    let chunks = sums.iter().map(|s| (s.dst, s.len as usize));
+    let r = crate::verify::scan_chunks(&[&rd], chunks, opts, |off, bufs| {
+        // Completions arrive in any order: look the chunk's expected sum up by offset.
+        let ok = sums
+            .binary_search_by_key(&off, |s| s.dst)
+            .is_ok_and(|i| crc32c::crc32c(bufs[0]) == sums[i].crc);
+        (!ok).then_some(off)
+    })?;
+    if let Some(offset) = r.offset {
+        return Err(Error::VerifyFailed {
+            path: d.path.clone(),
+            offset,
+        });
+    }
+    let range = plan.dst_base..plan.dst_base + plan.logical_size;
+    let written = ExtentMap::from_ranges(sums.iter().map(|s| s.dst..s.dst + s.len as u64));
+    let must_be_zero = alloc::data_ranges(&rd, range.clone())?.difference(&written);
+    let z = crate::verify::first_nonzero(&rd, &must_be_zero, opts)?;
+    if let Some(offset) = z.offset {
+        return Err(Error::VerifyFailed {
+            path: d.path.clone(),
+            offset,
+        });
+    }
+    Ok(r.bytes_compared + z.bytes_compared)
 }
 
 fn sync_parent(path: &Path) {

@@ -105,6 +105,30 @@ impl ExtentMap {
         }
         let mut start = r.start;
         let mut end = r.end;
+        // Fast path for the common ascending build (allocation discovery appends in order):
+        // a range past the last extent, or one that only extends it.
+        match self.map.last_entry() {
+            None => {
+                self.map.insert(start, end);
+                self.total = end - start;
+                return;
+            }
+            Some(mut last) => {
+                let (s, e) = (*last.key(), *last.get());
+                if start > e {
+                    self.map.insert(start, end);
+                    self.total += end - start;
+                    return;
+                }
+                if start >= s {
+                    if end > e {
+                        *last.get_mut() = end;
+                        self.total += end - e;
+                    }
+                    return;
+                }
+            }
+        }
         // An extent starting at or before `start` that reaches `start` absorbs the new range.
         if let Some((&s, &e)) = self.map.range(..=start).next_back() {
             if e >= start {

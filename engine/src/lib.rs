@@ -15,6 +15,7 @@ pub mod zero;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod alloc;
+pub mod checkpoint;
 pub mod codec;
 pub mod copy;
 pub mod endpoint;

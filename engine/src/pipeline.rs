@@ -19,6 +19,7 @@
 use crate::codec;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::extent::ExtentMap;
 use crate::plan::{Codec, Op, Plan};
 use crate::sys;
 use crate::uring::{Done, IoBackend, IoOp, Req};
@@ -36,7 +37,7 @@ const MAX_RETRIES: u32 = 16;
 const SYNC_ZERO_STEP: u64 = 1 << 30;
 
 /// How the destination is made to read zeros where the plan says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ZeroMode {
     /// The destination already reads zeros there (new sparse file, `--dest-zeroed`).
@@ -78,6 +79,8 @@ pub(crate) struct Job<'a> {
     pub queue_depth: usize,
     pub detect_zeroes: bool,
     pub zero_mode: ZeroMode,
+    /// How zero-detected data blocks are zeroed (preallocated destinations punch them).
+    pub detected_zero_mode: ZeroMode,
     pub bps_limit: Option<u64>,
     pub cancel: Option<&'a AtomicBool>,
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
@@ -85,7 +88,28 @@ pub(crate) struct Job<'a> {
     pub files: FileSlots,
     /// Fall back to the next zeroing method when the target refuses one (else: fail).
     pub zero_fallback: bool,
+    /// Called every `checkpoint_every` with the ranges completed so far (it flushes the
+    /// destination, then persists them). Turns on completed-range tracking.
+    pub checkpoint: Option<&'a CheckpointFn<'a>>,
+    /// Interval between checkpoints.
+    pub checkpoint_every: Duration,
+    /// Record a CRC32C of every block written, as read from the source.
+    pub checksum: bool,
 }
+
+/// The CRC32C of a block written to the destination, computed from the source's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSum {
+    /// Destination offset.
+    pub dst: u64,
+    /// Length.
+    pub len: u32,
+    /// CRC32C of the bytes.
+    pub crc: u32,
+}
+
+/// A checkpoint callback: persists the completed ranges, after making them durable.
+pub(crate) type CheckpointFn<'a> = dyn Fn(&ExtentMap) -> Result<()> + 'a;
 
 /// What the pipeline did.
 #[derive(Debug, Default, Clone)]
@@ -99,6 +123,10 @@ pub(crate) struct Counters {
     pub zero_modes: Vec<ZeroMode>,
     /// Ranges zeroed or left as holes, with the method (consecutive ones coalesced).
     pub zero_ranges: Vec<ZeroedRange>,
+    /// Destination ranges fully processed (tracked only when checkpointing).
+    pub completed: Option<ExtentMap>,
+    /// Checksums of written blocks (only with `Job::checksum`).
+    pub sums: Vec<ChunkSum>,
 }
 
 /// A destination range made to read as zeros, and how.
@@ -186,8 +214,9 @@ struct Run<'a, 'b> {
 }
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
-/// is the zero buffer and is never written into).
-pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> Result<Counters> {
+/// is the zero buffer and is never written into). Returns the counters even on failure (what
+/// completed before the error is still known, for a final checkpoint).
+pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Option<Error>) {
     let zero_buf = backend.pool().count() - 1;
     debug_assert!(is_zero(backend.pool().get(zero_buf)));
     let mut r = Run {
@@ -207,18 +236,28 @@ pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> Result<Counters
         error: None,
     };
     r.c.zero_modes.push(job.zero_mode);
-    r.main_loop();
-    match r.error.take() {
-        Some(e) => Err(e),
-        None => Ok(r.c),
+    if job.checkpoint.is_some() {
+        r.c.completed = Some(ExtentMap::new());
     }
+    r.main_loop();
+    let err = r.error.take();
+    (r.c, err)
 }
 
 impl Run<'_, '_> {
     fn main_loop(&mut self) {
         let mut completions = Vec::with_capacity(self.job.queue_depth * 2);
         let mut last_progress = Instant::now();
+        let mut last_checkpoint = Instant::now();
         loop {
+            if let (Some(cp), Some(done)) = (self.job.checkpoint, self.c.completed.as_ref()) {
+                if self.error.is_none() && last_checkpoint.elapsed() >= self.job.checkpoint_every {
+                    if let Err(e) = cp(done) {
+                        self.fail(e);
+                    }
+                    last_checkpoint = Instant::now();
+                }
+            }
             if self.error.is_none() && self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 self.error = Some(Error::Cancelled {
                     done: self.c.done,
@@ -409,7 +448,7 @@ impl Run<'_, '_> {
                     self.op_idx += 1;
                     self.covered_to = dst + len;
                     self.c.bytes_skipped += len;
-                    self.advance(len);
+                    self.advance(dst, len);
                 }
                 Op::Decode {
                     src,
@@ -446,6 +485,18 @@ impl Run<'_, '_> {
     /// Returns true when the range was queued for zero writes.
     fn zero_range(&mut self, dst: u64, len: u64, detected: bool) -> bool {
         let fd = self.job.dst.file.as_fd();
+        if detected
+            && self.job.detected_zero_mode == ZeroMode::Punch
+            && self.zero_mode == ZeroMode::Leave
+        {
+            // A preallocated new file: hand the blocks back. They read as zeros either way
+            // (preallocated blocks are unwritten), so a refused punch loses nothing.
+            let _ = sys::punch_hole(fd, dst, len);
+            self.c.bytes_skipped += len;
+            self.c.record(dst, len, ZeroMode::Punch);
+            self.advance(dst, len);
+            return false;
+        }
         let mut pos = dst;
         let end = dst + len;
         // Under a bandwidth limit, zero in steps small enough for the throttle to bite.
@@ -465,7 +516,7 @@ impl Run<'_, '_> {
                 ZeroMode::Leave => {
                     self.c.bytes_skipped += n;
                     self.c.record(pos, n, ZeroMode::Leave);
-                    self.advance(n);
+                    self.advance(pos, n);
                     pos += n;
                     continue;
                 }
@@ -482,7 +533,7 @@ impl Run<'_, '_> {
                 Ok(()) => {
                     self.c.bytes_zeroed += n;
                     self.c.record(pos, n, self.zero_mode);
-                    self.advance(n);
+                    self.advance(pos, n);
                     pos += n;
                 }
                 Err(e)
@@ -527,12 +578,46 @@ impl Run<'_, '_> {
                 return false;
             }
         }
-        let _ = detected;
         false
     }
 
-    fn advance(&mut self, n: u64) {
+    /// The slot's buffer holds `len` bytes for `dst`: an all-zero block is handled like a hole
+    /// (unless holes are made by writing zeros anyway), anything else is written.
+    fn data_ready(&mut self, slot: usize, dst: u64, len: u64) {
+        let detect =
+            self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
+        if detect && self.zero_mode != ZeroMode::Write {
+            self.release(slot);
+            self.zero_range(dst, len, true);
+            return;
+        }
+        if detect {
+            self.c.record(dst, len, ZeroMode::Write);
+        }
+        self.checksum(slot, dst, len);
+        let a = self.slots[slot].as_mut().expect("active slot");
+        a.stage = Stage::Write;
+        a.done = 0;
+        a.zeroing = detect;
+        self.submit(slot);
+    }
+
+    fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
+        if self.job.checksum {
+            let crc = crc32c::crc32c(&self.backend.pool().get(slot)[..len as usize]);
+            self.c.sums.push(ChunkSum {
+                dst,
+                len: len as u32,
+                crc,
+            });
+        }
+    }
+
+    fn advance(&mut self, at: u64, n: u64) {
         self.c.done += n;
+        if let Some(m) = self.c.completed.as_mut() {
+            m.insert(at..at + n);
+        }
         if let Some(p) = self.job.progress {
             p(self.c.done, self.job.plan.logical_size);
         }
@@ -689,18 +774,7 @@ impl Run<'_, '_> {
         match (a.item, a.stage) {
             (Item::Copy { dst, len, .. }, Stage::Read) => {
                 self.c.bytes_read += len;
-                let detect = self.job.detect_zeroes
-                    && is_zero(&self.backend.pool().get(slot)[..len as usize]);
-                if detect && self.zero_mode != ZeroMode::Write {
-                    self.release(slot);
-                    self.zero_range(dst, len, true);
-                    return;
-                }
-                let a = self.slots[slot].as_mut().unwrap();
-                a.stage = Stage::Write;
-                a.done = 0;
-                a.zeroing = detect;
-                self.submit(slot);
+                self.data_ready(slot, dst, len);
             }
             (
                 Item::Decode {
@@ -713,10 +787,11 @@ impl Run<'_, '_> {
             ) => {
                 self.c.bytes_read += src_len;
                 let aux = a.aux.take().expect("decode has an aux buffer");
-                let input = self.backend.pool().get(aux)[..src_len as usize].to_vec();
+                let (input, out) = self.backend.pool_mut().pair(aux, slot);
+                let res =
+                    codec::decode(codec, &input[..src_len as usize], &mut out[..len as usize]);
                 self.free.push(aux);
-                let out = &mut self.backend.pool_mut().get_mut(slot)[..len as usize];
-                if let Err(reason) = codec::decode(codec, &input, out) {
+                if let Err(reason) = res {
                     let src = match self.slots[slot].as_ref().unwrap().item {
                         Item::Decode { src, .. } => src,
                         _ => 0,
@@ -728,18 +803,8 @@ impl Run<'_, '_> {
                     });
                     return;
                 }
-                let detect = self.job.detect_zeroes && is_zero(out);
                 let dst = item_dst(self.slots[slot].as_ref().unwrap().item);
-                if detect && self.zero_mode != ZeroMode::Write {
-                    self.release(slot);
-                    self.zero_range(dst, len, true);
-                    return;
-                }
-                let a = self.slots[slot].as_mut().unwrap();
-                a.stage = Stage::Write;
-                a.done = 0;
-                a.zeroing = detect;
-                self.submit(slot);
+                self.data_ready(slot, dst, len);
             }
             (item, Stage::Write) => {
                 let len = item_len(item);
@@ -749,7 +814,7 @@ impl Run<'_, '_> {
                     self.c.bytes_written += len;
                 }
                 self.release(slot);
-                self.advance(len);
+                self.advance(item_dst(item), len);
             }
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
         }

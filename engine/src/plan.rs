@@ -111,6 +111,63 @@ impl Plan {
         }
     }
 
+    /// The same plan with every part that lies inside `done` (destination offsets) turned into
+    /// [`Op::Skip`]: what a resumed copy still has to do. `Decode` ops are kept whole unless
+    /// entirely done.
+    pub fn skip_done(&self, done: &ExtentMap) -> Plan {
+        let mut ops = Vec::with_capacity(self.ops.len());
+        for op in &self.ops {
+            let r = op.dst_range();
+            if let Op::Decode { .. } = op {
+                ops.push(if done.contains_range(r.clone()) {
+                    Op::Skip {
+                        dst: r.start,
+                        len: r.end - r.start,
+                    }
+                } else {
+                    *op
+                });
+                continue;
+            }
+            let mut pos = r.start;
+            let piece = |from: u64, to: u64, skip: bool, ops: &mut Vec<Op>| {
+                if from >= to {
+                    return;
+                }
+                ops.push(match *op {
+                    _ if skip => Op::Skip {
+                        dst: from,
+                        len: to - from,
+                    },
+                    Op::Copy { src, dst, .. } => Op::Copy {
+                        src: src + (from - dst),
+                        dst: from,
+                        len: to - from,
+                    },
+                    Op::Zero { .. } => Op::Zero {
+                        dst: from,
+                        len: to - from,
+                    },
+                    _ => Op::Skip {
+                        dst: from,
+                        len: to - from,
+                    },
+                });
+            };
+            for d in done.iter_range(r.clone()) {
+                piece(pos, d.start, false, &mut ops);
+                piece(d.start, d.end, true, &mut ops);
+                pos = d.end;
+            }
+            piece(pos, r.end, false, &mut ops);
+        }
+        Plan {
+            logical_size: self.logical_size,
+            dst_base: self.dst_base,
+            ops,
+        }
+    }
+
     /// Checks the plan's invariants: ops ascending, disjoint, inside the covered range,
     /// non-empty. Plans built from untrusted image metadata are validated with this before any
     /// write.
@@ -174,6 +231,35 @@ mod tests {
                     len: 100
                 },
                 Op::Zero { dst: 1350, len: 50 },
+            ]
+        );
+        p.validate().unwrap();
+    }
+
+    #[test]
+    fn skip_done_splits_ops() {
+        let data = {
+            let mut m = ExtentMap::new();
+            m.insert(100..200);
+            m
+        };
+        let p = Plan::from_data(&data, 0, 0, 300).skip_done(&{
+            let mut m = ExtentMap::new();
+            m.insert(50..150);
+            m
+        });
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Zero { dst: 0, len: 50 },
+                Op::Skip { dst: 50, len: 50 },
+                Op::Skip { dst: 100, len: 50 },
+                Op::Copy {
+                    src: 150,
+                    dst: 150,
+                    len: 50
+                },
+                Op::Zero { dst: 200, len: 100 },
             ]
         );
         p.validate().unwrap();

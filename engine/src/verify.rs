@@ -55,11 +55,34 @@ struct Chunk {
     retries: u32,
 }
 
-/// Reads every range of `ranges` from each endpoint and calls `check(offset, bufs)` per chunk;
-/// returns the lowest offset a check flags.
+/// Reads every range of `ranges` from each endpoint and calls `check(offset, bufs)` per chunk
+/// (ranges split at multiples of the block size); returns the lowest offset a check flags.
 pub fn scan(
     eps: &[&Endpoint],
     ranges: &ExtentMap,
+    opts: &CopyOptions,
+    check: impl FnMut(u64, &[&[u8]]) -> Option<u64>,
+) -> Result<ScanResult> {
+    let bs = opts.block_size as u64;
+    let chunks = ranges.iter().flat_map(move |r| {
+        let mut pos = r.start;
+        std::iter::from_fn(move || {
+            (pos < r.end).then(|| {
+                let n = (r.end - pos).min(bs - pos % bs);
+                let c = (pos, n as usize);
+                pos += n;
+                c
+            })
+        })
+    });
+    scan_chunks(eps, chunks, opts, check)
+}
+
+/// Reads the given `(offset, len)` chunks (ascending, each at most the block size) from each
+/// endpoint and calls `check(offset, bufs)` per chunk; returns the lowest offset flagged.
+pub fn scan_chunks(
+    eps: &[&Endpoint],
+    mut chunks: impl Iterator<Item = (u64, usize)>,
     opts: &CopyOptions,
     mut check: impl FnMut(u64, &[&[u8]]) -> Option<u64>,
 ) -> Result<ScanResult> {
@@ -90,21 +113,12 @@ pub fn scan(
     }
     let pool = BufferPool::new(qd * n + 1, bs)
         .map_err(|e| Error::open("allocate I/O buffers for", &eps[0].path, e))?;
-    let mut be =
-        uring::open_backend(files, opts.queue_depth * n as u32, pool).map_err(Error::Ring)?;
+    let mut be = uring::open_backend(files, opts.queue_depth * n as u32, pool, u64::MAX)
+        .map_err(Error::Ring)?;
+    if let Some(hook) = &opts.io_hook {
+        be = hook(be);
+    }
 
-    let mut chunks = ranges.iter().flat_map(|r| {
-        let bs = bs as u64;
-        let mut pos = r.start;
-        std::iter::from_fn(move || {
-            (pos < r.end).then(|| {
-                let n = (r.end - pos).min(bs - pos % bs);
-                let c = (pos, n as usize);
-                pos += n;
-                c
-            })
-        })
-    });
     let mut slots: Vec<Option<Chunk>> = (0..qd).map(|_| None).collect();
     let mut free: Vec<usize> = (0..qd).rev().collect();
     let mut found: Option<u64> = None;
@@ -134,7 +148,7 @@ pub fn scan(
                 offset: off,
             })
         };
-    let started = Instant::now();
+    let mut last_progress = Instant::now();
     loop {
         while error.is_none() && !exhausted {
             let Some(&slot) = free.last() else { break };
@@ -167,14 +181,23 @@ pub fn scan(
         completions.clear();
         be.wait(1, opts.io_timeout, &mut completions)
             .map_err(|e| Error::io("wait for completions", &eps[0].path, 0, e))?;
-        if completions.is_empty() && started.elapsed() > opts.io_timeout && error.is_none() {
-            error = Some(Error::TimedOut {
-                op: "read",
-                path: eps[0].path.clone(),
-                offset: slots.iter().flatten().map(|c| c.offset).min().unwrap_or(0),
-                secs: opts.io_timeout.as_secs(),
-            });
+        if completions.is_empty() {
+            if last_progress.elapsed() < opts.io_timeout {
+                continue;
+            }
+            // Nothing completed for a whole timeout: stop waiting (also when already failing,
+            // else a hung request would keep us here forever); dropping the backend cancels it.
+            if error.is_none() {
+                error = Some(Error::TimedOut {
+                    op: "read",
+                    path: eps[0].path.clone(),
+                    offset: slots.iter().flatten().map(|c| c.offset).min().unwrap_or(0),
+                    secs: opts.io_timeout.as_secs(),
+                });
+            }
+            break;
         }
+        last_progress = Instant::now();
         for d in completions.drain(..) {
             let slot = d.user_data as usize / n;
             let k = d.user_data as usize % n;

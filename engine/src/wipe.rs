@@ -83,6 +83,9 @@ pub struct WipeOptions {
     pub progress: Option<ProgressFn>,
     /// An I/O that does not complete within this fails the wipe.
     pub io_timeout: Duration,
+    /// Test seam: wraps the I/O backend (fault injection).
+    #[doc(hidden)]
+    pub io_hook: Option<crate::copy::IoHook>,
 }
 
 impl Default for WipeOptions {
@@ -102,6 +105,7 @@ impl Default for WipeOptions {
             cancel: None,
             progress: None,
             io_timeout: c.io_timeout,
+            io_hook: None,
         }
     }
 }
@@ -151,6 +155,7 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
         cancel: opts.cancel.clone(),
         progress: opts.progress.clone(),
         io_timeout: opts.io_timeout,
+        io_hook: opts.io_hook.clone(),
         ..CopyOptions::default()
     };
     copy_opts.validate()?;
@@ -216,10 +221,11 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
     let t = Target {
         ep: &ep,
         mode,
+        detected_mode: mode,
         created: false,
         zero_fallback: fallback,
     };
-    let (s, ranges) = run_plan_on(None, &t, &plan, &copy_opts, false, started)?;
+    let (s, ranges) = run_plan_on(None, &t, &plan, &copy_opts, false, started, None).0?;
     let seconds = started.elapsed().as_secs_f64();
     let verified = match opts.verify {
         Verify::None => None,

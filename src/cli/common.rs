@@ -119,22 +119,28 @@ pub fn human(bytes: u64) -> String {
 /// Prints an error chain as one line on stderr and returns the exit code: 130 for a
 /// cancellation (as shells report SIGINT), 1 otherwise.
 pub fn report_error(e: &(dyn std::error::Error + 'static)) -> ExitCode {
-    let mut line = format!("ember: {e}");
+    eprintln!("ember: {}", error_chain(e));
+    let cancelled = e
+        .downcast_ref::<ember_engine::Error>()
+        .is_some_and(|e| e.kind() == ember_engine::ErrorKind::Cancelled)
+        || e.to_string().starts_with("cancelled after");
+    if cancelled {
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
         line.push_str(": ");
         line.push_str(&s.to_string());
         src = s.source();
     }
-    eprintln!("{line}");
-    let cancelled = e
-        .downcast_ref::<ember_engine::Error>()
-        .is_some_and(|e| e.kind() == ember_engine::ErrorKind::Cancelled);
-    if cancelled {
-        ExitCode::from(130)
-    } else {
-        ExitCode::FAILURE
-    }
+    line
 }
 
 #[cfg(test)]

@@ -118,7 +118,6 @@ pub fn cmp(a: &Path, b: &Path) -> bool {
 /// A loop device over a backing file, detached on drop.
 pub struct LoopDev {
     pub dev: PathBuf,
-    pub backing: PathBuf,
 }
 
 impl LoopDev {
@@ -135,10 +134,7 @@ impl LoopDev {
             String::from_utf8_lossy(&o.stderr)
         );
         let dev = PathBuf::from(String::from_utf8(o.stdout).unwrap().trim());
-        LoopDev {
-            dev,
-            backing: backing.to_path_buf(),
-        }
+        LoopDev { dev }
     }
 }
 
@@ -155,9 +151,4 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
-}
-
-/// A seeded random byte.
-pub fn seeded_byte(seed: u64) -> u8 {
-    SmallRng::seed_from_u64(seed).gen_range(1..=255)
 }

@@ -51,6 +51,22 @@ impl BufferPool {
         &mut self.map[idx * self.buf_size..(idx + 1) * self.buf_size]
     }
 
+    /// Buffer `a` to read from and buffer `b` to write into, at once (`a != b`); panics if
+    /// either is in flight.
+    pub fn pair(&mut self, a: usize, b: usize) -> (&[u8], &mut [u8]) {
+        assert_ne!(a, b, "pair needs two different buffers");
+        self.check_idle(a);
+        self.check_idle(b);
+        let bs = self.buf_size;
+        let (lo, hi) = self.map.split_at_mut(a.max(b) * bs);
+        let (first, second) = (&mut lo[a.min(b) * bs..][..bs], &mut hi[..bs]);
+        if a < b {
+            (first, second)
+        } else {
+            (second, first)
+        }
+    }
+
     fn check_idle(&self, idx: usize) {
         assert_eq!(
             self.in_flight[idx], 0,

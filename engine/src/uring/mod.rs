@@ -20,6 +20,8 @@
 //! requests with `pread`/`pwrite` where io_uring is unavailable (e.g. blocked by seccomp).
 
 mod buffer;
+#[doc(hidden)]
+pub mod faulty;
 mod ring;
 mod sync;
 
@@ -86,13 +88,19 @@ pub trait IoBackend {
 }
 
 /// Builds the best backend available: io_uring, else the synchronous fallback.
+///
+/// `expected_bytes` is how much the job will move: the pool is registered with the ring (fixed
+/// buffers) only when that is several times the pool's size, where pinning once pays off.
 pub fn open_backend(
     files: Vec<File>,
     queue_depth: u32,
     pool: BufferPool,
+    expected_bytes: u64,
 ) -> io::Result<Box<dyn IoBackend>> {
+    let pool_bytes = (pool.count() * pool.buf_size()) as u64;
+    let register = expected_bytes >= pool_bytes.saturating_mul(8);
     if std::env::var_os("EMBER_NO_URING").is_none() {
-        match UringBackend::new(files, queue_depth, pool) {
+        match UringBackend::new(files, queue_depth, pool, register) {
             Ok(ring) => return Ok(Box::new(ring)),
             Err((e, files, pool)) => {
                 tracing::warn!(error = %e, "io_uring unavailable; using pread/pwrite");

@@ -31,16 +31,21 @@ pub struct UringBackend {
     table: Vec<Option<InFlight>>,
     free_tokens: Vec<usize>,
     in_flight: usize,
+    /// The pool is registered: use READ_FIXED/WRITE_FIXED.
+    fixed_buffers: bool,
 }
 
 impl UringBackend {
-    /// Sets up a ring sized for `queue_depth` requests in flight and registers `files` and
-    /// every buffer of `pool`. On failure, hands `files` and `pool` back for a fallback.
+    /// Sets up a ring sized for `queue_depth` requests in flight and registers `files` and,
+    /// when `register_buffers`, every buffer of `pool` (fixed buffers: pinned once, worth it
+    /// for jobs that move many times the pool's size; small jobs skip the ~10 ms pinning and
+    /// let each I/O pin its pages). On failure, hands `files` and `pool` back for a fallback.
     #[allow(clippy::result_large_err)]
     pub fn new(
         files: Vec<File>,
         queue_depth: u32,
         mut pool: BufferPool,
+        register_buffers: bool,
     ) -> Result<Self, (io::Error, Vec<File>, BufferPool)> {
         let entries = queue_depth.max(8).next_power_of_two();
         let ring = match IoUring::builder()
@@ -60,14 +65,17 @@ impl UringBackend {
         if let Err(e) = ring.submitter().register_files(&fds) {
             return Err((e, files, pool));
         }
-        let iovecs = pool.iovecs();
-        // SAFETY: the iovecs describe the pool's mapping, which this struct owns and keeps
-        // mapped until the ring is gone (or leaks it, see Drop), so the registered memory stays
-        // valid for the ring's whole life.
-        if let Err(e) = unsafe { ring.submitter().register_buffers(&iovecs) } {
-            return Err((e, files, pool));
+        if register_buffers {
+            let iovecs = pool.iovecs();
+            // SAFETY: the iovecs describe the pool's mapping, which this struct owns and keeps
+            // mapped until the ring is gone (or leaks it, see Drop), so the registered memory
+            // stays valid for the ring's whole life.
+            if let Err(e) = unsafe { ring.submitter().register_buffers(&iovecs) } {
+                return Err((e, files, pool));
+            }
         }
         Ok(UringBackend {
+            fixed_buffers: register_buffers,
             ring,
             _files: files,
             pool: ManuallyDrop::new(pool),
@@ -129,11 +137,17 @@ impl IoBackend for UringBackend {
         };
         let addr = self.pool.addr(req.buf, req.buf_off);
         let file = types::Fixed(req.file as u32);
-        let entry = match req.op {
-            IoOp::Read => opcode::ReadFixed::new(file, addr, len, req.buf as u16)
+        let entry = match (req.op, self.fixed_buffers) {
+            (IoOp::Read, true) => opcode::ReadFixed::new(file, addr, len, req.buf as u16)
                 .offset(req.offset)
                 .build(),
-            IoOp::Write => opcode::WriteFixed::new(file, addr, len, req.buf as u16)
+            (IoOp::Write, true) => opcode::WriteFixed::new(file, addr, len, req.buf as u16)
+                .offset(req.offset)
+                .build(),
+            (IoOp::Read, false) => opcode::Read::new(file, addr, len)
+                .offset(req.offset)
+                .build(),
+            (IoOp::Write, false) => opcode::Write::new(file, addr, len)
                 .offset(req.offset)
                 .build(),
         }
@@ -184,9 +198,21 @@ impl IoBackend for UringBackend {
     }
 }
 
+impl UringBackend {
+    /// Drops the ring's references to the registered files now. Closing the ring releases them
+    /// later, from a kernel worker: until then an O_EXCL-opened device stays "in use" and a
+    /// filesystem holding a file cannot be unmounted, after the job has already returned.
+    fn release_files(&mut self) {
+        if let Err(e) = self.ring.submitter().unregister_files() {
+            tracing::debug!(error = %e, "unregistering io_uring files failed");
+        }
+    }
+}
+
 impl Drop for UringBackend {
     fn drop(&mut self) {
         if self.in_flight == 0 {
+            self.release_files();
             // SAFETY: nothing is in flight, so the kernel holds no pointer into the pool; it is
             // dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.pool) };
@@ -213,6 +239,7 @@ impl Drop for UringBackend {
             }
         }
         if self.in_flight == 0 {
+            self.release_files();
             // SAFETY: every request completed, so the kernel holds no pointer into the pool.
             unsafe { ManuallyDrop::drop(&mut self.pool) };
         } else {
