@@ -215,6 +215,7 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
             time_vs_ember: None,
             peak_rss_kib: None,
             dst_allocated: None,
+            dst_mapped: None,
             validation: None,
         })
         .collect();
@@ -248,6 +249,7 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
                 seconds: o.seconds,
                 max_rss_kib: o.max_rss_kib,
                 dst_allocated: None,
+                dst_mapped: None,
                 status: status.clone(),
                 ember_summary: None,
                 fio_wall_seconds: None,
@@ -264,9 +266,14 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
                 }
             }
             if status == "ok" {
-                match case.dst_allocated(tool) {
-                    Ok(a) => rec.dst_allocated = a,
-                    Err(e) => eprintln!("  warning: {}", error_chain(&e)),
+                if let Some(f) = case.dst_file(tool) {
+                    match util::allocated(&f).and_then(|a| Ok((a, util::mapped(&f)?))) {
+                        Ok((a, m)) => {
+                            rec.dst_allocated = Some(a);
+                            rec.dst_mapped = Some(m);
+                        }
+                        Err(e) => eprintln!("  warning: {}", error_chain(&e)),
+                    }
                 }
                 if res.validation.is_none() {
                     let v = case
@@ -461,6 +468,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
             "peak_rss_kib": "max over runs of wait4 ru_maxrss (covers every step and the processes it reaped; includes rss_floor_kib, the harness's resident anonymous memory copied at fork)",
             "fio_ceiling_seconds": "max of fio's job_runtime over the reader and writer jobs (time until both finished, end_fsync included); fio_wall_seconds has the process wall time",
             "dst_allocated": "st_blocks * 512 of the destination (loop devices: of the backing file), max over runs",
+            "dst_mapped": "bytes of the destination inside SEEK_DATA ranges (no file-system metadata, no unwritten preallocation), max over runs",
         }),
         cases: &results,
         goals: &goals,

@@ -29,6 +29,8 @@ pub struct RunRecord {
     pub seconds: f64,
     pub max_rss_kib: u64,
     pub dst_allocated: Option<u64>,
+    /// Destination bytes in SEEK_DATA ranges.
+    pub dst_mapped: Option<u64>,
     /// "ok", "timeout", "failed: ..."
     pub status: String,
     /// Ember's `--json` summary, when it printed one (fio: its per-job figures).
@@ -55,6 +57,8 @@ pub struct ToolResult {
     pub peak_rss_kib: Option<u64>,
     /// Largest destination allocation seen over the runs (st_blocks * 512).
     pub dst_allocated: Option<u64>,
+    /// Largest destination SEEK_DATA-mapped bytes seen over the runs.
+    pub dst_mapped: Option<u64>,
     pub validation: Option<Validation>,
 }
 
@@ -127,6 +131,7 @@ pub fn finish_case(c: &mut CaseResult) {
             .map(|s| data as f64 / MB / s);
         t.peak_rss_kib = t.runs.iter().map(|r| r.max_rss_kib).max();
         t.dst_allocated = t.runs.iter().filter_map(|r| r.dst_allocated).max();
+        t.dst_mapped = t.runs.iter().filter_map(|r| r.dst_mapped).max();
     }
     let ember = c.ember().and_then(|e| e.median_seconds);
     for t in &mut c.tools {
@@ -349,18 +354,36 @@ pub fn goals(cases: &[CaseResult]) -> Vec<Goal> {
         )
     });
 
-    let g = "ember destination allocation <= source allocation";
+    let g = "ember destination allocation <= source allocation (SEEK_DATA-mapped bytes)";
     let mut checked = Vec::new();
     let mut bad = Vec::new();
     for c in cases {
-        let Some(limit) = c.info.as_ref().and_then(|i| i.alloc_limit) else {
+        let Some(info) = &c.info else { continue };
+        let Some(limit) = info.alloc_limit else {
             continue;
         };
         for t in c.tools.iter().filter(|t| t.role == Role::Ember) {
-            if let Some(a) = t.dst_allocated {
-                checked.push(c.name.clone());
-                if a > limit {
-                    bad.push(format!("{}: {} > {}", c.name, bytes(a), bytes(limit)));
+            if let Some(m) = t.dst_mapped {
+                // st_blocks also counts file-system metadata (extent tree blocks) and
+                // unwritten preallocation: show its difference beside the verdict.
+                let blocks = match (t.dst_allocated, info.src_allocated) {
+                    (Some(d), Some(s)) => {
+                        format!(", st_blocks {:+} KiB", (d as i64 - s as i64) / 1024)
+                    }
+                    _ => String::new(),
+                };
+                checked.push(format!(
+                    "{} mapped {:+} B{blocks}",
+                    c.name,
+                    m as i64 - limit as i64
+                ));
+                if m > limit {
+                    bad.push(format!(
+                        "{}: mapped {} > {}{blocks}",
+                        c.name,
+                        bytes(m),
+                        bytes(limit)
+                    ));
                 }
             }
         }
@@ -424,6 +447,7 @@ mod tests {
                     seconds: *s,
                     max_rss_kib: 30 * 1024,
                     dst_allocated: Some(100),
+                    dst_mapped: Some(100),
                     status: if status == "timeout" {
                         "timeout".into()
                     } else {
@@ -438,6 +462,7 @@ mod tests {
             time_vs_ember: None,
             peak_rss_kib: None,
             dst_allocated: None,
+            dst_mapped: None,
             validation: Some(Validation::Identical),
         }
     }
@@ -450,6 +475,7 @@ mod tests {
                 logical: 8 << 30,
                 data_bytes: 1_000_000_000,
                 src_allocated: Some(100),
+                src_mapped: Some(100),
                 alloc_limit: Some(100),
                 notes: vec![],
             }),

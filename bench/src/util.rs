@@ -35,6 +35,15 @@ pub fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// Bytes of a regular file inside SEEK_DATA ranges: data actually mapped (unwritten
+/// preallocations and file-system metadata blocks are not counted).
+pub fn mapped(path: &Path) -> Result<u64> {
+    let f = File::open(path).map_err(io_err("open", path))?;
+    let len = f.metadata().map_err(io_err("stat", path))?.len();
+    let ranges = crate::sys::data_ranges(&f, len).map_err(io_err("list data ranges of", path))?;
+    Ok(ranges.iter().map(|r| r.end - r.start).sum())
+}
+
 pub fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)

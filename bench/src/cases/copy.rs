@@ -68,13 +68,15 @@ impl Case for CopyCase {
             self.ceiling_src = Some(src.path.clone());
         }
         let allocated = util::allocated(&src.path)?;
+        let mapped = util::mapped(&src.path)?;
         self.src = Some(src);
         Ok(CaseInfo {
             kind: "copy",
             logical: self.spec.logical,
             data_bytes: data,
             src_allocated: Some(allocated),
-            alloc_limit: Some(allocated),
+            src_mapped: Some(mapped),
+            alloc_limit: Some(mapped),
             notes,
         })
     }
@@ -176,11 +178,8 @@ impl Case for CopyCase {
         verify::compare(src, &self.dst, self.spec.logical, true)
     }
 
-    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
-        if tool.role == Role::Ceiling {
-            return Ok(None);
-        }
-        util::allocated(&self.dst).map(Some)
+    fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
+        (tool.role != Role::Ceiling).then(|| self.dst.clone())
     }
 
     fn after_run(&self, tool: &Tool) -> Result<()> {

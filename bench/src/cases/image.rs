@@ -129,12 +129,14 @@ impl Case for ImageCase {
             self.dev = Some(dev);
         }
         let allocated = util::allocated(&raw.path)?;
+        let mapped = util::mapped(&raw.path)?;
         let info = CaseInfo {
             kind: "image",
             logical: self.raw_spec.logical,
             data_bytes: raw.data_bytes(),
             src_allocated: Some(allocated),
-            alloc_limit: (self.dir == Direction::ToFile).then_some(allocated),
+            src_mapped: Some(mapped),
+            alloc_limit: (self.dir == Direction::ToFile).then_some(mapped),
             notes,
         };
         self.raw = Some(raw);
@@ -249,11 +251,8 @@ impl Case for ImageCase {
         }
     }
 
-    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
-        if tool.role == Role::Ceiling {
-            return Ok(None);
-        }
-        util::allocated(&self.dst).map(Some)
+    fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
+        (tool.role != Role::Ceiling).then(|| self.dst.clone())
     }
 
     fn after_run(&self, tool: &Tool) -> Result<()> {
