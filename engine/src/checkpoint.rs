@@ -203,7 +203,6 @@ pub fn copy_resumable(
     let target = Target {
         ep: &ep,
         mode,
-        detected_mode: mode,
         created,
         zero_fallback: true,
     };

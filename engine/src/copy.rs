@@ -76,8 +76,6 @@ pub struct CopyOptions {
     /// After the final flush, read the destination back and check every written block
     /// against the CRC32C of the source bytes, and every other byte of the range is zero.
     pub verify: bool,
-    /// Preallocate a new destination file's data ranges before writing (see `Destination`).
-    pub preallocate: bool,
 }
 
 impl Default for CopyOptions {
@@ -98,7 +96,6 @@ impl Default for CopyOptions {
             io_hook: None,
             checkpoint: None,
             verify: false,
-            preallocate: std::env::var_os("EMBER_NO_PREALLOC").is_none(),
         }
     }
 }
@@ -244,7 +241,6 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
         dest.prepare(len)?;
         let data = alloc::data_ranges(&s, src.offset..src.offset + len)?;
         let plan = Plan::from_data(&data, src.offset, dst.offset, len);
-        dest.preallocate(&plan, opts);
         let mut summary = run_plan(Some(&s), &dest, &plan, opts, opts.zero_detection(), started)?;
         summary.extents = data.extent_count() as u64;
         Ok(summary)
@@ -280,7 +276,6 @@ pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> 
             )));
         }
         dest.prepare(plan.logical_size)?;
-        dest.preallocate(plan, opts);
         let mut summary = run_plan(Some(&s), &dest, plan, opts, opts.zero_detection(), started)?;
         summary.extents = plan
             .ops
@@ -351,8 +346,6 @@ pub(crate) struct Destination {
     pub(crate) created: bool,
     /// Truncate the whole file and rebuild it sparse.
     rebuild: bool,
-    /// Data ranges were preallocated: zero-detected blocks must be punched, not left.
-    pub(crate) preallocated: bool,
 }
 
 impl Destination {
@@ -431,7 +424,6 @@ impl Destination {
             mode,
             created: !existed,
             rebuild,
-            preallocated: false,
         })
     }
 
@@ -447,28 +439,6 @@ impl Destination {
                 .map_err(|e| Error::io("set the size of", path, len, e))?;
         }
         Ok(())
-    }
-
-    /// On a freshly rebuilt file, allocates (unwritten) blocks exactly where the plan writes
-    /// data: the layout comes out contiguous, and O_DIRECT writes no longer allocate, so ext4
-    /// and xfs run them concurrently instead of serialising them on the inode lock. Zero blocks
-    /// found during the copy are then punched back out, so the destination never allocates more
-    /// than the source. Best effort: a filesystem without fallocate just skips it.
-    pub(crate) fn preallocate(&mut self, plan: &Plan, opts: &CopyOptions) {
-        if !self.rebuild || !opts.preallocate || self.ep.direct.is_none() {
-            return;
-        }
-        let fd = self.ep.file.as_fd();
-        for op in &plan.ops {
-            if let crate::plan::Op::Copy { dst, len, .. }
-            | crate::plan::Op::Decode { dst, len, .. } = *op
-            {
-                if crate::sys::preallocate(fd, dst, len).is_err() {
-                    return;
-                }
-                self.preallocated = true;
-            }
-        }
     }
 
     pub(crate) fn discard_if_failed<T>(&self, res: &Result<T>) {
@@ -489,9 +459,6 @@ fn dup(f: &File, path: &Path) -> Result<File> {
 pub(crate) struct Target<'a> {
     pub ep: &'a Endpoint,
     pub mode: ZeroMode,
-    /// How zero-detected data blocks are made to read as zeros (differs from `mode` when the
-    /// destination was preallocated where the source has data).
-    pub detected_mode: ZeroMode,
     pub created: bool,
     /// Fall back to the next zeroing method when one is refused.
     pub zero_fallback: bool,
@@ -508,11 +475,6 @@ fn run_plan(
     let target = Target {
         ep: &dest.ep,
         mode: dest.mode,
-        detected_mode: if dest.preallocated {
-            ZeroMode::Punch
-        } else {
-            dest.mode
-        },
         created: dest.created,
         zero_fallback: true,
     };
@@ -602,7 +564,6 @@ fn run_inner(
         queue_depth: qd,
         detect_zeroes,
         zero_mode: t.mode,
-        detected_zero_mode: t.detected_mode,
         bps_limit: opts.bps_limit,
         cancel: opts.cancel.as_deref(),
         progress: opts.progress.as_deref(),

@@ -9,6 +9,7 @@
 pub mod bitmap;
 pub mod error;
 pub mod extent;
+pub mod format;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod zero;

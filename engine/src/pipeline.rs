@@ -79,8 +79,6 @@ pub(crate) struct Job<'a> {
     pub queue_depth: usize,
     pub detect_zeroes: bool,
     pub zero_mode: ZeroMode,
-    /// How zero-detected data blocks are zeroed (preallocated destinations punch them).
-    pub detected_zero_mode: ZeroMode,
     pub bps_limit: Option<u64>,
     pub cancel: Option<&'a AtomicBool>,
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
@@ -412,7 +410,7 @@ impl Run<'_, '_> {
             if self.covered_to < gap_to {
                 let (dst, len) = (self.covered_to, gap_to - self.covered_to);
                 self.covered_to = gap_to;
-                self.zero_range(dst, len, false);
+                self.zero_range(dst, len);
                 if self.error.is_some() {
                     return None;
                 }
@@ -439,7 +437,7 @@ impl Run<'_, '_> {
                 Op::Zero { dst, len } => {
                     self.op_idx += 1;
                     self.covered_to = dst + len;
-                    self.zero_range(dst, len, false);
+                    self.zero_range(dst, len);
                     if self.error.is_some() {
                         return None;
                     }
@@ -480,23 +478,10 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Makes `[dst, dst+len)` read as zeros with the current zero mode. `detected` is true for
-    /// a zero-detected data block (counted as written-as-hole rather than a source hole).
-    /// Returns true when the range was queued for zero writes.
-    fn zero_range(&mut self, dst: u64, len: u64, detected: bool) -> bool {
+    /// Makes `[dst, dst+len)` read as zeros with the current zero mode. Returns true when the
+    /// range was queued for zero writes.
+    fn zero_range(&mut self, dst: u64, len: u64) -> bool {
         let fd = self.job.dst.file.as_fd();
-        if detected
-            && self.job.detected_zero_mode == ZeroMode::Punch
-            && self.zero_mode == ZeroMode::Leave
-        {
-            // A preallocated new file: hand the blocks back. They read as zeros either way
-            // (preallocated blocks are unwritten), so a refused punch loses nothing.
-            let _ = sys::punch_hole(fd, dst, len);
-            self.c.bytes_skipped += len;
-            self.c.record(dst, len, ZeroMode::Punch);
-            self.advance(dst, len);
-            return false;
-        }
         let mut pos = dst;
         let end = dst + len;
         // Under a bandwidth limit, zero in steps small enough for the throttle to bite.
@@ -588,7 +573,7 @@ impl Run<'_, '_> {
             self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
         if detect && self.zero_mode != ZeroMode::Write {
             self.release(slot);
-            self.zero_range(dst, len, true);
+            self.zero_range(dst, len);
             return;
         }
         if detect {

@@ -221,7 +221,6 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
     let t = Target {
         ep: &ep,
         mode,
-        detected_mode: mode,
         created: false,
         zero_fallback: fallback,
     };

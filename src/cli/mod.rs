@@ -4,6 +4,8 @@ mod common;
 mod compare;
 mod copy;
 mod demo;
+mod image;
+mod volume;
 mod wipe;
 
 use clap::{Parser, Subcommand};
@@ -30,8 +32,12 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Make a block device, file or byte range read back as zeros (zero-on-delete), with proof.
     Wipe(wipe::WipeArgs),
+    /// Inspect images safely; image to volume, volume to image (raw, qcow2).
+    Image(image::ImageArgs),
     /// Build a sparse sample volume in a local folder, copy and compare it, print figures.
     Demo(demo::DemoArgs),
+    /// Manage volumes on the file or LVM backend (Cinder's driver operations).
+    Volume(volume::VolumeArgs),
 }
 
 /// Entry point: runs the command and turns any error into one line and a non-zero exit.
@@ -53,6 +59,8 @@ pub fn main() -> ExitCode {
         Command::Compare(a) => return compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Wipe(a) => wipe::run(a),
+        Command::Image(a) => image::run(a),
+        Command::Volume(a) => volume::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,3 +4,4 @@
 //! Not a public API: hidden from the docs, used by the fuzz crate and the engine's tests.
 
 pub mod extents;
+pub mod images;

@@ -118,17 +118,6 @@ fn fallocate(
     nix::fcntl::fallocate(fd.as_raw_fd(), flags, off, len).map_err(errno)
 }
 
-/// `fallocate(KEEP_SIZE)`: allocate (unwritten) blocks for a file range without changing its
-/// size; the range still reads as zeros.
-pub fn preallocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    fallocate(
-        fd,
-        nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
-        offset,
-        len,
-    )
-}
-
 /// `fdatasync(fd)`.
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
     nix::unistd::fdatasync(fd.as_raw_fd()).map_err(errno)

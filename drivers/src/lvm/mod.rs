@@ -1,0 +1,1362 @@
+//! The LVM backend: lvm2 through argument vectors and `--reportformat json` reports.
+//!
+//! Names follow Cinder's templates (`volume-<uuid>`, snapshots `_snapshot-<uuid>`) and are
+//! validated before any command. Where device-mapper exists, volumes are used through
+//! `/dev/<vg>/<lv>`, snapshots are native (`lvcreate -s`, thin snapshots in thin mode) and
+//! revert merges (`lvconvert --merge`). Where it is absent (lvm2 runs metadata-only, activation
+//! disabled), the driver maps every LV onto byte ranges of its PVs ([`layout`]) and the engine
+//! moves the data there; snapshots are then full copies in their own LV (tagged with their
+//! origin), revert copies back, thin is unavailable, and the stats say so.
+//!
+//! State lives in LVM itself (tags: `ember_name:<display name>`, `ember_origin:<volume uuid>`,
+//! `ember_creating`, `ember_unmanaged`) plus a small state folder holding export models and
+//! attachments (CHAP secrets cannot be tags) and the per-volume lock files.
+
+pub mod cmd;
+pub mod layout;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{BackendConfig, LvmType, VolumeClear};
+use crate::data::{self, CopyMode, Span};
+use crate::error::{DriverError, Result};
+use crate::export::Exporter;
+use crate::file::hostname;
+use crate::file::{lock_path, write_json_atomic, Lock};
+use crate::names::{self, GIB};
+use crate::runner::{self, Runner};
+use crate::stats::{gib, round2, PoolStats, VolumeStats};
+use crate::types::*;
+use crate::VolumeDriver;
+use crate::{ConnectionInfo, Connector};
+
+use report::{Lv, Vg};
+
+/// Cinder's LVM driver version (reported for parity).
+pub const DRIVER_VERSION: &str = "3.0.0";
+/// Tag prefix holding a display name.
+pub const TAG_NAME: &str = "ember_name";
+/// Tag prefix naming a copy-snapshot's origin volume id.
+pub const TAG_ORIGIN: &str = "ember_origin";
+/// Tag of an LV whose data is still being written.
+pub const TAG_CREATING: &str = "ember_creating";
+/// Tag of an unmanaged volume.
+pub const TAG_UNMANAGED: &str = "ember_unmanaged";
+/// The lvm2 tools the driver runs.
+pub const TOOLS: &[&str] = &[
+    "lvs",
+    "vgs",
+    "pvs",
+    "lvcreate",
+    "lvremove",
+    "lvrename",
+    "lvextend",
+    "lvchange",
+    "lvconvert",
+];
+
+/// Export model and attachments of one volume (the part LVM tags cannot hold).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct VolumeState {
+    provider_location: Option<String>,
+    provider_auth: Option<String>,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+}
+
+/// The LVM driver.
+pub struct LvmDriver {
+    cfg: BackendConfig,
+    vg: String,
+    runner: Runner,
+    /// device-mapper present: LVs can be activated and used as devices.
+    dm: bool,
+    state_dir: PathBuf,
+    resolved_type: Mutex<Option<LvmType>>,
+    exporter: Option<Arc<Exporter>>,
+}
+
+/// True when the kernel offers device-mapper (LVs can be activated).
+pub fn device_mapper_available() -> bool {
+    Path::new("/dev/mapper/control").exists()
+        && std::fs::read_to_string("/proc/misc").is_ok_and(|m| m.contains("device-mapper"))
+}
+
+impl LvmDriver {
+    /// A driver for `cfg` (driver = "lvm"). `path` in the config is the state folder (default
+    /// `/var/lib/ember/<backend>`); `lvm_conf_file`'s folder becomes `LVM_SYSTEM_DIR`.
+    pub fn new(cfg: BackendConfig) -> Result<Self> {
+        cfg.validate()?;
+        let vg = cfg
+            .volume_group
+            .clone()
+            .ok_or_else(|| DriverError::InvalidConfiguration("lvm needs volume_group".into()))?;
+        let mut runner = Runner::new()
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+            .retry_on(139);
+        if let Some(conf) = &cfg.lvm_conf_file {
+            if conf.is_file() {
+                if let Some(dir) = conf.parent() {
+                    runner = runner.env("LVM_SYSTEM_DIR", dir);
+                }
+            }
+        }
+        let state_dir = cfg
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ember").join(&cfg.name));
+        Ok(LvmDriver {
+            vg,
+            runner,
+            dm: device_mapper_available(),
+            state_dir,
+            resolved_type: Mutex::new(None),
+            exporter: None,
+            cfg,
+        })
+    }
+
+    /// Adds iSCSI exports.
+    pub fn with_exporter(mut self, exporter: Arc<Exporter>) -> Self {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    /// Overrides device-mapper detection (tests of the metadata-only path on a dm host).
+    pub fn with_device_mapper(mut self, dm: bool) -> Self {
+        self.dm = dm;
+        self
+    }
+
+    /// The command runner (its call counter shows whether bad input reached lvm2).
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Whether LVs are used through device-mapper.
+    pub fn uses_device_mapper(&self) -> bool {
+        self.dm
+    }
+
+    fn lvm(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
+        let _g = self.lvm_lock()?;
+        self.runner.run(op, args)
+    }
+
+    fn lvm_v(&self, op: &'static str, argv: Vec<String>) -> Result<runner::Output> {
+        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.lvm(op, &a)
+    }
+
+    fn lvm_output(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
+        let _g = self.lvm_lock()?;
+        self.runner.output(op, args)
+    }
+
+    /// One lvm2 command of this backend at a time (threads and processes): lvm2's own VG lock
+    /// does not stop a concurrent report from missing a VG whose metadata is being rewritten
+    /// when activation is disabled. Commands are short; data copies run outside this lock.
+    fn lvm_lock(&self) -> Result<Option<Lock>> {
+        let dir = self.state_dir.join("locks");
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        lock_path(&dir.join(format!(".lvm-{}.lock", self.vg)), false)
+    }
+
+    /// Without device-mapper, writers of one PV are serialized: the engine opens a block device
+    /// destination with O_EXCL, so two copies onto windows of the same PV cannot overlap in time.
+    fn pv_locks(&self, dst: &[Span]) -> Result<Vec<Lock>> {
+        if self.dm {
+            return Ok(Vec::new());
+        }
+        let mut pvs: Vec<String> = dst
+            .iter()
+            .map(|s| s.path.display().to_string().replace('/', "_"))
+            .collect();
+        pvs.sort();
+        pvs.dedup();
+        let dir = self.state_dir.join("locks");
+        pvs.iter()
+            .map(|p| Ok(lock_path(&dir.join(format!(".pv{p}.lock")), false)?.expect("blocking")))
+            .collect()
+    }
+
+    fn copy_data(&self, src: &[Span], dst: &[Span], len: u64, dest_zeroed: bool) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(|| data::copy_layout(src, dst, len, self.copy_mode(dest_zeroed)))
+    }
+
+    fn wipe_data(&self, dst: &[Span], len: u64) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(|| data::wipe_layout(dst, len, self.cfg.volume_copy_bps_limit))
+    }
+
+    fn pool_name(&self) -> String {
+        self.cfg
+            .thin_pool
+            .clone()
+            .unwrap_or_else(|| format!("{}-pool", self.vg))
+    }
+
+    fn lv_path(&self, lv: &str) -> String {
+        format!("{}/{lv}", self.vg)
+    }
+
+    fn lvm_type(&self) -> Result<LvmType> {
+        if let Some(t) = *self.resolved_type.lock().expect("lock poisoned") {
+            return Ok(t);
+        }
+        let t = match self.cfg.lvm_type {
+            LvmType::Auto => {
+                let pool = self.lv(&self.pool_name())?;
+                if self.dm && (pool.is_some() || self.vg_info()?.lv_count == 0) {
+                    LvmType::Thin
+                } else {
+                    LvmType::Default
+                }
+            }
+            t => t,
+        };
+        *self.resolved_type.lock().expect("lock poisoned") = Some(t);
+        Ok(t)
+    }
+
+    fn thin(&self) -> Result<bool> {
+        Ok(self.lvm_type()? == LvmType::Thin)
+    }
+
+    // ---- reports ----
+
+    fn vg_info(&self) -> Result<Vg> {
+        let out = self.lvm_output(
+            "vgs",
+            &[
+                "vgs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                report::VGS_FIELDS,
+                &self.vg,
+            ],
+        )?;
+        if !out.success() {
+            if out.stderr.contains("not found") {
+                return Err(DriverError::NotFound {
+                    what: "volume group",
+                    name: self.vg.clone(),
+                });
+            }
+            return Err(runner::command_error("vgs", &["vgs", &self.vg], &out));
+        }
+        report::parse_vgs(&out.stdout)?
+            .into_iter()
+            .find(|v| v.name == self.vg)
+            .ok_or_else(|| DriverError::NotFound {
+                what: "volume group",
+                name: self.vg.clone(),
+            })
+    }
+
+    fn lvs(&self) -> Result<Vec<Lv>> {
+        let out = self.lvm(
+            "lvs",
+            &[
+                "lvs",
+                "-a",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                report::LVS_FIELDS,
+                &self.vg,
+            ],
+        )?;
+        report::parse_lvs(&out.stdout)
+    }
+
+    fn lv(&self, name: &str) -> Result<Option<Lv>> {
+        let target = self.lv_path(name);
+        let out = self.lvm_output(
+            "lvs",
+            &[
+                "lvs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                report::LVS_FIELDS,
+                &target,
+            ],
+        )?;
+        if !out.success() {
+            if out.stderr.contains("Failed to find") || out.stderr.contains("not found") {
+                return Ok(None);
+            }
+            return Err(runner::command_error("lvs", &["lvs", &target], &out));
+        }
+        Ok(report::parse_lvs(&out.stdout)?
+            .into_iter()
+            .find(|l| l.name == name))
+    }
+
+    fn must_lv(&self, what: &'static str, name: &str) -> Result<Lv> {
+        match self.lv(name)? {
+            Some(l) if !l.has_tag(TAG_CREATING) => Ok(l),
+            _ => Err(DriverError::NotFound {
+                what,
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// The bytes of an LV: its device node with device-mapper, else its PV byte ranges.
+    pub fn layout(&self, lv: &Lv) -> Result<Vec<Span>> {
+        if self.dm {
+            return Ok(vec![Span {
+                path: PathBuf::from(format!("/dev/{}/{}", self.vg, lv.name)),
+                offset: 0,
+                len: lv.size,
+            }]);
+        }
+        let target = self.lv_path(&lv.name);
+        let segs = self.lvm(
+            "lvs --segments",
+            &[
+                "lvs",
+                "-a",
+                "--segments",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                report::SEG_FIELDS,
+                &target,
+            ],
+        )?;
+        let segs = report::parse_segments(&segs.stdout)?;
+        let pvs = self.lvm(
+            "pvs",
+            &[
+                "pvs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                report::PVS_FIELDS,
+            ],
+        )?;
+        let pvs = report::parse_pvs(&pvs.stdout)?;
+        let vg = self.vg_info()?;
+        let spans = layout::lv_spans(&lv.name, &segs, &pvs, vg.extent_size)?;
+        if data::layout_len(&spans) != lv.size {
+            return Err(DriverError::BadOutput {
+                op: "map LV onto PVs",
+                command: "lvs --segments".into(),
+                reason: format!(
+                    "segments of {} cover {} bytes, LV is {}",
+                    lv.name,
+                    data::layout_len(&spans),
+                    lv.size
+                ),
+            });
+        }
+        Ok(spans)
+    }
+
+    // ---- commands ----
+
+    /// Creates an LV of `size_gb` GiB with `tags`; thick or thin per lvm_type.
+    fn create_lv(&self, name: &str, size_gb: u64, tags: &[String]) -> Result<()> {
+        let argv = if self.thin()? {
+            cmd::create_thin(&self.vg, &self.pool_name(), name, size_gb, tags)
+        } else {
+            cmd::create_thick(&self.vg, name, size_gb, tags, !self.dm)
+        };
+        self.lvm_v("lvcreate", argv)?;
+        if !self.dm {
+            // lvcreate zeroes the start of a new LV where it can (-Zy); do the same here so no
+            // old filesystem signature shows through a new volume.
+            let lv = self
+                .lv(name)?
+                .ok_or_else(|| DriverError::volume_not_found(name))?;
+            let lay = self.layout(&lv)?;
+            self.wipe_data(&lay, 4096.min(lv.size))?;
+        }
+        Ok(())
+    }
+
+    fn remove_lv(&self, name: &str) -> Result<()> {
+        self.lvm_v("lvremove", cmd::remove(&self.vg, name))?;
+        Ok(())
+    }
+
+    fn del_tag(&self, name: &str, tag: &str) -> Result<()> {
+        let target = self.lv_path(name);
+        self.lvm("lvchange --deltag", &["lvchange", "--deltag", tag, &target])?;
+        Ok(())
+    }
+
+    fn add_tag(&self, name: &str, tag: &str) -> Result<()> {
+        let target = self.lv_path(name);
+        self.lvm("lvchange --addtag", &["lvchange", "--addtag", tag, &target])?;
+        Ok(())
+    }
+
+    fn extend_lv(&self, name: &str, size_gb: u64) -> Result<()> {
+        self.lvm_v("lvextend", cmd::extend(&self.vg, name, size_gb))?;
+        Ok(())
+    }
+
+    fn activate(&self, name: &str, permanent: bool) -> Result<()> {
+        if !self.dm {
+            return Ok(());
+        }
+        self.lvm_v("lvchange -a y", cmd::activate(&self.vg, name, permanent))?;
+        Ok(())
+    }
+
+    /// Wipes the first `volume_clear_size` MiB (or all) of a thick LV's bytes, as configured.
+    fn clear(&self, lay: &[Span], len: u64) -> Result<()> {
+        if self.cfg.volume_clear == VolumeClear::None {
+            return Ok(());
+        }
+        let n = match self.cfg.volume_clear_size {
+            0 => len,
+            mib => (mib << 20).min(len),
+        };
+        tracing::info!(bytes = n, "performing secure delete");
+        self.wipe_data(lay, n)
+    }
+
+    fn copy_mode(&self, dest_zeroed: bool) -> CopyMode {
+        CopyMode {
+            dest_zeroed,
+            bps_limit: self.cfg.volume_copy_bps_limit,
+        }
+    }
+
+    /// Creates `name` (`size_gb`) holding the first `len` bytes of `src`, marked `creating`
+    /// until the copy is complete; removed again on failure.
+    fn create_copy(
+        &self,
+        name: &str,
+        size_gb: u64,
+        mut tags: Vec<String>,
+        src: &Lv,
+        len: u64,
+    ) -> Result<()> {
+        let src_lay = self.layout(src)?;
+        tags.push(TAG_CREATING.into());
+        self.create_lv(name, size_gb, &tags)?;
+        let res = (|| {
+            let lv = self
+                .lv(name)?
+                .ok_or_else(|| DriverError::volume_not_found(name))?;
+            let dst = self.layout(&lv)?;
+            // A thin LV reads as zeros; a thick one is not known to be zero: holes get written.
+            let zeroed = self.thin()?;
+            self.copy_data(&src_lay, &dst, len.min(src.size), zeroed)?;
+            self.del_tag(name, TAG_CREATING)
+        })();
+        if let Err(e) = res {
+            let _ = self.remove_lv(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn lock(&self, name: &str) -> Result<Lock> {
+        let p = self.state_dir.join("locks").join(format!("{name}.lock"));
+        Ok(lock_path(&p, false)?.expect("blocking lock"))
+    }
+
+    fn lock_two(&self, a: &str, b: &str) -> Result<(Lock, Lock)> {
+        if a <= b {
+            let la = self.lock(a)?;
+            Ok((la, self.lock(b)?))
+        } else {
+            let lb = self.lock(b)?;
+            Ok((self.lock(a)?, lb))
+        }
+    }
+
+    fn state(&self, name: &str) -> Result<VolumeState> {
+        let p = self.state_dir.join("state").join(format!("{name}.json"));
+        match std::fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| DriverError::Metadata { path: p, source: e })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VolumeState::default()),
+            Err(e) => Err(DriverError::io("read", &p, e)),
+        }
+    }
+
+    fn set_state(&self, name: &str, st: &VolumeState) -> Result<()> {
+        write_json_atomic(&self.state_dir.join("state"), &format!("{name}.json"), st)
+    }
+
+    fn drop_state(&self, name: &str) -> Result<()> {
+        let p = self.state_dir.join("state").join(format!("{name}.json"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::io("remove", &p, e)),
+        }
+    }
+
+    fn check_vg_ready(&self) -> Result<()> {
+        if !self.state_dir.join("locks").is_dir() {
+            return Err(DriverError::InvalidConfiguration(format!(
+                "LVM backend {:?} is not set up (run do_setup)",
+                self.cfg.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Snapshots of `vol_id` (native ones by origin, copy-snapshots by tag).
+    fn snapshots_of(&self, lvs: &[Lv], vol: &Volume) -> Vec<String> {
+        let id = vol.id.to_string();
+        lvs.iter()
+            .filter(|l| l.name.starts_with("_snapshot-"))
+            .filter(|l| l.origin == vol.name || l.tag_value(TAG_ORIGIN) == Some(&id))
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    fn export_volume(&self, vol: &Volume, lv: &Lv) -> Result<ember_target::ExportVolume> {
+        if self.dm {
+            return Ok(ember_target::ExportVolume::whole(
+                vol.id.to_string(),
+                vol.name.clone(),
+                format!("/dev/{}/{}", self.vg, vol.name),
+                lv.size,
+            ));
+        }
+        let lay = self.layout(lv)?;
+        if lay.len() != 1 {
+            return Err(DriverError::NotSupported {
+                op: "export",
+                reason: format!(
+                    "{} spans {} PV ranges; without device-mapper only a single-range LV can be exported",
+                    vol.name,
+                    lay.len()
+                ),
+            });
+        }
+        Ok(ember_target::ExportVolume {
+            id: vol.id.to_string(),
+            name: vol.name.clone(),
+            backing_path: lay[0].path.clone(),
+            size_bytes: lv.size,
+            backing_offset: lay[0].offset,
+            backing_len: Some(lay[0].len),
+        })
+    }
+
+    fn exporter(&self, op: &'static str) -> Result<&Exporter> {
+        self.exporter
+            .as_deref()
+            .ok_or_else(|| DriverError::NotSupported {
+                op,
+                reason: format!(
+                    "backend {:?} has no iSCSI target configured ([backend.target])",
+                    self.cfg.name
+                ),
+            })
+    }
+
+    fn with_state(&self, vol: &Volume) -> Result<Volume> {
+        let st = self.state(&vol.name)?;
+        Ok(Volume {
+            provider_location: st.provider_location,
+            provider_auth: st.provider_auth,
+            ..vol.clone()
+        })
+    }
+
+    fn volume_from_lv(&self, lv: &Lv) -> Option<Volume> {
+        let id = names::check_volume_name(&lv.name).ok()?;
+        if lv.has_tag(TAG_CREATING) || lv.has_tag(TAG_UNMANAGED) {
+            return None;
+        }
+        Some(Volume {
+            id,
+            name: lv.name.clone(),
+            size: lv.size.div_ceil(GIB).max(1),
+            display_name: lv.tag_value(TAG_NAME).map(str::to_owned),
+            provider_location: None,
+            provider_auth: None,
+            multiattach: false,
+        })
+    }
+
+    fn manage_lv(&self, r: &ExistingRef) -> Result<Lv> {
+        let n = r.source_name.as_deref().ok_or_else(|| {
+            DriverError::ManageExistingInvalidReference {
+                reason: "missing \"source-name\"".into(),
+            }
+        })?;
+        names::check_lvm_name("source-name", n).map_err(|e| {
+            DriverError::ManageExistingInvalidReference {
+                reason: e.to_string(),
+            }
+        })?;
+        let lv = self
+            .lv(n)?
+            .ok_or_else(|| DriverError::ManageExistingInvalidReference {
+                reason: format!("no LV {n:?} in volume group {}", self.vg),
+            })?;
+        if let Ok(id) = names::check_volume_name(n) {
+            if !lv.has_tag(TAG_UNMANAGED) {
+                return Err(DriverError::ManageExistingAlreadyManaged {
+                    name: n.to_owned(),
+                    id: id.to_string(),
+                });
+            }
+        }
+        if n.starts_with("_snapshot-") || lv.has_tag(TAG_CREATING) {
+            return Err(DriverError::ManageExistingAlreadyManaged {
+                name: n.to_owned(),
+                id: n.trim_start_matches('_').to_owned(),
+            });
+        }
+        if lv.is_thin_pool() || lv.is_internal() || lv.is_snapshot() || n == self.pool_name() {
+            return Err(DriverError::ManageExistingInvalidReference {
+                reason: format!("{n} is a pool, snapshot or internal LV"),
+            });
+        }
+        Ok(lv)
+    }
+}
+
+impl VolumeDriver for LvmDriver {
+    fn backend_name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn do_setup(&self) -> Result<()> {
+        for d in [
+            self.state_dir.clone(),
+            self.state_dir.join("locks"),
+            self.state_dir.join("state"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|e| DriverError::io("create folder", &d, e))?;
+        }
+        self.vg_info()?;
+        if self.thin()? && self.dm && self.lv(&self.pool_name())?.is_none() {
+            // Cinder: pool sized 95% of the VG's free space, the rest for pool metadata.
+            let free = self.vg_info()?.free as f64 / GIB as f64;
+            let size = (free * 0.95 * 100.0).floor() / 100.0;
+            self.lvm_v(
+                "lvcreate -T",
+                cmd::create_pool(&self.vg, &self.pool_name(), size),
+            )?;
+        }
+        // Roll back creates interrupted by a crash (their lock is free).
+        for lv in self.lvs()? {
+            if lv.has_tag(TAG_CREATING) {
+                let p = self
+                    .state_dir
+                    .join("locks")
+                    .join(format!("{}.lock", lv.name));
+                if let Some(_l) = lock_path(&p, true)? {
+                    tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
+                    if !self.thin()? {
+                        let lay = self.layout(&lv)?;
+                        self.clear(&lay, lv.size)?;
+                    }
+                    self.remove_lv(&lv.name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_for_setup_error(&self) -> Result<()> {
+        for t in TOOLS {
+            if runner::find_tool(t).is_none() {
+                return Err(DriverError::InvalidConfiguration(format!(
+                    "LVM backend {:?}: lvm2 tool {t} is not installed",
+                    self.cfg.name
+                )));
+            }
+        }
+        match self.vg_info() {
+            Ok(_) => {}
+            Err(DriverError::NotFound { .. }) => {
+                return Err(DriverError::InvalidConfiguration(format!(
+                    "LVM backend {:?}: volume group {:?} does not exist (vgs cannot find it)",
+                    self.cfg.name, self.vg
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        if self.cfg.lvm_type == LvmType::Thin && !self.dm {
+            return Err(DriverError::InvalidConfiguration(format!(
+                "LVM backend {:?}: lvm_type = thin needs device-mapper, which this kernel lacks \
+                 (use lvm_type = default: thick volumes work metadata-only)",
+                self.cfg.name
+            )));
+        }
+        if self.thin()? && self.lv(&self.pool_name())?.is_none() {
+            return Err(DriverError::InvalidConfiguration(format!(
+                "LVM backend {:?}: thin pool {}/{} does not exist",
+                self.cfg.name,
+                self.vg,
+                self.pool_name()
+            )));
+        }
+        self.check_vg_ready()
+    }
+
+    fn get_volume_stats(&self, _refresh: bool) -> Result<VolumeStats> {
+        let vg = self.vg_info()?;
+        let lvs = self.lvs()?;
+        let thin = self.thin()?;
+        let pool_name = self.pool_name();
+        let visible: Vec<&Lv> = lvs
+            .iter()
+            .filter(|l| !l.is_internal() && !l.is_thin_pool() && l.name != pool_name)
+            .collect();
+        let (total, free, provisioned) = if thin {
+            let pool =
+                lvs.iter()
+                    .find(|l| l.name == pool_name)
+                    .ok_or_else(|| DriverError::NotFound {
+                        what: "thin pool",
+                        name: pool_name.clone(),
+                    })?;
+            let total = gib(pool.size);
+            let used = total * pool.data_percent.unwrap_or(0.0) / 100.0;
+            let prov: u64 = visible.iter().map(|l| l.size).sum();
+            (total, round2(total - used), gib(prov))
+        } else {
+            let total = gib(vg.size);
+            let free = gib(vg.free);
+            (total, free, round2(total - free))
+        };
+        let lvm_type = self.lvm_type()?;
+        let pool = PoolStats {
+            pool_name: self.cfg.name.clone(),
+            total_capacity_gb: total,
+            free_capacity_gb: free,
+            reserved_percentage: self.cfg.reserved_percentage,
+            location_info: format!(
+                "LVMVolumeDriver:{}:{}:{}:0",
+                hostname(),
+                self.vg,
+                lvm_type.as_str()
+            ),
+            qos_support: false,
+            provisioned_capacity_gb: provisioned,
+            max_over_subscription_ratio: self.cfg.max_over_subscription_ratio.clone(),
+            thin_provisioning_support: thin,
+            thick_provisioning_support: !thin,
+            total_volumes: visible.len() as u64,
+            filter_function: self.cfg.filter_function.clone(),
+            goodness_function: self.cfg.goodness_function.clone(),
+            multiattach: true,
+            backend_state: "up".into(),
+        };
+        let mut s =
+            VolumeStats::single_pool(&self.cfg.name, DRIVER_VERSION, "iSCSI", thin, true, pool);
+        let mut extra = BTreeMap::new();
+        extra.insert("ember_device_mapper".into(), self.dm.into());
+        extra.insert(
+            "ember_snapshot_type".into(),
+            (if self.dm { "native" } else { "full-copy" }).into(),
+        );
+        extra.insert(
+            "ember_data_path".into(),
+            (if self.dm { "device" } else { "pv-extents" }).into(),
+        );
+        s.extra = extra;
+        Ok(s)
+    }
+
+    fn create_volume(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        if self.lv(&vol.name)?.is_some() {
+            return Err(DriverError::AlreadyExists {
+                what: "volume",
+                name: vol.name.clone(),
+            });
+        }
+        let mut tags = vec![TAG_CREATING.to_owned()];
+        if let Some(n) = &vol.display_name {
+            tags.push(format!("{TAG_NAME}:{n}"));
+        }
+        self.create_lv(&vol.name, vol.size, &tags)?;
+        if let Err(e) = self.del_tag(&vol.name, TAG_CREATING) {
+            let _ = self.remove_lv(&vol.name);
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    fn delete_volume(&self, vol: &Volume) -> Result<()> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        let lvs = self.lvs()?;
+        let Some(lv) = lvs.iter().find(|l| l.name == vol.name) else {
+            tracing::info!(volume = %vol.name, "already gone");
+            return Ok(());
+        };
+        let snaps = self.snapshots_of(&lvs, vol);
+        if !snaps.is_empty() || lv.has_snapshots() {
+            return Err(DriverError::VolumeIsBusy {
+                name: vol.name.clone(),
+                reason: format!("it has snapshots: {}", snaps.join(", ")),
+            });
+        }
+        let st = self.state(&vol.name)?;
+        if !st.attachments.is_empty() || lv.is_open() {
+            return Err(DriverError::VolumeIsBusy {
+                name: vol.name.clone(),
+                reason: "it is attached or open".into(),
+            });
+        }
+        if st.provider_location.is_some() {
+            if let Some(x) = &self.exporter {
+                x.remove(&self.export_volume(vol, lv)?, true)?;
+            }
+        }
+        // Thin volumes are not wiped: the pool zeroes new blocks.
+        if !self.thin()? {
+            let lay = self.layout(lv)?;
+            self.clear(&lay, lv.size)?;
+        }
+        self.remove_lv(&vol.name)?;
+        self.drop_state(&vol.name)
+    }
+
+    fn create_snapshot(&self, snap: &Snapshot) -> Result<Option<ModelUpdate>> {
+        snap.validate()?;
+        self.check_vg_ready()?;
+        let lv_name = names::lvm_snapshot_name(&snap.name)?;
+        let _lv = self.lock(&snap.volume_name)?;
+        let _ls = self.lock(&lv_name)?;
+        let origin = self.must_lv("volume", &snap.volume_name)?;
+        if self.lv(&lv_name)?.is_some() {
+            return Err(DriverError::AlreadyExists {
+                what: "snapshot",
+                name: snap.name.clone(),
+            });
+        }
+        let mut tags = vec![format!("{TAG_ORIGIN}:{}", snap.volume_id)];
+        if let Some(n) = &snap.display_name {
+            tags.push(format!("{TAG_NAME}:{n}"));
+        }
+        let size_gb = origin.size.div_ceil(GIB).max(1);
+        if self.dm {
+            let cow = (!self.thin()?).then_some(size_gb);
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &snap.volume_name, &lv_name, cow, &tags),
+            )?;
+        } else {
+            // No device-mapper: a snapshot is a full, sparse-aware copy in its own LV.
+            self.create_copy(&lv_name, size_gb, tags, &origin, origin.size)?;
+        }
+        Ok(None)
+    }
+
+    fn delete_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        snap.validate()?;
+        self.check_vg_ready()?;
+        let lv_name = names::lvm_snapshot_name(&snap.name)?;
+        let _lv = self.lock(&snap.volume_name)?;
+        let _ls = self.lock(&lv_name)?;
+        let Some(lv) = self.lv(&lv_name)? else {
+            tracing::warn!(snapshot = %snap.name, "snapshot not found, treating as deleted");
+            return Ok(());
+        };
+        if !self.thin()? {
+            if lv.is_snapshot() {
+                // A native thick snapshot: wipe its COW area, never the origin view.
+                let cow = PathBuf::from(format!(
+                    "/dev/mapper/{}-{}-cow",
+                    self.vg.replace('-', "--"),
+                    lv_name.replace('-', "--")
+                ));
+                if cow.exists() {
+                    let len = std::fs::metadata(&cow).map(|m| m.len()).unwrap_or(0);
+                    let lay = vec![Span {
+                        path: cow,
+                        offset: 0,
+                        len: if len > 0 { len } else { lv.size },
+                    }];
+                    self.clear(&lay, lv.size)?;
+                }
+            } else {
+                let lay = self.layout(&lv)?;
+                self.clear(&lay, lv.size)?;
+            }
+        }
+        self.remove_lv(&lv_name)
+    }
+
+    fn create_volume_from_snapshot(
+        &self,
+        vol: &Volume,
+        snap: &Snapshot,
+    ) -> Result<Option<ModelUpdate>> {
+        vol.validate()?;
+        snap.validate()?;
+        self.check_vg_ready()?;
+        let snap_lv = names::lvm_snapshot_name(&snap.name)?;
+        let (_a, _b) = self.lock_two(&snap_lv, &vol.name)?;
+        let s = self.must_lv("snapshot", &snap_lv)?;
+        if vol.size_bytes() < s.size.min(snap.size_bytes()) {
+            return Err(DriverError::invalid(format!(
+                "volume size {} GiB is smaller than the snapshot's {} GiB",
+                vol.size, snap.volume_size
+            )));
+        }
+        if self.lv(&vol.name)?.is_some() {
+            return Err(DriverError::AlreadyExists {
+                what: "volume",
+                name: vol.name.clone(),
+            });
+        }
+        let mut tags = Vec::new();
+        if let Some(n) = &vol.display_name {
+            tags.push(format!("{TAG_NAME}:{n}"));
+        }
+        if self.dm && self.thin()? {
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &snap_lv, &vol.name, None, &tags),
+            )?;
+            if vol.size_bytes() > s.size {
+                self.extend_lv(&vol.name, vol.size)?;
+            }
+            self.activate(&snap_lv, true)?;
+            self.activate(&vol.name, true)?;
+            return Ok(None);
+        }
+        self.activate(&snap_lv, false)?;
+        self.create_copy(&vol.name, vol.size, tags, &s, snap.size_bytes())?;
+        Ok(None)
+    }
+
+    fn create_cloned_volume(&self, vol: &Volume, src: &Volume) -> Result<Option<ModelUpdate>> {
+        vol.validate()?;
+        src.validate()?;
+        self.check_vg_ready()?;
+        if vol.id == src.id {
+            return Err(DriverError::invalid(
+                "a volume cannot be cloned onto itself",
+            ));
+        }
+        let (_a, _b) = self.lock_two(&src.name, &vol.name)?;
+        let s = self.must_lv("volume", &src.name)?;
+        if vol.size_bytes() < s.size {
+            return Err(DriverError::invalid(format!(
+                "volume size {} GiB is smaller than the source's {} bytes",
+                vol.size, s.size
+            )));
+        }
+        if self.lv(&vol.name)?.is_some() {
+            return Err(DriverError::AlreadyExists {
+                what: "volume",
+                name: vol.name.clone(),
+            });
+        }
+        let mut tags = Vec::new();
+        if let Some(n) = &vol.display_name {
+            tags.push(format!("{TAG_NAME}:{n}"));
+        }
+        if self.dm && self.thin()? {
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &src.name, &vol.name, None, &tags),
+            )?;
+            if vol.size_bytes() > s.size {
+                self.extend_lv(&vol.name, vol.size)?;
+            }
+            self.activate(&vol.name, true)?;
+            return Ok(None);
+        }
+        self.create_copy(&vol.name, vol.size, tags, &s, s.size)?;
+        Ok(None)
+    }
+
+    fn extend_volume(&self, vol: &Volume, new_size: u64) -> Result<()> {
+        vol.validate()?;
+        names::check_size_gb(new_size)?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        if new_size * GIB < lv.size {
+            return Err(DriverError::invalid(format!(
+                "new size {new_size} GiB is smaller than the current {} bytes",
+                lv.size
+            )));
+        }
+        if new_size * GIB == lv.size {
+            return Ok(());
+        }
+        self.extend_lv(&vol.name, new_size)?;
+        let v = self.with_state(vol)?;
+        if v.provider_location.is_some() {
+            if let Some(x) = &self.exporter {
+                let lv = self.must_lv("volume", &vol.name)?;
+                let v = Volume {
+                    size: new_size,
+                    ..v
+                };
+                x.extend(&self.export_volume(&v, &lv)?, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn revert_to_snapshot(&self, vol: &Volume, snap: &Snapshot) -> Result<()> {
+        vol.validate()?;
+        snap.validate()?;
+        self.check_vg_ready()?;
+        if snap.volume_id != vol.id {
+            return Err(DriverError::invalid(format!(
+                "snapshot {} is not a snapshot of {}",
+                snap.name, vol.name
+            )));
+        }
+        let snap_lv = names::lvm_snapshot_name(&snap.name)?;
+        let _lv = self.lock(&vol.name)?;
+        let _ls = self.lock(&snap_lv)?;
+        let v = self.must_lv("volume", &vol.name)?;
+        let s = self.must_lv("snapshot", &snap_lv)?;
+        if self.dm && !self.thin()? && s.is_snapshot() {
+            // Native thick: merge (destroys the snapshot), re-activate, re-create the snapshot.
+            self.lvm_v("lvconvert --merge", cmd::merge(&self.vg, &snap_lv))?;
+            let vp = self.lv_path(&vol.name);
+            self.lvm("lvchange -a n", &["lvchange", "-a", "n", &vp])?;
+            self.activate(&vol.name, false)?;
+            let tags = [format!("{TAG_ORIGIN}:{}", snap.volume_id)];
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &vol.name, &snap_lv, Some(snap.volume_size), &tags),
+            )?;
+            return Ok(());
+        }
+        // No native revert here: copy the snapshot back through the engine. The volume is
+        // thick (or thin, not known to hold zeros): holes are written as zeros.
+        let src = self.layout(&s)?;
+        let dst = self.layout(&v)?;
+        let len = s.size.min(v.size);
+        self.copy_data(&src, &dst, len, false)?;
+        if v.size > len {
+            // Bytes past the snapshot's size did not exist in it: they read as zeros after revert.
+            let tail: Vec<Span> = skip_layout(&dst, len);
+            self.wipe_data(&tail, v.size - len)?;
+        }
+        Ok(())
+    }
+
+    fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
+        vol.validate()?;
+        crate::image::declared_format(image)?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        let dst = self.layout(&lv)?;
+        let _g = self.pv_locks(&dst)?;
+        retry_busy(|| {
+            crate::image::image_into_layout(
+                image,
+                vol,
+                &dst,
+                &self.state_dir.join("staging"),
+                self.cfg.volume_copy_bps_limit,
+            )
+        })
+    }
+
+    fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
+        vol.validate()?;
+        crate::image::declared_format(image)?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        let src = self.layout(&lv)?;
+        crate::image::layout_into_image(
+            &src,
+            image,
+            &self.state_dir.join("staging"),
+            self.cfg.volume_copy_bps_limit,
+        )
+    }
+
+    fn clone_image(&self, vol: &Volume, _image: &ImageFile) -> Result<CloneImageResult> {
+        vol.validate()?;
+        // As Cinder's LVM driver: no efficient path, fall back to copy_image_to_volume.
+        Ok(CloneImageResult::default())
+    }
+
+    fn manage_existing(
+        &self,
+        vol: &Volume,
+        existing_ref: &ExistingRef,
+    ) -> Result<Option<ModelUpdate>> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let lv = self.manage_lv(existing_ref)?;
+        let _l = self.lock(&vol.name)?;
+        if lv.name != vol.name {
+            if self.lv(&vol.name)?.is_some() {
+                return Err(DriverError::AlreadyExists {
+                    what: "volume",
+                    name: vol.name.clone(),
+                });
+            }
+            self.lvm_v("lvrename", cmd::rename(&self.vg, &lv.name, &vol.name))?;
+        }
+        if lv.has_tag(TAG_UNMANAGED) {
+            self.del_tag(&vol.name, TAG_UNMANAGED)?;
+        }
+        if let Some(old) = lv.tags.iter().find(|t| t.starts_with(TAG_NAME)) {
+            self.del_tag(&vol.name, old)?;
+        }
+        if let Some(n) = &vol.display_name {
+            self.add_tag(&vol.name, &format!("{TAG_NAME}:{n}"))?;
+        }
+        Ok(None)
+    }
+
+    fn manage_existing_get_size(&self, _vol: &Volume, existing_ref: &ExistingRef) -> Result<u64> {
+        let lv = self.manage_lv(existing_ref)?;
+        Ok(lv.size.div_ceil(GIB).max(1))
+    }
+
+    fn get_manageable_volumes(&self) -> Result<Vec<ManageableVolume>> {
+        let pool = self.pool_name();
+        let mut out = Vec::new();
+        for lv in self.lvs()? {
+            if lv.is_internal() || lv.is_thin_pool() || lv.name == pool {
+                continue;
+            }
+            if lv.name.starts_with("_snapshot-") {
+                continue;
+            }
+            let managed = names::check_volume_name(&lv.name)
+                .ok()
+                .filter(|_| !lv.has_tag(TAG_UNMANAGED));
+            let reason = if managed.is_some() {
+                Some("already managed".to_owned())
+            } else if lv.is_open() {
+                Some("volume in use".to_owned())
+            } else if lv.is_snapshot() {
+                Some("snapshot".to_owned())
+            } else {
+                None
+            };
+            out.push(ManageableVolume {
+                reference: ExistingRef::source_name(&lv.name),
+                size: lv.size.div_ceil(GIB).max(1),
+                safe_to_manage: reason.is_none(),
+                reason_not_safe: reason,
+                cinder_id: managed,
+                extra_info: None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn unmanage(&self, vol: &Volume) -> Result<()> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        self.must_lv("volume", &vol.name)?;
+        self.add_tag(&vol.name, TAG_UNMANAGED)?;
+        self.drop_state(&vol.name)
+    }
+
+    fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
+        vol.validate()?;
+        let x = self.exporter("create_export")?;
+        let _l = self.lock(&vol.name)?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        self.activate(&vol.name, false)?;
+        let v = self.with_state(vol)?;
+        let mu = x.create(&self.export_volume(&v, &lv)?, &v)?;
+        let mut st = self.state(&vol.name)?;
+        st.provider_location = mu.provider_location.clone();
+        st.provider_auth = mu.provider_auth.clone();
+        self.set_state(&vol.name, &st)?;
+        Ok(Some(mu))
+    }
+
+    fn ensure_export(&self, vol: &Volume) -> Result<()> {
+        vol.validate()?;
+        let x = self.exporter("ensure_export")?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        self.activate(&vol.name, false)?;
+        let v = self.with_state(vol)?;
+        x.ensure(&self.export_volume(&v, &lv)?, &v)
+    }
+
+    fn remove_export(&self, vol: &Volume) -> Result<()> {
+        vol.validate()?;
+        let x = self.exporter("remove_export")?;
+        let _l = self.lock(&vol.name)?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        let v = self.with_state(vol)?;
+        x.remove(&self.export_volume(&v, &lv)?, false)?;
+        let mut st = self.state(&vol.name)?;
+        st.provider_location = None;
+        st.provider_auth = None;
+        self.set_state(&vol.name, &st)
+    }
+
+    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
+        vol.validate()?;
+        let x = self.exporter("initialize_connection")?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        let v = self.with_state(vol)?;
+        x.connect(&self.export_volume(&v, &lv)?, &v, connector)
+    }
+
+    fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
+        vol.validate()?;
+        let x = self.exporter("terminate_connection")?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        let v = self.with_state(vol)?;
+        x.disconnect(&self.export_volume(&v, &lv)?, &v, connector)
+    }
+
+    fn attach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        self.must_lv("volume", &vol.name)?;
+        let mut st = self.state(&vol.name)?;
+        st.attachments.push(attachment.clone());
+        self.set_state(&vol.name, &st)
+    }
+
+    fn detach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let _l = self.lock(&vol.name)?;
+        let mut st = self.state(&vol.name)?;
+        if let Some(i) = st.attachments.iter().position(|a| a == attachment) {
+            st.attachments.remove(i);
+        } else if attachment == &Attachment::default() {
+            st.attachments.clear();
+        }
+        self.set_state(&vol.name, &st)
+    }
+
+    fn list_volumes(&self) -> Result<Vec<Volume>> {
+        let mut out = Vec::new();
+        for lv in self.lvs()? {
+            if let Some(v) = self.volume_from_lv(&lv) {
+                out.push(self.with_state(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<Snapshot>> {
+        let lvs = self.lvs()?;
+        let mut out = Vec::new();
+        for lv in &lvs {
+            let Some(rest) = lv.name.strip_prefix('_') else {
+                continue;
+            };
+            let Ok(id) = names::check_snapshot_name(rest) else {
+                continue;
+            };
+            if lv.has_tag(TAG_CREATING) {
+                continue;
+            }
+            let vid = if let Ok(v) = names::check_volume_name(&lv.origin) {
+                v
+            } else if let Some(v) = lv
+                .tag_value(TAG_ORIGIN)
+                .and_then(|s| Uuid::try_parse(s).ok())
+            {
+                v
+            } else {
+                continue;
+            };
+            let origin_size = lvs
+                .iter()
+                .find(|l| l.name == names::volume_name(&vid))
+                .map(|l| l.size)
+                .unwrap_or(lv.size);
+            let size = if lv.is_snapshot() {
+                origin_size
+            } else {
+                lv.size
+            };
+            out.push(Snapshot {
+                id,
+                name: rest.to_owned(),
+                volume_id: vid,
+                volume_name: names::volume_name(&vid),
+                volume_size: size.div_ceil(GIB).max(1),
+                display_name: lv.tag_value(TAG_NAME).map(str::to_owned),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Retries an engine call refused because its block device destination is still claimed: the
+/// O_EXCL claim of a previous copy onto the same PV is released asynchronously (io_uring drops
+/// its file references after the ring is gone), so a next writer can see EBUSY for a moment.
+/// Nothing was written when the open is refused, so the retry is safe.
+fn retry_busy(mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(DriverError::Engine(e)) if tries < 100 && e.to_string().contains("is in use") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The layout past its first `skip` bytes.
+fn skip_layout(l: &[Span], mut skip: u64) -> Vec<Span> {
+    let mut out = Vec::new();
+    for s in l {
+        if skip >= s.len {
+            skip -= s.len;
+            continue;
+        }
+        out.push(Span {
+            path: s.path.clone(),
+            offset: s.offset + skip,
+            len: s.len - skip,
+        });
+        skip = 0;
+    }
+    out
+}

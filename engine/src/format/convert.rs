@@ -1,0 +1,289 @@
+//! Image <-> volume: the engine entry points behind `ember image to-volume|from-volume`.
+//!
+//! to-volume: open image -> [`analyze`] (detection, declared format, every safety rule, the
+//! whole table walk) -> for compressed images, decode every compressed unit once without
+//! writing (bombs and corrupt streams are found before the first write) -> write:
+//! raw-like images through [`copy::copy`], qcow2/vmdk plans through [`copy::execute_plan`],
+//! vhd/vhdx/vdi through `qemu-img convert -f <inspected format>`.
+//!
+//! from-volume: the volume is raw and never probed; raw output is a sparse copy, qcow2 output
+//! the [`super::qcow2::writer`]; both written to a temporary name and renamed into place.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use super::qcow2::writer::{tmp_path, write_qcow2, WriteOptions, WriteSummary};
+use super::{analyze, verify_compressed, Analysis, FileSource, Format, InspectOptions, Reader};
+use crate::copy::{self, CopyOptions, Summary};
+use crate::plan::Op;
+use crate::{Error, Result};
+
+/// Options of [`image_to_volume`].
+#[derive(Debug, Clone, Default)]
+pub struct ToVolumeOptions {
+    pub inspect: InspectOptions,
+    pub copy: CopyOptions,
+    /// Threads for the compressed-data precheck (0 = available parallelism).
+    pub threads: usize,
+}
+
+/// What [`image_to_volume`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ToVolumeSummary {
+    pub format: Format,
+    pub virtual_size: u64,
+    /// "ember" (native reader / raw copy) or "qemu-img".
+    pub via: &'static str,
+    /// The engine's summary when Ember wrote the data.
+    pub copy: Option<Summary>,
+    /// Seconds spent on inspection and the compressed-data precheck.
+    pub inspect_seconds: f64,
+    pub seconds: f64,
+}
+
+fn bad(path: &Path, e: super::ImageError) -> Error {
+    e.into_engine(path)
+}
+
+/// Inspects `image` and writes its disk contents to `dest` (file or block device).
+/// Nothing is written to `dest` unless inspection and the precheck pass.
+pub fn image_to_volume(
+    image: &Path,
+    dest: &Path,
+    opts: &ToVolumeOptions,
+) -> Result<ToVolumeSummary> {
+    let started = Instant::now();
+    opts.copy.validate()?;
+    let src = FileSource::open(image).map_err(|e| Error::open("open", image, e))?;
+    let a: Analysis = analyze(&src, &opts.inspect).map_err(|e| bad(image, e))?;
+    if let Reader::Native(plan) = &a.reader {
+        if plan.ops.iter().any(|o| matches!(o, Op::Decode { .. })) {
+            let threads = if opts.threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                opts.threads
+            };
+            verify_compressed(&src, plan, a.cluster_size.unwrap_or(0), threads)
+                .map_err(|e| bad(image, e))?;
+        }
+    }
+    drop(src);
+    let inspect_seconds = started.elapsed().as_secs_f64();
+    let mut summary = ToVolumeSummary {
+        format: a.format,
+        virtual_size: a.virtual_size,
+        via: "ember",
+        copy: None,
+        inspect_seconds,
+        seconds: 0.0,
+    };
+    match &a.reader {
+        Reader::Raw => {
+            summary.copy = Some(copy::copy(image, dest, &opts.copy)?);
+        }
+        Reader::Native(plan) => {
+            let mut c = opts.copy.clone();
+            // Each Decode op must fit one pipeline block.
+            let biggest = plan
+                .ops
+                .iter()
+                .map(|o| match *o {
+                    Op::Decode { src_len, len, .. } => src_len.max(len),
+                    _ => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            while (c.block_size as u64) < biggest && c.block_size < copy::MAX_BLOCK_SIZE {
+                c.block_size *= 2;
+            }
+            summary.copy = Some(copy::execute_plan(image, plan, dest, &c)?);
+        }
+        Reader::Qemu(fmt) => {
+            if let Some(dev_size) = block_device_size(dest)? {
+                if dev_size < a.virtual_size {
+                    return Err(Error::invalid(format!(
+                        "destination {} ({dev_size} bytes) is smaller than the image ({} bytes)",
+                        dest.display(),
+                        a.virtual_size
+                    )));
+                }
+            }
+            qemu_convert(image, *fmt, dest, &opts.copy)?;
+            summary.via = "qemu-img";
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The size of `path` when it is a block device.
+fn block_device_size(path: &Path) -> Result<Option<u64>> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => {
+            let mut f = std::fs::File::open(path).map_err(|e| Error::open("open", path, e))?;
+            let n = f
+                .seek(SeekFrom::End(0))
+                .map_err(|e| Error::io("seek", path, 0, e))?;
+            Ok(Some(n))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `qemu-img convert -f <fmt> -O raw`, the format pinned to what inspection found.
+fn qemu_convert(image: &Path, fmt: Format, dest: &Path, opts: &CopyOptions) -> Result<()> {
+    let meta = std::fs::metadata(dest).ok();
+    let is_block = meta.as_ref().is_some_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_block_device()
+    });
+    if let Some(m) = &meta {
+        if m.is_file() && m.len() > 0 && !opts.force {
+            return Err(Error::invalid(format!(
+                "{} exists and is not empty (use --force to overwrite it)",
+                dest.display()
+            )));
+        }
+    }
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-q", "-f", fmt.qemu_name(), "-O", "raw"]);
+    if is_block {
+        cmd.args(["-n", "-t", "none"]);
+    }
+    if opts.sync && !is_block {
+        cmd.args(["-t", "writeback"]);
+    }
+    cmd.arg(image).arg(dest);
+    let out = cmd
+        .output()
+        .map_err(|e| Error::open("run qemu-img for", image, e))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::BadImage {
+            path: image.to_path_buf(),
+            reason: format!(
+                "qemu-img convert -f {} failed: {}",
+                fmt.qemu_name(),
+                msg.lines().next().unwrap_or("").trim()
+            ),
+        });
+    }
+    if opts.sync {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .map_err(|e| Error::open("open", dest, e))?;
+        f.sync_all().map_err(|e| Error::Flush {
+            path: dest.to_path_buf(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+/// Options of [`volume_to_image`].
+#[derive(Debug, Clone, Default)]
+pub struct FromVolumeOptions {
+    pub format: Option<Format>,
+    pub compress: bool,
+    pub threads: usize,
+    pub copy: CopyOptions,
+}
+
+/// What [`volume_to_image`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FromVolumeSummary {
+    pub format: Format,
+    pub virtual_size: u64,
+    pub file_size: u64,
+    pub qcow2: Option<WriteSummary>,
+    pub copy: Option<Summary>,
+    pub seconds: f64,
+}
+
+/// Writes the volume `src` (read as raw, never probed) as an image `out` (raw or qcow2).
+pub fn volume_to_image(
+    src: &Path,
+    out: &Path,
+    opts: &FromVolumeOptions,
+) -> Result<FromVolumeSummary> {
+    let started = Instant::now();
+    let format = opts.format.unwrap_or(Format::Raw);
+    if opts.compress && format != Format::Qcow2 {
+        return Err(Error::invalid("--compress needs --format qcow2"));
+    }
+    if same_file(src, out) {
+        return Err(Error::invalid(format!(
+            "{} and {} are the same file",
+            src.display(),
+            out.display()
+        )));
+    }
+    match format {
+        Format::Qcow2 => {
+            let w = write_qcow2(
+                src,
+                out,
+                &WriteOptions {
+                    compress: opts.compress,
+                    threads: opts.threads,
+                    force: opts.copy.force,
+                    cancel: opts.copy.cancel.clone(),
+                    progress: opts.copy.progress.clone(),
+                },
+            )?;
+            Ok(FromVolumeSummary {
+                format,
+                virtual_size: w.virtual_size,
+                file_size: w.file_size,
+                qcow2: Some(w),
+                copy: None,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        Format::Raw => {
+            if out.exists() && !opts.copy.force {
+                return Err(Error::invalid(format!(
+                    "{} exists (use --force to replace it)",
+                    out.display()
+                )));
+            }
+            let tmp: PathBuf = tmp_path(out);
+            let _ = std::fs::remove_file(&tmp);
+            let mut c = opts.copy.clone();
+            c.sync = true;
+            let res = copy::copy(src, &tmp, &c);
+            let s = match res {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            std::fs::rename(&tmp, out).map_err(|e| Error::open("rename into place", out, e))?;
+            let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+            Ok(FromVolumeSummary {
+                format,
+                virtual_size: s.logical_size,
+                file_size,
+                qcow2: None,
+                copy: Some(s),
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        f => Err(Error::invalid(format!(
+            "cannot write {f} images: use raw or qcow2"
+        ))),
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}

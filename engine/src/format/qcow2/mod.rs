@@ -1,0 +1,9 @@
+//! qcow2 (versions 2 and 3): header validation, reader (image -> plan) and writer
+//! (volume -> image).
+
+pub mod header;
+pub mod reader;
+pub mod writer;
+
+pub use header::{parse as parse_header, CompressionType, Header};
+pub use reader::{build_plan, WalkStats};

@@ -1,0 +1,362 @@
+//! image -> volume through the real io_uring engine (execute_plan / copy / qemu-img), and
+//! volume -> image (raw, qcow2) checked by `qemu-img check` and `qemu-img compare`.
+
+mod images_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use ember_engine::copy::CopyOptions;
+use ember_engine::format::convert::{
+    image_to_volume, volume_to_image, FromVolumeOptions, ToVolumeOptions,
+};
+use ember_engine::format::{Format, InspectOptions};
+use images_support::*;
+
+fn to_volume(
+    img: &Path,
+    dest: &Path,
+) -> ember_engine::Result<ember_engine::format::convert::ToVolumeSummary> {
+    image_to_volume(img, dest, &ToVolumeOptions::default())
+}
+
+#[test]
+fn to_volume_matches_qemu_for_every_native_format() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    let src = path(&d, "src.raw");
+    let size = (24 << 20) + 3 * 512;
+    sparse_source(&src, size, 21);
+    for (name, fmt, compress, opts) in [
+        ("v2.qcow2", "qcow2", false, "compat=0.10"),
+        ("v3.qcow2", "qcow2", false, "cluster_size=4k"),
+        ("c.qcow2", "qcow2", true, ""),
+        ("z.qcow2", "qcow2", true, "compression_type=zstd"),
+        ("big.qcow2", "qcow2", true, "cluster_size=2M"),
+        ("ms.vmdk", "vmdk", false, "subformat=monolithicSparse"),
+        ("so.vmdk", "vmdk", false, "subformat=streamOptimized"),
+        ("a.vhd", "vpc", false, "subformat=dynamic"),
+        ("a.vhdx", "vhdx", false, "subformat=dynamic"),
+        ("a.vdi", "vdi", false, "static=off"),
+    ] {
+        let img = path(&d, name);
+        let mut args = vec!["convert", "-f", "raw", "-O", fmt];
+        if compress {
+            args.push("-c");
+        }
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        args.extend([p(&src), p(&img)]);
+        qemu_img(&args);
+        let out = path(&d, &format!("{name}.out"));
+        let s = to_volume(&img, &out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let theirs = path(&d, &format!("{name}.qemu"));
+        qemu_img(&["convert", "-O", "raw", p(&img), p(&theirs)]);
+        assert_same(&out, &theirs);
+        let native = matches!(fmt, "qcow2" | "vmdk");
+        assert_eq!(s.via, if native { "ember" } else { "qemu-img" }, "{name}");
+        // (2 MiB clusters hold data and zeros mixed: whether their zero parts become holes is
+        // the pipeline's zero-detection granularity, not the reader's business.)
+        if native && name != "big.qcow2" {
+            // sparse destination: holes kept
+            let alloc =
+                std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&out).unwrap()) * 512;
+            assert!(alloc < size, "{name}: {alloc} bytes allocated of {size}");
+        }
+    }
+}
+
+#[test]
+fn hostile_images_never_touch_the_destination() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    let base = path(&d, "base.raw");
+    sparse_source(&base, 4 << 20, 3);
+    let backed = path(&d, "backed.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "/etc/passwd",
+        "-F",
+        "raw",
+        p(&backed),
+        "4M",
+    ]);
+    // a compressed image whose first compressed cluster is turned into a bomb
+    let bomb = path(&d, "bomb.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-c",
+        p(&base),
+        p(&bomb),
+    ]);
+    {
+        use ember_engine::format::{analyze, FileSource, Reader};
+        use ember_engine::plan::Op;
+        use flate2::{Compress, Compression, FlushCompress};
+        use std::os::unix::fs::FileExt;
+        let a = analyze(
+            &FileSource::open(&bomb).unwrap(),
+            &InspectOptions::default(),
+        )
+        .unwrap();
+        let Reader::Native(plan) = a.reader else {
+            panic!()
+        };
+        let (at, room) = plan
+            .ops
+            .iter()
+            .rev()
+            .find_map(|o| match *o {
+                Op::Decode { src, src_len, .. } => Some((src, src_len)),
+                _ => None,
+            })
+            .unwrap();
+        let mut c = Compress::new(Compression::best(), false);
+        let mut z = vec![0u8; 64 << 10];
+        c.compress(&vec![0u8; 2 << 20], &mut z, FlushCompress::Finish)
+            .unwrap();
+        z.truncate(c.total_out() as usize);
+        assert!(z.len() as u64 <= room);
+        let f = std::fs::OpenOptions::new().write(true).open(&bomb).unwrap();
+        f.write_all_at(&z, at).unwrap();
+    }
+    let raw_claiming = path(&d, "claims-raw.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        p(&base),
+        p(&raw_claiming),
+    ]);
+
+    for (img, declared, want) in [
+        (&backed, None, "backing file"),
+        (&bomb, None, "bomb"),
+        (&raw_claiming, Some(Format::Raw), "declared raw"),
+    ] {
+        // 1. destination does not exist: it must not be created
+        let dest = path(&d, "new.raw");
+        let opts = ToVolumeOptions {
+            inspect: InspectOptions {
+                declared,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = image_to_volume(img, &dest, &opts).unwrap_err().to_string();
+        assert!(e.contains(want), "{img:?}: {e}");
+        assert!(!dest.exists(), "{img:?}: destination created");
+        // 2. destination exists (and --force would allow overwriting): unchanged
+        let existing = path(&d, "existing.raw");
+        std::fs::write(&existing, vec![0x5au8; 1 << 20]).unwrap();
+        let mut o2 = opts.clone();
+        o2.copy = CopyOptions {
+            force: true,
+            ..Default::default()
+        };
+        assert!(image_to_volume(img, &existing, &o2).is_err());
+        let after = std::fs::read(&existing).unwrap();
+        assert!(
+            after.len() == 1 << 20 && after.iter().all(|&b| b == 0x5a),
+            "{img:?}: destination changed"
+        );
+    }
+}
+
+/// A loop device over a file full of 0xff: holes of the image must be zeroed on it.
+#[test]
+fn to_volume_on_a_loop_device_zeroes_holes() {
+    ember_engine::require_root!();
+    ember_engine::require_tool!("qemu-img", "losetup");
+    let d = tmp();
+    let src = path(&d, "src.raw");
+    sparse_source(&src, 32 << 20, 31);
+    let img = path(&d, "c.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-c",
+        p(&src),
+        p(&img),
+    ]);
+    let backing = path(&d, "backing.img");
+    std::fs::write(&backing, vec![0xffu8; 32 << 20]).unwrap();
+    let out = Command::new("losetup")
+        .args(["--find", "--show", p(&backing)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    struct Loop(String);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _g = Loop(dev.clone());
+    let s = to_volume(&img, Path::new(&dev)).unwrap();
+    assert_eq!(s.via, "ember");
+    let c = ember_engine::copy::compare(Path::new(&dev), &src).unwrap();
+    assert!(c.identical, "{c:?}");
+}
+
+fn qemu_img_check(img: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", p(img)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img check {img:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn from_volume_qcow2_is_clean_and_identical() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    for (size, seed) in [
+        ((40 << 20) + 512, 41u64),
+        (3 << 29, 42),
+        (0, 43),
+        (4096, 44),
+    ] {
+        let src = path(&d, "vol.raw");
+        if size >= 1 << 30 {
+            // a big sparse volume with data spread out (several L2 tables and refcount blocks)
+            let f = std::fs::File::create(&src).unwrap();
+            f.set_len(size).unwrap();
+            use std::os::unix::fs::FileExt;
+            for i in 0..40u64 {
+                let off = i * (size / 40) + i * 4096;
+                f.write_all_at(&vec![(i + 1) as u8; 70_000], off).unwrap();
+            }
+        } else if size > 0 {
+            sparse_source(&src, size, seed);
+        } else {
+            std::fs::File::create(&src).unwrap();
+        }
+        for compress in [false, true] {
+            let out = path(&d, "out.qcow2");
+            let s = volume_to_image(
+                &src,
+                &out,
+                &FromVolumeOptions {
+                    format: Some(Format::Qcow2),
+                    compress,
+                    copy: CopyOptions {
+                        force: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(s.virtual_size, size);
+            qemu_img_check(&out);
+            qemu_img(&[
+                "compare",
+                "-q",
+                "-f",
+                "raw",
+                "-F",
+                "qcow2",
+                p(&src),
+                p(&out),
+            ]);
+            // and Ember reads back its own output
+            let back = path(&d, "back.raw");
+            let _ = std::fs::remove_file(&back);
+            to_volume(&out, &back).unwrap();
+            let c = ember_engine::copy::compare(&back, &src).unwrap();
+            assert!(c.identical, "{c:?}");
+            if compress && size > 1 << 20 {
+                assert!(s.qcow2.as_ref().unwrap().compressed_clusters > 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn from_volume_reads_the_volume_as_raw_whatever_it_contains() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    // A volume whose data is a qcow2 image with a backing file naming a host file: it must be
+    // copied as data, never interpreted (CVE-2026-24708).
+    let vol = path(&d, "vol.raw");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "/etc/passwd",
+        "-F",
+        "raw",
+        p(&vol),
+        "1G",
+    ]);
+    for fmt in [Format::Raw, Format::Qcow2] {
+        let out = path(&d, "out.img");
+        volume_to_image(
+            &vol,
+            &out,
+            &FromVolumeOptions {
+                format: Some(fmt),
+                copy: CopyOptions {
+                    force: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        qemu_img(&[
+            "compare",
+            "-q",
+            "-f",
+            "raw",
+            "-F",
+            fmt.qemu_name(),
+            p(&vol),
+            p(&out),
+        ]);
+    }
+    // Existing output without force: refused, untouched.
+    let out = path(&d, "keep.img");
+    std::fs::write(&out, b"keep").unwrap();
+    let e = volume_to_image(
+        &vol,
+        &out,
+        &FromVolumeOptions {
+            format: Some(Format::Qcow2),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("exists"), "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep");
+}

@@ -1,0 +1,537 @@
+//! `ember volume ...`: Cinder-shaped volume management on the configured backends (the file
+//! backend in the user's data folder when there is no config: no root needed).
+
+use std::path::PathBuf;
+
+use ember_drivers::config::{default_config_path, Config};
+use ember_drivers::stats::VolumeStats;
+use ember_drivers::{
+    driver_for, Attachment, Connector, DriverError, ExistingRef, ImageFile, ImageMeta, Snapshot,
+    Volume, VolumeDriver,
+};
+use serde::Serialize;
+
+use super::common::human;
+
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Manage volumes: create, snapshot, clone, extend, export, delete (with wipe).
+#[derive(clap::Args, Debug)]
+pub struct VolumeArgs {
+    /// Config file (TOML, one [[backend]] per backend). Default: $EMBER_CONFIG, else
+    /// $XDG_CONFIG_HOME/ember/config.toml or ~/.config/ember/config.toml; without one, a file
+    /// backend in $XDG_DATA_HOME/ember/volumes (~/.local/share/ember/volumes).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Backend to use (default: the config's default_backend, or its only backend).
+    #[arg(long, global = true)]
+    pub backend: Option<String>,
+    /// Print JSON on stdout instead of the human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: VolumeCommand,
+}
+
+/// The volume subcommands. VOLUME is a name, a UUID or `volume-<uuid>`; SNAPSHOT likewise.
+#[derive(clap::Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create an empty volume (sparse; reads as zeros).
+    Create {
+        /// Name (A-Z a-z 0-9 _ . -, at most 64); without one the volume is known by its UUID.
+        name: Option<String>,
+        /// Size in GiB.
+        #[arg(long)]
+        size: u64,
+    },
+    /// Delete a volume (wiped first as configured: volume_clear / volume_clear_size).
+    Delete { volume: String },
+    /// List volumes.
+    List,
+    /// Show one volume and its snapshots.
+    Show { volume: String },
+    /// Grow a volume to SIZE GiB.
+    Extend {
+        volume: String,
+        #[arg(long)]
+        size: u64,
+    },
+    /// Snapshot a volume.
+    Snapshot {
+        volume: String,
+        /// Snapshot name.
+        name: Option<String>,
+    },
+    /// Delete a snapshot.
+    SnapshotDelete { snapshot: String },
+    /// List snapshots.
+    Snapshots,
+    /// Clone a volume into a new one.
+    Clone {
+        source: String,
+        name: Option<String>,
+        /// Size in GiB (default: the source's).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Create a volume from a snapshot.
+    FromSnapshot {
+        snapshot: String,
+        name: Option<String>,
+        /// Size in GiB (default: the snapshot's).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Revert a volume to one of its snapshots.
+    Revert { volume: String, snapshot: String },
+    /// Take over a backend object (an LV, or a file in the backend's data folder).
+    Manage {
+        /// The object's name (Cinder's {"source-name": ...}).
+        source_name: String,
+        /// Name for the managed volume.
+        name: Option<String>,
+    },
+    /// List backend objects that could be managed.
+    Manageable,
+    /// Stop managing a volume (its data stays).
+    Unmanage { volume: String },
+    /// Cinder's capability/stats dict of the backend.
+    Stats,
+    /// Export a volume over iSCSI (needs [backend.target]).
+    Export { volume: String },
+    /// Remove a volume's export.
+    Unexport { volume: String },
+    /// Grant an initiator access; prints Cinder's connection_info.
+    Connect {
+        volume: String,
+        /// The initiator's IQN.
+        #[arg(long)]
+        initiator: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        multipath: bool,
+    },
+    /// Revoke an initiator's access.
+    Disconnect {
+        volume: String,
+        #[arg(long)]
+        initiator: String,
+    },
+    /// Write a volume out as an image file (Cinder's upload-to-image): raw or qcow2.
+    Upload {
+        volume: String,
+        image: PathBuf,
+        /// Image format (Glance's disk_format): raw or qcow2.
+        #[arg(long, default_value = "raw")]
+        format: String,
+    },
+    /// Write an image file into a volume (Cinder's create-from-image data path). The image is
+    /// inspected first and must be the declared format (raw, qcow2, vmdk, vhd, vhdx, vdi).
+    Download {
+        image: PathBuf,
+        volume: String,
+        /// Image format (Glance's disk_format).
+        #[arg(long, default_value = "raw")]
+        format: String,
+    },
+}
+
+struct Ctx {
+    driver: Box<dyn VolumeDriver>,
+    json: bool,
+}
+
+fn bad(msg: String) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(DriverError::InvalidInput(msg))
+}
+
+impl Ctx {
+    fn volume(&self, key: &str) -> Result<Volume, Box<dyn std::error::Error + Send + Sync>> {
+        let all = self.driver.list_volumes()?;
+        let hits: Vec<&Volume> = all
+            .iter()
+            .filter(|v| {
+                v.id.to_string() == key || v.name == key || v.display_name.as_deref() == Some(key)
+            })
+            .collect();
+        match hits.as_slice() {
+            [v] => Ok((*v).clone()),
+            [] => Err(Box::new(DriverError::volume_not_found(key))),
+            _ => Err(bad(format!(
+                "{key:?} names {} volumes: use the UUID",
+                hits.len()
+            ))),
+        }
+    }
+
+    fn snapshot(&self, key: &str) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+        let all = self.driver.list_snapshots()?;
+        let hits: Vec<&Snapshot> = all
+            .iter()
+            .filter(|s| {
+                s.id.to_string() == key || s.name == key || s.display_name.as_deref() == Some(key)
+            })
+            .collect();
+        match hits.as_slice() {
+            [s] => Ok((*s).clone()),
+            [] => Err(Box::new(DriverError::snapshot_not_found(key))),
+            _ => Err(bad(format!(
+                "{key:?} names {} snapshots: use the UUID",
+                hits.len()
+            ))),
+        }
+    }
+
+    /// A new volume; a given name must not be taken yet.
+    fn new_volume(
+        &self,
+        size: u64,
+        name: Option<&str>,
+    ) -> Result<Volume, Box<dyn std::error::Error + Send + Sync>> {
+        let v = Volume::new(size, name)?;
+        if let Some(n) = name {
+            if self
+                .driver
+                .list_volumes()?
+                .iter()
+                .any(|x| x.display_name.as_deref() == Some(n))
+            {
+                return Err(Box::new(DriverError::AlreadyExists {
+                    what: "volume named",
+                    name: n.to_owned(),
+                }));
+            }
+        }
+        Ok(v)
+    }
+
+    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CliResult {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            let h = human();
+            if !h.is_empty() {
+                println!("{h}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn vol_line(v: &Volume) -> String {
+    format!(
+        "{:<24} {}  {:>5} GiB{}",
+        v.display_name.as_deref().unwrap_or("-"),
+        v.id,
+        v.size,
+        if v.provider_location.is_some() {
+            "  exported"
+        } else {
+            ""
+        }
+    )
+}
+
+fn snap_line(s: &Snapshot) -> String {
+    format!(
+        "{:<24} {}  {:>5} GiB  of {}",
+        s.display_name.as_deref().unwrap_or("-"),
+        s.id,
+        s.volume_size,
+        s.volume_name
+    )
+}
+
+fn stats_text(s: &VolumeStats) -> String {
+    format!(
+        "backend {} ({} {}, {})\n  capacity  {:.2} GiB total, {:.2} GiB free, {:.2} GiB provisioned\n  \
+         volumes   {} (incl. snapshots)\n  thin {}  sparse copies {}  multiattach {}\n  location  {}",
+        s.volume_backend_name,
+        s.vendor_name,
+        s.driver_version,
+        s.storage_protocol,
+        s.total_capacity_gb,
+        s.free_capacity_gb,
+        s.provisioned_capacity_gb,
+        s.total_volumes,
+        s.thin_provisioning_support,
+        s.sparse_copy_volume,
+        s.multiattach,
+        s.location_info
+    )
+}
+
+/// Runs `ember volume ...`.
+pub fn run(args: VolumeArgs) -> CliResult {
+    let explicit = args.config.clone();
+    let cfg = Config::load_or_default(explicit.as_deref())?;
+    let bcfg = cfg.backend(args.backend.as_deref())?;
+    let driver = driver_for(bcfg)?;
+    driver.do_setup()?;
+    driver.check_for_setup_error()?;
+    tracing::debug!(
+        backend = bcfg.name,
+        config = ?explicit.or_else(default_config_path),
+        "using backend"
+    );
+    let c = Ctx {
+        driver,
+        json: args.json,
+    };
+    let d = &c.driver;
+    match args.command {
+        VolumeCommand::Create { name, size } => {
+            let v = c.new_volume(size, name.as_deref())?;
+            d.create_volume(&v)?;
+            c.print(&v, || format!("created {} ({} GiB)", v.label(), v.size))
+        }
+        VolumeCommand::Delete { volume } => {
+            let v = c.volume(&volume)?;
+            d.delete_volume(&v)?;
+            c.print(&serde_json::json!({"deleted": v.id}), || {
+                format!("deleted {}", v.label())
+            })
+        }
+        VolumeCommand::List => {
+            let vs = d.list_volumes()?;
+            c.print(&vs, || {
+                vs.iter().map(vol_line).collect::<Vec<_>>().join("\n")
+            })
+        }
+        VolumeCommand::Show { volume } => {
+            let v = c.volume(&volume)?;
+            let snaps: Vec<Snapshot> = d
+                .list_snapshots()?
+                .into_iter()
+                .filter(|s| s.volume_id == v.id)
+                .collect();
+            c.print(
+                &serde_json::json!({"volume": v, "snapshots": snaps}),
+                || {
+                    let mut s = format!(
+                        "{}\n  id        {}\n  name      {}\n  size      {} GiB ({})\n  export    {}",
+                        v.label(),
+                        v.id,
+                        v.name,
+                        v.size,
+                        human(v.size_bytes()),
+                        v.provider_location.as_deref().unwrap_or("-")
+                    );
+                    for sn in &snaps {
+                        s.push_str(&format!("\n  snapshot  {}", snap_line(sn)));
+                    }
+                    s
+                },
+            )
+        }
+        VolumeCommand::Extend { volume, size } => {
+            let v = c.volume(&volume)?;
+            d.extend_volume(&v, size)?;
+            let v = Volume { size, ..v };
+            c.print(&v, || format!("extended {} to {size} GiB", v.label()))
+        }
+        VolumeCommand::Snapshot { volume, name } => {
+            let v = c.volume(&volume)?;
+            if let Some(n) = &name {
+                if d.list_snapshots()?
+                    .iter()
+                    .any(|s| s.display_name.as_deref() == Some(n))
+                {
+                    return Err(Box::new(DriverError::AlreadyExists {
+                        what: "snapshot named",
+                        name: n.clone(),
+                    }));
+                }
+            }
+            let s = Snapshot::new(&v, name.as_deref())?;
+            d.create_snapshot(&s)?;
+            c.print(&s, || format!("snapshot {} of {}", s.label(), v.label()))
+        }
+        VolumeCommand::SnapshotDelete { snapshot } => {
+            let s = c.snapshot(&snapshot)?;
+            d.delete_snapshot(&s)?;
+            c.print(&serde_json::json!({"deleted": s.id}), || {
+                format!("deleted snapshot {}", s.label())
+            })
+        }
+        VolumeCommand::Snapshots => {
+            let ss = d.list_snapshots()?;
+            c.print(&ss, || {
+                ss.iter().map(snap_line).collect::<Vec<_>>().join("\n")
+            })
+        }
+        VolumeCommand::Clone { source, name, size } => {
+            let src = c.volume(&source)?;
+            let v = c.new_volume(size.unwrap_or(src.size), name.as_deref())?;
+            d.create_cloned_volume(&v, &src)?;
+            c.print(&v, || format!("cloned {} into {}", src.label(), v.label()))
+        }
+        VolumeCommand::FromSnapshot {
+            snapshot,
+            name,
+            size,
+        } => {
+            let s = c.snapshot(&snapshot)?;
+            let v = c.new_volume(size.unwrap_or(s.volume_size), name.as_deref())?;
+            d.create_volume_from_snapshot(&v, &s)?;
+            c.print(&v, || {
+                format!("created {} from snapshot {}", v.label(), s.label())
+            })
+        }
+        VolumeCommand::Revert { volume, snapshot } => {
+            let v = c.volume(&volume)?;
+            let s = c.snapshot(&snapshot)?;
+            d.revert_to_snapshot(&v, &s)?;
+            c.print(
+                &serde_json::json!({"reverted": v.id, "snapshot": s.id}),
+                || format!("reverted {} to {}", v.label(), s.label()),
+            )
+        }
+        VolumeCommand::Manage { source_name, name } => {
+            let r = ExistingRef::source_name(&source_name);
+            let probe = Volume::new(1, name.as_deref())?;
+            let size = d.manage_existing_get_size(&probe, &r)?;
+            let v = c.new_volume(size, name.as_deref())?;
+            d.manage_existing(&v, &r)?;
+            c.print(&v, || {
+                format!("managed {source_name} as {} ({} GiB)", v.label(), v.size)
+            })
+        }
+        VolumeCommand::Manageable => {
+            let m = d.get_manageable_volumes()?;
+            c.print(&m, || {
+                m.iter()
+                    .map(|x| {
+                        format!(
+                            "{:<40} {:>5} GiB  {}",
+                            x.reference.source_name.as_deref().unwrap_or("?"),
+                            x.size,
+                            if x.safe_to_manage {
+                                "safe to manage".to_owned()
+                            } else {
+                                x.reason_not_safe.clone().unwrap_or_default()
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        VolumeCommand::Unmanage { volume } => {
+            let v = c.volume(&volume)?;
+            d.unmanage(&v)?;
+            c.print(&serde_json::json!({"unmanaged": v.id}), || {
+                format!("unmanaged {} (data kept)", v.label())
+            })
+        }
+        VolumeCommand::Stats => {
+            let s = d.get_volume_stats(true)?;
+            c.print(&s, || stats_text(&s))
+        }
+        VolumeCommand::Export { volume } => {
+            let v = c.volume(&volume)?;
+            let mu = d.create_export(&v)?;
+            c.print(&mu, || {
+                format!(
+                    "exported {}: {}",
+                    v.label(),
+                    mu.as_ref()
+                        .and_then(|m| m.provider_location.as_deref())
+                        .unwrap_or("-")
+                )
+            })
+        }
+        VolumeCommand::Unexport { volume } => {
+            let v = c.volume(&volume)?;
+            d.remove_export(&v)?;
+            c.print(&serde_json::json!({"unexported": v.id}), || {
+                format!("removed the export of {}", v.label())
+            })
+        }
+        VolumeCommand::Connect {
+            volume,
+            initiator,
+            ip,
+            host,
+            multipath,
+        } => {
+            let v = c.volume(&volume)?;
+            let conn = Connector {
+                initiator: Some(initiator),
+                ip,
+                host: host.clone(),
+                multipath,
+                ..Default::default()
+            };
+            let info = d.initialize_connection(&v, &conn)?;
+            d.attach_volume(
+                &v,
+                &Attachment {
+                    host_name: host.or(conn.initiator.clone()),
+                    ..Default::default()
+                },
+            )?;
+            // connection_info carries the CHAP secret: printed as JSON only on request.
+            c.print(&info, || {
+                format!(
+                    "{} -> {} {} lun {} (run with --json for the full connection_info)",
+                    v.label(),
+                    info.data.target_portal,
+                    info.data.target_iqn,
+                    info.data.target_lun
+                )
+            })
+        }
+        VolumeCommand::Disconnect { volume, initiator } => {
+            let v = c.volume(&volume)?;
+            let conn = Connector {
+                initiator: Some(initiator.clone()),
+                ..Default::default()
+            };
+            d.terminate_connection(&v, &conn)?;
+            d.detach_volume(&v, &Attachment::default())?;
+            c.print(&serde_json::json!({"disconnected": v.id}), || {
+                format!("disconnected {initiator} from {}", v.label())
+            })
+        }
+        VolumeCommand::Upload {
+            volume,
+            image,
+            format,
+        } => {
+            let v = c.volume(&volume)?;
+            let img = ImageFile {
+                path: image,
+                meta: ImageMeta {
+                    disk_format: format,
+                    ..ImageMeta::raw()
+                },
+            };
+            d.copy_volume_to_image(&v, &img)?;
+            c.print(&img, || {
+                format!("wrote {} to {}", v.label(), img.path.display())
+            })
+        }
+        VolumeCommand::Download {
+            image,
+            volume,
+            format,
+        } => {
+            let v = c.volume(&volume)?;
+            let img = ImageFile {
+                path: image,
+                meta: ImageMeta {
+                    disk_format: format,
+                    ..ImageMeta::raw()
+                },
+            };
+            d.copy_image_to_volume(&v, &img)?;
+            c.print(&img, || {
+                format!("wrote {} into {}", img.path.display(), v.label())
+            })
+        }
+    }
+}
