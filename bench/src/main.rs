@@ -37,10 +37,11 @@ use verify::Validation;
 #[cfg(test)]
 pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const ALL_CASES: [&str; 8] = [
+const ALL_CASES: [&str; 9] = [
     "sparse8g",
     "full4g",
     "sparse4t",
+    "copy-to-loop",
     "wipe-file",
     "wipe-loop",
     "img-to-file",
@@ -63,7 +64,7 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, wipe-file, wipe-loop,
+    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, copy-to-loop, wipe-file, wipe-loop,
     /// img-to-file, img-to-loop, img-from-vol; groups copy, wipe, image, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
@@ -104,9 +105,9 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
         let name = raw.trim();
         let add: Vec<&'static str> = match name {
             "all" => ALL_CASES.to_vec(),
-            "copy" => ALL_CASES[..3].to_vec(),
-            "wipe" => ALL_CASES[3..5].to_vec(),
-            "image" => ALL_CASES[5..].to_vec(),
+            "copy" => ALL_CASES[..4].to_vec(),
+            "wipe" => ALL_CASES[4..6].to_vec(),
+            "image" => ALL_CASES[6..].to_vec(),
             n => match ALL_CASES.iter().find(|c| **c == n) {
                 Some(c) => vec![*c],
                 None => {
@@ -129,9 +130,34 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
 fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
     let wipe = scale.wipe_size();
     match name {
-        "sparse8g" => Box::new(CopyCase::new(name, scale.sparse8g(), scale.full4g(), dir)),
-        "full4g" => Box::new(CopyCase::new(name, scale.full4g(), scale.full4g(), dir)),
-        "sparse4t" => Box::new(CopyCase::new(name, scale.sparse4t(), scale.full4g(), dir)),
+        "sparse8g" => Box::new(CopyCase::new(
+            name,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+            false,
+        )),
+        "full4g" => Box::new(CopyCase::new(
+            name,
+            scale.full4g(),
+            scale.full4g(),
+            dir,
+            false,
+        )),
+        "sparse4t" => Box::new(CopyCase::new(
+            name,
+            scale.sparse4t(),
+            scale.full4g(),
+            dir,
+            false,
+        )),
+        "copy-to-loop" => Box::new(CopyCase::new(
+            name,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+            true,
+        )),
         "wipe-file" => Box::new(WipeCase::new(name, false, wipe, dir)),
         "wipe-loop" => Box::new(WipeCase::new(name, true, wipe, dir)),
         "img-to-file" => Box::new(ImageCase::new(

@@ -354,34 +354,31 @@ pub fn goals(cases: &[CaseResult]) -> Vec<Goal> {
         )
     });
 
-    let g = "ember destination allocation <= source allocation (SEEK_DATA-mapped bytes)";
+    let g = "ember destination allocation (st_blocks) <= source allocation";
     let mut checked = Vec::new();
     let mut bad = Vec::new();
     for c in cases {
         let Some(info) = &c.info else { continue };
-        let Some(limit) = info.alloc_limit else {
+        let (Some(_), Some(limit)) = (info.alloc_limit, info.src_allocated) else {
             continue;
         };
         for t in c.tools.iter().filter(|t| t.role == Role::Ember) {
-            if let Some(m) = t.dst_mapped {
-                // st_blocks also counts file-system metadata (extent tree blocks) and
-                // unwritten preallocation: show its difference beside the verdict.
-                let blocks = match (t.dst_allocated, info.src_allocated) {
+            if let Some(a) = t.dst_allocated {
+                // Mapped (SEEK_DATA) bytes leave out unwritten extents and metadata: shown
+                // beside the verdict, which is on real allocation.
+                let mapped = match (t.dst_mapped, info.src_mapped) {
                     (Some(d), Some(s)) => {
-                        format!(", st_blocks {:+} KiB", (d as i64 - s as i64) / 1024)
+                        format!(", mapped {:+} KiB", (d as i64 - s as i64) / 1024)
                     }
                     _ => String::new(),
                 };
-                checked.push(format!(
-                    "{} mapped {:+} B{blocks}",
-                    c.name,
-                    m as i64 - limit as i64
-                ));
-                if m > limit {
+                let delta = (a as i64 - limit as i64) / 1024;
+                checked.push(format!("{} {delta:+} KiB{mapped}", c.name));
+                if a > limit {
                     bad.push(format!(
-                        "{}: mapped {} > {}{blocks}",
+                        "{}: {} > {} ({delta:+} KiB{mapped})",
                         c.name,
-                        bytes(m),
+                        bytes(a),
                         bytes(limit)
                     ));
                 }

@@ -136,7 +136,7 @@ impl Case for ImageCase {
             data_bytes: raw.data_bytes(),
             src_allocated: Some(allocated),
             src_mapped: Some(mapped),
-            alloc_limit: (self.dir == Direction::ToFile).then_some(mapped),
+            alloc_limit: (self.dir == Direction::ToFile).then_some(allocated),
             notes,
         };
         self.raw = Some(raw);

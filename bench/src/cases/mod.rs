@@ -85,7 +85,7 @@ pub struct CaseInfo {
     /// metadata blocks).
     pub src_mapped: Option<u64>,
     /// Goal "destination allocation no larger than the source's" applies with this limit
-    /// (mapped bytes).
+    /// (st_blocks * 512 of the source).
     pub alloc_limit: Option<u64>,
     pub notes: Vec<String>,
 }
