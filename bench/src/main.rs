@@ -37,7 +37,7 @@ use verify::Validation;
 #[cfg(test)]
 pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const ALL_CASES: [&str; 9] = [
+const ALL_CASES: [&str; 11] = [
     "sparse8g",
     "full4g",
     "sparse4t",
@@ -46,6 +46,8 @@ const ALL_CASES: [&str; 9] = [
     "wipe-loop",
     "img-to-file",
     "img-to-loop",
+    "imgc-to-file",
+    "imgc-to-loop",
     "img-from-vol",
 ];
 
@@ -64,8 +66,9 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, copy-to-loop, wipe-file, wipe-loop,
-    /// img-to-file, img-to-loop, img-from-vol; groups copy, wipe, image, all.
+    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, copy-to-loop, wipe-file,
+    /// wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, img-from-vol; groups
+    /// copy, wipe, image, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -160,16 +163,18 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
         )),
         "wipe-file" => Box::new(WipeCase::new(name, false, wipe, dir)),
         "wipe-loop" => Box::new(WipeCase::new(name, true, wipe, dir)),
-        "img-to-file" => Box::new(ImageCase::new(
+        "img-to-file" | "imgc-to-file" => Box::new(ImageCase::new(
             name,
             Direction::ToFile,
+            name.starts_with("imgc"),
             scale.sparse8g(),
             scale.full4g(),
             dir,
         )),
-        "img-to-loop" => Box::new(ImageCase::new(
+        "img-to-loop" | "imgc-to-loop" => Box::new(ImageCase::new(
             name,
             Direction::ToLoop,
+            name.starts_with("imgc"),
             scale.sparse8g(),
             scale.full4g(),
             dir,
@@ -177,6 +182,7 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
         _ => Box::new(ImageCase::new(
             name,
             Direction::FromVolume,
+            false,
             scale.sparse8g(),
             scale.full4g(),
             dir,

@@ -357,7 +357,9 @@ impl Destination {
                 write: true,
                 create: w.is_whole() && !existed,
                 direct: opts.direct,
-                exclusive: true,
+                // A whole device is claimed (refused when mounted or held); a byte window (an
+                // LV's extents on a PV) shares the device with its neighbours' windows.
+                exclusive: w.is_whole(),
             },
         )?;
         let need = w
@@ -384,8 +386,12 @@ impl Destination {
                 (
                     if opts.dest_zeroed {
                         ZeroMode::Leave
-                    } else {
+                    } else if opts.preserve_allocation {
+                        // Thick: keep every block allocated.
                         ZeroMode::Zeroout
+                    } else {
+                        // Unmap-allowed write-zeroes: a thin device keeps its holes.
+                        ZeroMode::Punch
                     },
                     false,
                 )

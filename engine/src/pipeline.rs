@@ -53,8 +53,13 @@ pub enum ZeroMode {
 }
 
 impl ZeroMode {
-    fn fallback(self) -> ZeroMode {
+    /// The next method to try when the target refuses this one. On a block device, punching
+    /// is write-zeroes with unmapping allowed (thin devices and loop files give the space
+    /// back), then BLKZEROOUT (the kernel writes zeros itself if it must); on files, punching
+    /// then ZERO_RANGE; plain writes last.
+    fn fallback(self, block: bool) -> ZeroMode {
         match self {
+            ZeroMode::Punch if block => ZeroMode::Zeroout,
             ZeroMode::Punch => ZeroMode::ZeroRange,
             _ => ZeroMode::Write,
         }
@@ -528,7 +533,7 @@ impl Run<'_, '_> {
                             Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOTTY)
                         ) =>
                 {
-                    let next = self.zero_mode.fallback();
+                    let next = self.zero_mode.fallback(self.job.dst.is_block());
                     tracing::debug!(from = ?self.zero_mode, to = ?next, error = %e, "zeroing method refused; falling back");
                     self.zero_mode = next;
                     if !self.c.zero_modes.contains(&next) {

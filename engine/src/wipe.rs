@@ -1,10 +1,12 @@
 //! Zero-on-delete wipes: make a block device, a file, or a byte range of either read back as
 //! zeros, provably, so nothing of a deleted volume reaches the next tenant.
 //!
-//! `Auto` picks the fastest method that guarantees zeros on read: BLKZEROOUT on block devices
-//! (write-zeroes offload where the device has it; the kernel writes zeros otherwise), PUNCH_HOLE
-//! on files, and falls back to io_uring writes from a registered zero buffer at full queue depth.
-//! Discard alone is never used: it does not guarantee zeros. An explicit method is used as
+//! `Auto` picks the fastest method that guarantees zeros on read: on block devices
+//! `fallocate(PUNCH_HOLE)` (write-zeroes with unmapping allowed, refused by the kernel where the
+//! device cannot guarantee zeros), then BLKZEROOUT (write-zeroes offload where the device has
+//! it; the kernel writes zeros otherwise); PUNCH_HOLE then ZERO_RANGE on files; and finally
+//! io_uring writes from a registered zero buffer at full queue depth. Discard alone is never
+//! used: it does not guarantee zeros. An explicit method is used as
 //! asked and fails clearly where the target refuses it.
 //!
 //! Files are sparse-aware: only allocated extents need work; holes already read as zeros.
@@ -172,12 +174,14 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
             write: true,
             create: false,
             direct: opts.direct,
-            exclusive: true,
+            // Whole-device wipes claim the device (refused when mounted); range wipes of a
+            // shared device (a deleted LV's extents on a PV) do not.
+            exclusive: opts.offset == 0 && opts.length.is_none(),
         },
     )?;
     let range = wipe_range(&ep, opts)?;
     let (mode, fallback) = match (opts.method, ep.kind) {
-        (WipeMethod::Auto, Kind::Block) => (ZeroMode::Zeroout, true),
+        (WipeMethod::Auto, Kind::Block) => (ZeroMode::Punch, true),
         (WipeMethod::Auto, Kind::File) => (ZeroMode::Punch, true),
         (WipeMethod::Zeroout, Kind::Block) => (ZeroMode::Zeroout, false),
         (WipeMethod::Zeroout, Kind::File) => {

@@ -319,3 +319,46 @@ fn loop_device_destination_reads_zeros_over_old_data() {
     .unwrap();
     assert_eq!(j["bytes_zeroed"], 0);
 }
+
+#[test]
+fn demo_runs_the_engine_and_the_file_backend_lifecycle_without_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let o = ember()
+        .args([
+            "demo",
+            "--dir",
+            s(&dir.path().join("demo")),
+            "--size",
+            "64M",
+        ])
+        .env("HOME", &home)
+        .env_remove("EMBER_CONFIG")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for step in [
+        "identical",
+        "create volume",
+        "snapshot",
+        "clone",
+        "extend",
+        "stats",
+        "zero-wiped",
+    ] {
+        assert!(out.contains(step), "missing step {step}: {out}");
+    }
+    // Everything the lifecycle created was deleted again.
+    let data = dir.path().join("demo/volumes/data");
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "volumes left in {data:?}"
+    );
+}

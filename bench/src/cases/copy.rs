@@ -132,6 +132,13 @@ impl Case for CopyCase {
         let (s, d, f) = (&src.path, self.target(), &self.dst);
         vec![
             ctx.ember.tool("ember", &["copy"], vec![os(s), os(d)]),
+            // The cost of end-to-end verification (CRC32C at read time, read-back after the
+            // flush): the same copy with --verify.
+            ctx.ember.tool(
+                "ember --verify",
+                &["copy"],
+                vec![os(s), os(d), "--verify".into()],
+            ),
             Tool::new(
                 "dd (cinder)",
                 Role::Peer,

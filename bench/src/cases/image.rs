@@ -28,6 +28,8 @@ pub struct ImageCase {
     raw: Option<Fixture>,
     ceiling_src: Option<PathBuf>,
     qcow2: PathBuf,
+    /// The source image is compressed (`qemu-img convert -c`).
+    compressed: bool,
     /// Destination file (raw or qcow2), or the loop device's backing file.
     dst: PathBuf,
     fio_dst: PathBuf,
@@ -38,6 +40,7 @@ impl ImageCase {
     pub fn new(
         name: &str,
         dir: Direction,
+        compressed: bool,
         raw_spec: FixtureSpec,
         ceiling_spec: FixtureSpec,
         work: &Path,
@@ -50,7 +53,12 @@ impl ImageCase {
         ImageCase {
             name: name.to_string(),
             dir,
-            qcow2: work.join(format!("{}.qcow2", raw_spec.name)),
+            qcow2: work.join(format!(
+                "{}{}.qcow2",
+                raw_spec.name,
+                if compressed { "-c" } else { "" }
+            )),
+            compressed,
             dst: work.join(format!("{name}-{}.{ext}", raw_spec.name)),
             fio_dst: work.join(format!("{name}.fio-dst")),
             raw_spec,
@@ -85,27 +93,32 @@ impl Case for ImageCase {
             crate::report::bytes(raw.data_bytes())
         )];
         if self.dir != Direction::FromVolume {
-            let key = serde_json::json!({ "from": self.raw_spec, "cmd": "qemu-img convert -f raw -O qcow2" });
+            let cmd = if self.compressed {
+                "qemu-img convert -f raw -O qcow2 -c"
+            } else {
+                "qemu-img convert -f raw -O qcow2"
+            };
+            let key = serde_json::json!({ "from": self.raw_spec, "cmd": cmd });
             let src = raw.path.clone();
             let timeout = ctx.timeout;
+            let compressed = self.compressed;
             fixture::ensure_derived(&self.qcow2, &key, |tmp| {
-                runner::run_helper(
-                    &[
-                        arg("qemu-img"),
-                        arg("convert"),
-                        arg("-f"),
-                        arg("raw"),
-                        arg("-O"),
-                        arg("qcow2"),
-                        os(&src),
-                        os(tmp),
-                    ],
-                    timeout,
-                )
-                .map(|_| ())
+                let mut argv = vec![
+                    arg("qemu-img"),
+                    arg("convert"),
+                    arg("-f"),
+                    arg("raw"),
+                    arg("-O"),
+                    arg("qcow2"),
+                ];
+                if compressed {
+                    argv.push(arg("-c"));
+                }
+                argv.extend([os(&src), os(tmp)]);
+                runner::run_helper(&argv, timeout).map(|_| ())
             })?;
             notes.push(format!(
-                "source image {} (qemu-img convert -f raw -O qcow2 of the raw fixture)",
+                "source image {} ({cmd} of the raw fixture)",
                 self.qcow2.display()
             ));
         }
