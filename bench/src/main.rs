@@ -33,10 +33,15 @@ use report::{CaseResult, RunRecord, ToolResult};
 use runner::RunStatus;
 use verify::Validation;
 
-const ALL_CASES: [&str; 10] = [
+/// Tests that hold large buffers take this, so the RSS test does not see them in a fork.
+#[cfg(test)]
+pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const ALL_CASES: [&str; 11] = [
     "sparse8g",
     "full4g",
     "sparse4t",
+    "copy-to-loop",
     "wipe-file",
     "wipe-loop",
     "img-to-file",
@@ -61,8 +66,9 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, wipe-file, wipe-loop,
-    /// img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, img-from-vol; groups copy, wipe, image, all.
+    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, copy-to-loop, wipe-file,
+    /// wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, img-from-vol; groups
+    /// copy, wipe, image, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -102,9 +108,9 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
         let name = raw.trim();
         let add: Vec<&'static str> = match name {
             "all" => ALL_CASES.to_vec(),
-            "copy" => ALL_CASES[..3].to_vec(),
-            "wipe" => ALL_CASES[3..5].to_vec(),
-            "image" => ALL_CASES[5..].to_vec(),
+            "copy" => ALL_CASES[..4].to_vec(),
+            "wipe" => ALL_CASES[4..6].to_vec(),
+            "image" => ALL_CASES[6..].to_vec(),
             n => match ALL_CASES.iter().find(|c| **c == n) {
                 Some(c) => vec![*c],
                 None => {
@@ -127,9 +133,34 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
 fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
     let wipe = scale.wipe_size();
     match name {
-        "sparse8g" => Box::new(CopyCase::new(name, scale.sparse8g(), scale.full4g(), dir)),
-        "full4g" => Box::new(CopyCase::new(name, scale.full4g(), scale.full4g(), dir)),
-        "sparse4t" => Box::new(CopyCase::new(name, scale.sparse4t(), scale.full4g(), dir)),
+        "sparse8g" => Box::new(CopyCase::new(
+            name,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+            false,
+        )),
+        "full4g" => Box::new(CopyCase::new(
+            name,
+            scale.full4g(),
+            scale.full4g(),
+            dir,
+            false,
+        )),
+        "sparse4t" => Box::new(CopyCase::new(
+            name,
+            scale.sparse4t(),
+            scale.full4g(),
+            dir,
+            false,
+        )),
+        "copy-to-loop" => Box::new(CopyCase::new(
+            name,
+            scale.sparse8g(),
+            scale.full4g(),
+            dir,
+            true,
+        )),
         "wipe-file" => Box::new(WipeCase::new(name, false, wipe, dir)),
         "wipe-loop" => Box::new(WipeCase::new(name, true, wipe, dir)),
         "img-to-file" | "imgc-to-file" => Box::new(ImageCase::new(
@@ -216,6 +247,7 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
             time_vs_ember: None,
             peak_rss_kib: None,
             dst_allocated: None,
+            dst_mapped: None,
             validation: None,
         })
         .collect();
@@ -249,6 +281,7 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
                 seconds: o.seconds,
                 max_rss_kib: o.max_rss_kib,
                 dst_allocated: None,
+                dst_mapped: None,
                 status: status.clone(),
                 ember_summary: None,
                 fio_wall_seconds: None,
@@ -265,9 +298,14 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
                 }
             }
             if status == "ok" {
-                match case.dst_allocated(tool) {
-                    Ok(a) => rec.dst_allocated = a,
-                    Err(e) => eprintln!("  warning: {}", error_chain(&e)),
+                if let Some(f) = case.dst_file(tool) {
+                    match util::allocated(&f).and_then(|a| Ok((a, util::mapped(&f)?))) {
+                        Ok((a, m)) => {
+                            rec.dst_allocated = Some(a);
+                            rec.dst_mapped = Some(m);
+                        }
+                        Err(e) => eprintln!("  warning: {}", error_chain(&e)),
+                    }
                 }
                 if res.validation.is_none() {
                     let v = case
@@ -391,9 +429,27 @@ fn compare(args: CompareArgs) -> Result<bool> {
     } else {
         Scale::Full
     };
+    let default_ember = args.ember.is_none();
     let ember_path = args
         .ember
         .unwrap_or_else(|| root.join("build/release/ember"));
+    if default_ember {
+        let sources: Vec<PathBuf> = ["src", "engine/src", "drivers/src"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        let built = std::fs::metadata(&ember_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if let (Some(built), Some(newest)) = (built, util::newest_source(&sources)) {
+            if newest > built {
+                eprintln!(
+                    "warning: {} is older than the sources; run `cargo build --release` first",
+                    ember_path.display()
+                );
+            }
+        }
+    }
     let root_user = util::is_root();
     let mut drop = !args.no_drop_caches;
     if drop && !util::drop_caches() {
@@ -444,6 +500,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
             "peak_rss_kib": "max over runs of wait4 ru_maxrss (covers every step and the processes it reaped; includes rss_floor_kib, the harness's resident anonymous memory copied at fork)",
             "fio_ceiling_seconds": "max of fio's job_runtime over the reader and writer jobs (time until both finished, end_fsync included); fio_wall_seconds has the process wall time",
             "dst_allocated": "st_blocks * 512 of the destination (loop devices: of the backing file), max over runs",
+            "dst_mapped": "bytes of the destination inside SEEK_DATA ranges (no file-system metadata, no unwritten preallocation), max over runs",
         }),
         cases: &results,
         goals: &goals,

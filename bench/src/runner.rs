@@ -318,6 +318,7 @@ mod tests {
     fn peak_rss_is_the_childs_not_the_harness() {
         // The harness's past peak (a large buffer, used and freed, as validation does) must not
         // show up in a small child's ru_maxrss (it would with a vfork-style spawn).
+        let _big = crate::BIG_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..2 {
             let big = vec![1u8; 64 << 20];
             std::hint::black_box(&big);

@@ -35,6 +35,15 @@ pub fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// Bytes of a regular file inside SEEK_DATA ranges: data actually mapped (unwritten
+/// preallocations and file-system metadata blocks are not counted).
+pub fn mapped(path: &Path) -> Result<u64> {
+    let f = File::open(path).map_err(io_err("open", path))?;
+    let len = f.metadata().map_err(io_err("stat", path))?.len();
+    let ranges = crate::sys::data_ranges(&f, len).map_err(io_err("list data ranges of", path))?;
+    Ok(ranges.iter().map(|r| r.end - r.start).sum())
+}
+
 pub fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -141,6 +150,27 @@ pub fn environment(dir: &Path) -> serde_json::Value {
         "loadavg_at_start": loadavg.trim(),
         "work_dir_fs": fstype.trim(),
     })
+}
+
+/// Newest modification time of the `.rs` files under `dirs` (recursively).
+pub fn newest_source(dirs: &[PathBuf]) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                if let Ok(t) = m.modified() {
+                    newest = newest.max(Some(t));
+                }
+            }
+        }
+    }
+    newest
 }
 
 #[cfg(test)]

@@ -146,6 +146,7 @@ mod tests {
 
     #[test]
     fn holes_compare_equal_to_zeros_and_differences_are_found() {
+        let _big = crate::BIG_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let b = dir.path().join("b");

@@ -1,11 +1,17 @@
-//! Copy cases: a raw source file to a new raw file (sparse8g, full4g, sparse4t).
+//! Copy cases: a raw source file to a new raw file (sparse8g, full4g, sparse4t), or onto a
+//! loop device that holds old data (copy-to-loop: a thin or reused volume, where holes must be
+//! zeroed and should not be allocated).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
+use crate::error::{io_err, BenchError};
+use crate::fixture::MIB;
 use crate::fixture::{self, Fixture, FixtureSpec};
-use crate::util;
+use crate::runner;
+use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
 
 pub struct CopyCase {
@@ -15,8 +21,11 @@ pub struct CopyCase {
     ceiling_spec: FixtureSpec,
     src: Option<Fixture>,
     ceiling_src: Option<PathBuf>,
+    /// The destination file, or the loop device's backing file.
     dst: PathBuf,
     fio_dst: PathBuf,
+    on_loop: bool,
+    dev: Option<LoopDevice>,
 }
 
 impl CopyCase {
@@ -25,16 +34,31 @@ impl CopyCase {
         spec: FixtureSpec,
         ceiling_spec: FixtureSpec,
         dir: &std::path::Path,
+        on_loop: bool,
     ) -> Self {
         CopyCase {
             name: name.to_string(),
-            dst: dir.join(format!("{}.dst", spec.name)),
+            dst: if on_loop {
+                dir.join(format!("{name}-{}.backing", spec.name))
+            } else {
+                dir.join(format!("{}.dst", spec.name))
+            },
+            on_loop,
+            dev: None,
             fio_dst: dir.join(format!("{}.fio-dst", spec.name)),
             spec,
             ceiling_spec,
             src: None,
             ceiling_src: None,
         }
+    }
+
+    /// Where the tools write: the new file or the loop device.
+    fn target(&self) -> &std::path::Path {
+        self.dev
+            .as_ref()
+            .map(|d| d.device.as_path())
+            .unwrap_or(&self.dst)
     }
 
     fn out(&self, tool: &Tool) -> &std::path::Path {
@@ -67,13 +91,34 @@ impl Case for CopyCase {
             notes.push("MB/s = logical size / median time".into());
             self.ceiling_src = Some(src.path.clone());
         }
+        if self.on_loop {
+            if !ctx.root {
+                return Err(BenchError::Fixture {
+                    name: self.name.clone(),
+                    detail: "loop devices need root".into(),
+                });
+            }
+            util::remove_if_exists(&self.dst)?;
+            std::fs::File::create(&self.dst)
+                .and_then(|f| f.set_len(self.spec.logical))
+                .map_err(io_err("create", &self.dst))?;
+            let dev = LoopDevice::attach(&self.dst)?;
+            notes.push(format!(
+                "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run: a tool that skips holes without zeroing them leaves the stamps and fails validation; dst alloc = backing file",
+                dev.device.display(),
+                self.dst.display()
+            ));
+            self.dev = Some(dev);
+        }
         let allocated = util::allocated(&src.path)?;
+        let mapped = util::mapped(&src.path)?;
         self.src = Some(src);
         Ok(CaseInfo {
             kind: "copy",
             logical: self.spec.logical,
             data_bytes: data,
             src_allocated: Some(allocated),
+            src_mapped: Some(mapped),
             alloc_limit: Some(allocated),
             notes,
         })
@@ -83,7 +128,8 @@ impl Case for CopyCase {
         let Some(src) = &self.src else {
             return Vec::new();
         };
-        let (s, d) = (&src.path, &self.dst);
+        // d: where the tools write; f: the file whose file system `sync -f` flushes.
+        let (s, d, f) = (&src.path, self.target(), &self.dst);
         vec![
             ctx.ember.tool("ember", &["copy"], vec![os(s), os(d)]),
             // The cost of end-to-end verification (CRC32C at read time, read-back after the
@@ -107,7 +153,7 @@ impl Case for CopyCase {
                         arg("oflag=direct"),
                         arg("conv=sparse"),
                     ],
-                    sync_f(d),
+                    sync_f(f),
                 ],
             ),
             Tool::new(
@@ -115,7 +161,7 @@ impl Case for CopyCase {
                 Role::Peer,
                 vec![
                     vec![arg("cp"), arg("--sparse=always"), os(s), os(d)],
-                    sync_f(d),
+                    sync_f(f),
                 ],
             ),
             Tool::new(
@@ -150,23 +196,34 @@ impl Case for CopyCase {
                         os(s),
                         os(d),
                     ],
-                    sync_f(d),
+                    sync_f(f),
                 ],
             ),
             Tool::new(
                 "nbdcopy",
                 Role::Peer,
-                vec![vec![arg("nbdcopy"), os(s), os(d)], sync_f(d)],
+                vec![vec![arg("nbdcopy"), os(s), os(d)], sync_f(f)],
             ),
             fio_ceiling(
                 Some((self.ceiling_src.as_deref().unwrap_or(s), src.data_bytes())),
-                (&self.fio_dst, src.data_bytes()),
+                (
+                    if self.dev.is_some() { d } else { &self.fio_dst },
+                    src.data_bytes(),
+                ),
             ),
         ]
     }
 
     fn before_run(&self, tool: &Tool) -> Result<()> {
-        util::remove_if_exists(self.out(tool))
+        if let Some(dev) = &self.dev {
+            runner::run_helper(
+                &[arg("blkdiscard"), os(&dev.device)],
+                Duration::from_secs(120),
+            )?;
+            fixture::stamp(&dev.device, self.spec.logical, 64 * MIB)
+        } else {
+            util::remove_if_exists(self.out(tool))
+        }
     }
 
     fn validate(&self, tool: &Tool, _ctx: &Ctx) -> Result<Validation> {
@@ -180,21 +237,25 @@ impl Case for CopyCase {
             .as_ref()
             .map(|f| f.path.as_path())
             .unwrap_or(self.dst.as_path());
-        verify::compare(src, &self.dst, self.spec.logical, true)
+        if self.dev.is_some() {
+            util::drop_caches();
+        }
+        verify::compare(src, self.target(), self.spec.logical, self.dev.is_none())
     }
 
-    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
-        if tool.role == Role::Ceiling {
-            return Ok(None);
-        }
-        util::allocated(&self.dst).map(Some)
+    fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
+        (tool.role != Role::Ceiling).then(|| self.dst.clone())
     }
 
     fn after_run(&self, tool: &Tool) -> Result<()> {
+        if self.dev.is_some() {
+            return Ok(());
+        }
         util::remove_if_exists(self.out(tool))
     }
 
     fn teardown(&mut self) {
+        self.dev = None;
         let _ = util::remove_if_exists(&self.dst);
         let _ = util::remove_if_exists(&self.fio_dst);
     }

@@ -142,11 +142,13 @@ impl Case for ImageCase {
             self.dev = Some(dev);
         }
         let allocated = util::allocated(&raw.path)?;
+        let mapped = util::mapped(&raw.path)?;
         let info = CaseInfo {
             kind: "image",
             logical: self.raw_spec.logical,
             data_bytes: raw.data_bytes(),
             src_allocated: Some(allocated),
+            src_mapped: Some(mapped),
             alloc_limit: (self.dir == Direction::ToFile).then_some(allocated),
             notes,
         };
@@ -171,13 +173,15 @@ impl Case for ImageCase {
                 data,
             ),
         );
+        // Declare the format, as Cinder passes `-f qcow2` to qemu-img.
+        let mut to_volume = vec![os(&self.qcow2), os(&t)];
+        if ctx.ember.has_flag(&["image", "to-volume"], "--format") {
+            to_volume.extend([arg("--format"), arg("qcow2")]);
+        }
         match self.dir {
             Direction::ToFile | Direction::ToLoop => vec![
-                ctx.ember.tool(
-                    "ember image to-volume",
-                    &["image", "to-volume"],
-                    vec![os(&self.qcow2), os(&t)],
-                ),
+                ctx.ember
+                    .tool("ember image to-volume", &["image", "to-volume"], to_volume),
                 Tool::new(
                     "qemu-img -t none",
                     Role::Peer,
@@ -260,11 +264,8 @@ impl Case for ImageCase {
         }
     }
 
-    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
-        if tool.role == Role::Ceiling {
-            return Ok(None);
-        }
-        util::allocated(&self.dst).map(Some)
+    fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
+        (tool.role != Role::Ceiling).then(|| self.dst.clone())
     }
 
     fn after_run(&self, tool: &Tool) -> Result<()> {

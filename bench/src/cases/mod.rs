@@ -81,7 +81,11 @@ pub struct CaseInfo {
     pub data_bytes: u64,
     /// Allocated bytes of the source (st_blocks * 512), when there is one.
     pub src_allocated: Option<u64>,
-    /// Goal "destination allocation no larger than the source's" applies with this limit.
+    /// Bytes of the source in SEEK_DATA ranges (data actually mapped, without file-system
+    /// metadata blocks).
+    pub src_mapped: Option<u64>,
+    /// Goal "destination allocation no larger than the source's" applies with this limit
+    /// (st_blocks * 512 of the source).
     pub alloc_limit: Option<u64>,
     pub notes: Vec<String>,
 }
@@ -95,8 +99,9 @@ pub trait Case {
     fn before_run(&self, tool: &Tool) -> Result<()>;
     /// Check the output of a run just made.
     fn validate(&self, tool: &Tool, ctx: &Ctx) -> Result<Validation>;
-    /// Allocated bytes of the destination after the run.
-    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>>;
+    /// The regular file whose allocation is the destination's (the loop device's backing file
+    /// for devices); None for the fio ceiling.
+    fn dst_file(&self, tool: &Tool) -> Option<PathBuf>;
     /// Delete the destination.
     fn after_run(&self, tool: &Tool) -> Result<()>;
     /// Detach devices, delete per-case targets.

@@ -73,6 +73,7 @@ impl Case for WipeCase {
             logical: self.size,
             data_bytes: self.size,
             src_allocated: None,
+            src_mapped: None,
             alloc_limit: None,
             notes,
         })
@@ -153,11 +154,8 @@ impl Case for WipeCase {
         verify::all_zero(self.target(), self.size)
     }
 
-    fn dst_allocated(&self, tool: &Tool) -> Result<Option<u64>> {
-        if tool.role == Role::Ceiling {
-            return Ok(None);
-        }
-        util::allocated(&self.file).map(Some)
+    fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
+        (tool.role != Role::Ceiling).then(|| self.file.clone())
     }
 
     fn after_run(&self, _tool: &Tool) -> Result<()> {
