@@ -162,40 +162,46 @@ fn bad(msg: String) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(DriverError::InvalidInput(msg))
 }
 
+/// The objects `key` names: by UUID, backend name or display name.
+fn matching<'a, T>(
+    all: &'a [T],
+    key: &str,
+    ids: impl Fn(&T) -> (String, &String, Option<&str>),
+) -> Vec<&'a T> {
+    all.iter()
+        .filter(|o| {
+            let (id, name, display) = ids(o);
+            id == key || name == key || display == Some(key)
+        })
+        .collect()
+}
+
+fn ambiguous(key: &str, n: usize, what: &str) -> Box<dyn std::error::Error + Send + Sync> {
+    bad(format!("{key:?} names {n} {what}: use the UUID"))
+}
+
 impl Ctx {
     fn volume(&self, key: &str) -> Result<Volume, Box<dyn std::error::Error + Send + Sync>> {
         let all = self.driver.list_volumes()?;
-        let hits: Vec<&Volume> = all
-            .iter()
-            .filter(|v| {
-                v.id.to_string() == key || v.name == key || v.display_name.as_deref() == Some(key)
-            })
-            .collect();
+        let hits = matching(&all, key, |v| {
+            (v.id.to_string(), &v.name, v.display_name.as_deref())
+        });
         match hits.as_slice() {
             [v] => Ok((*v).clone()),
             [] => Err(Box::new(DriverError::volume_not_found(key))),
-            _ => Err(bad(format!(
-                "{key:?} names {} volumes: use the UUID",
-                hits.len()
-            ))),
+            _ => Err(ambiguous(key, hits.len(), "volumes")),
         }
     }
 
     fn snapshot(&self, key: &str) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
         let all = self.driver.list_snapshots()?;
-        let hits: Vec<&Snapshot> = all
-            .iter()
-            .filter(|s| {
-                s.id.to_string() == key || s.name == key || s.display_name.as_deref() == Some(key)
-            })
-            .collect();
+        let hits = matching(&all, key, |s| {
+            (s.id.to_string(), &s.name, s.display_name.as_deref())
+        });
         match hits.as_slice() {
             [s] => Ok((*s).clone()),
             [] => Err(Box::new(DriverError::snapshot_not_found(key))),
-            _ => Err(bad(format!(
-                "{key:?} names {} snapshots: use the UUID",
-                hits.len()
-            ))),
+            _ => Err(ambiguous(key, hits.len(), "snapshots")),
         }
     }
 

@@ -700,13 +700,7 @@ impl TargetHelper for LioAdm {
         model: &ExportModel,
         connector: &Connector,
     ) -> Result<ConnectionInfo> {
-        let initiator = connector
-            .initiator
-            .as_deref()
-            .ok_or(TargetError::InvalidConnector {
-                missing: "initiator",
-            })?;
-        iqn::validate_initiator_name(initiator)?;
+        let initiator = connector.initiator_name()?;
         let loc = self.check_model(vol, model)?;
         let chap = match &model.provider_auth {
             Some(a) => parse_provider_auth(a)?,
@@ -743,13 +737,7 @@ impl TargetHelper for LioAdm {
         model: &ExportModel,
         connector: &Connector,
     ) -> Result<()> {
-        let initiator = connector
-            .initiator
-            .as_deref()
-            .ok_or(TargetError::InvalidConnector {
-                missing: "initiator",
-            })?;
-        iqn::validate_initiator_name(initiator)?;
+        let initiator = connector.initiator_name()?;
         self.check_model(vol, model)?;
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut st) = self.read_state(vol)? else {

@@ -1567,13 +1567,7 @@ impl TargetHelper for TgtAdm {
         model: &ExportModel,
         connector: &Connector,
     ) -> Result<ConnectionInfo> {
-        let initiator = connector
-            .initiator
-            .as_deref()
-            .ok_or(TargetError::InvalidConnector {
-                missing: "initiator",
-            })?;
-        iqn::validate_initiator_name(initiator)?;
+        let initiator = connector.initiator_name()?;
         self.validate_volume(vol)?;
         let (loc, chap) = self.check_model(vol, model)?;
         self.locked(|| {
@@ -1619,13 +1613,7 @@ impl TargetHelper for TgtAdm {
         model: &ExportModel,
         connector: &Connector,
     ) -> Result<()> {
-        let initiator = connector
-            .initiator
-            .as_deref()
-            .ok_or(TargetError::InvalidConnector {
-                missing: "initiator",
-            })?;
-        iqn::validate_initiator_name(initiator)?;
+        let initiator = connector.initiator_name()?;
         let (loc, _) = self.check_model(vol, model)?;
         self.locked(|| {
             if let Some(mut conf) = self.read_conf(vol)? {

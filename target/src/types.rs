@@ -94,6 +94,20 @@ pub struct Connector {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+impl Connector {
+    /// The connector's initiator IQN, which every connection needs, validated.
+    pub fn initiator_name(&self) -> Result<&str> {
+        let initiator = self
+            .initiator
+            .as_deref()
+            .ok_or(TargetError::InvalidConnector {
+                missing: "initiator",
+            })?;
+        iqn::validate_initiator_name(initiator)?;
+        Ok(initiator)
+    }
+}
+
 /// Cinder's connection_info: `{"driver_volume_type": "iscsi", "data": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionInfo {
