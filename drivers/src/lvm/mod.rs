@@ -313,6 +313,17 @@ impl LvmDriver {
             .find(|l| l.name == name))
     }
 
+    /// Refuses a volume whose LV exists already; the tags a new LV for it carries.
+    fn new_volume_tags(&self, vol: &Volume) -> Result<Vec<String>> {
+        if self.lv(&vol.name)?.is_some() {
+            return Err(DriverError::AlreadyExists {
+                what: "volume",
+                name: vol.name.clone(),
+            });
+        }
+        Ok(name_tag(vol.display_name.as_deref()).into_iter().collect())
+    }
+
     fn must_lv(&self, what: &'static str, name: &str) -> Result<Lv> {
         match self.lv(name)? {
             Some(l) if !l.has_tag(TAG_CREATING) => Ok(l),
@@ -797,16 +808,8 @@ impl VolumeDriver for LvmDriver {
         vol.validate()?;
         self.check_vg_ready()?;
         let _l = self.lock(&vol.name)?;
-        if self.lv(&vol.name)?.is_some() {
-            return Err(DriverError::AlreadyExists {
-                what: "volume",
-                name: vol.name.clone(),
-            });
-        }
-        let mut tags = vec![TAG_CREATING.to_owned()];
-        if let Some(n) = &vol.display_name {
-            tags.push(format!("{TAG_NAME}:{n}"));
-        }
+        let mut tags = self.new_volume_tags(vol)?;
+        tags.insert(0, TAG_CREATING.to_owned());
         self.create_lv(&vol.name, vol.size, &tags)?;
         if let Err(e) = self.del_tag(&vol.name, TAG_CREATING) {
             let _ = self.remove_lv(&vol.name);
@@ -866,9 +869,7 @@ impl VolumeDriver for LvmDriver {
             });
         }
         let mut tags = vec![format!("{TAG_ORIGIN}:{}", snap.volume_id)];
-        if let Some(n) = &snap.display_name {
-            tags.push(format!("{TAG_NAME}:{n}"));
-        }
+        tags.extend(name_tag(snap.display_name.as_deref()));
         let size_gb = origin.size.div_ceil(GIB).max(1);
         if self.dm {
             let cow = (!self.thin()?).then_some(size_gb);
@@ -935,16 +936,7 @@ impl VolumeDriver for LvmDriver {
                 vol.size, snap.volume_size
             )));
         }
-        if self.lv(&vol.name)?.is_some() {
-            return Err(DriverError::AlreadyExists {
-                what: "volume",
-                name: vol.name.clone(),
-            });
-        }
-        let mut tags = Vec::new();
-        if let Some(n) = &vol.display_name {
-            tags.push(format!("{TAG_NAME}:{n}"));
-        }
+        let tags = self.new_volume_tags(vol)?;
         if self.dm && self.thin()? {
             self.lvm_v(
                 "lvcreate --snapshot",
@@ -979,16 +971,7 @@ impl VolumeDriver for LvmDriver {
                 vol.size, s.size
             )));
         }
-        if self.lv(&vol.name)?.is_some() {
-            return Err(DriverError::AlreadyExists {
-                what: "volume",
-                name: vol.name.clone(),
-            });
-        }
-        let mut tags = Vec::new();
-        if let Some(n) = &vol.display_name {
-            tags.push(format!("{TAG_NAME}:{n}"));
-        }
+        let tags = self.new_volume_tags(vol)?;
         if self.dm && self.thin()? {
             self.lvm_v(
                 "lvcreate --snapshot",
@@ -1141,7 +1124,7 @@ impl VolumeDriver for LvmDriver {
             self.del_tag(&vol.name, old)?;
         }
         if let Some(n) = &vol.display_name {
-            self.add_tag(&vol.name, &format!("{TAG_NAME}:{n}"))?;
+            self.add_tag(&vol.name, &name_tag(Some(n)).expect("a name"))?;
         }
         Ok(None)
     }
@@ -1324,6 +1307,11 @@ impl VolumeDriver for LvmDriver {
         }
         Ok(out)
     }
+}
+
+/// The LV tag recording a display name.
+fn name_tag(display_name: Option<&str>) -> Option<String> {
+    display_name.map(|n| format!("{TAG_NAME}:{n}"))
 }
 
 /// Retries an engine call refused because its block device destination is still claimed: the
