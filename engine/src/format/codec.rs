@@ -209,6 +209,12 @@ pub fn verify_compressed<S: ImageSource + Sync + ?Sized>(
     if units.is_empty() {
         return Ok(());
     }
+    src.prefetch(
+        &units
+            .iter()
+            .map(|&(off, src_len, ..)| (off, src_len))
+            .collect::<Vec<_>>(),
+    );
     let threads = threads.clamp(1, 64).min(units.len());
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);

@@ -1,6 +1,8 @@
 //! Where image bytes come from: a file (pread) or a byte slice (tests, fuzzing).
 
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 use super::error::{ImageError, ImageResult};
@@ -15,6 +17,10 @@ pub trait ImageSource {
     }
     /// Reads exactly `buf.len()` bytes at `offset`; reading past the end is an error.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> ImageResult<()>;
+
+    /// Hints that the byte ranges `(offset, len)` will be read soon, so the reads can start
+    /// now, all at once (a source without such a notion ignores it).
+    fn prefetch(&self, _ranges: &[(u64, u64)]) {}
 
     /// True for an empty image.
     fn is_empty(&self) -> bool {
@@ -115,6 +121,29 @@ impl ImageSource for FileSource {
                 len: buf.len() as u64,
                 source,
             })
+    }
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        // Readahead is queued by the kernel without waiting for it: scattered units are fetched
+        // at the device's queue depth instead of one synchronous read at a time. Touching
+        // ranges are merged; ranges with a gap between them are not (the gap may be large data
+        // read later with O_DIRECT).
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(off, len) in ranges {
+            match merged.last_mut() {
+                Some(m) if off >= m.0 && off <= m.0 + m.1 + 4096 => {
+                    m.1 = m.1.max(off + len - m.0);
+                }
+                _ => merged.push((off, len)),
+            }
+        }
+        for (off, len) in merged {
+            let _ = posix_fadvise(
+                self.file.as_raw_fd(),
+                off as i64,
+                len as i64,
+                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 }
 
