@@ -76,6 +76,9 @@ pub struct CopyOptions {
     /// After the final flush, read the destination back and check every written block
     /// against the CRC32C of the source bytes, and every other byte of the range is zero.
     pub verify: bool,
+    /// Threads decoding compressed image units beside the ring (0: one per CPU; 1: on the
+    /// pipeline thread).
+    pub decode_threads: usize,
 }
 
 impl Default for CopyOptions {
@@ -96,6 +99,7 @@ impl Default for CopyOptions {
             io_hook: None,
             checkpoint: None,
             verify: false,
+            decode_threads: 0,
         }
     }
 }
@@ -105,6 +109,7 @@ impl std::fmt::Debug for CopyOptions {
         f.debug_struct("CopyOptions")
             .field("block_size", &self.block_size)
             .field("queue_depth", &self.queue_depth)
+            .field("decode_threads", &self.decode_threads)
             .field("direct", &self.direct)
             .field("dest_zeroed", &self.dest_zeroed)
             .field("preserve_allocation", &self.preserve_allocation)
@@ -584,6 +589,10 @@ fn run_inner(
         checkpoint: checkpoint.map(|c| c.0),
         checkpoint_every: checkpoint.map_or(Duration::MAX, |c| c.1),
         checksum: opts.verify,
+        decode_threads: match opts.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
     };
     let (mut c, err) = pipeline::run(&job, backend.as_mut());
     let backend_name = backend.name();

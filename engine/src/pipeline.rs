@@ -1,9 +1,13 @@
 //! The windowed read → write pipeline that executes a [`Plan`] on an [`IoBackend`].
 //!
 //! Up to `queue_depth` items are in flight. An item is a block-sized piece of a `Copy` op
-//! (split at absolute multiples of the block size in the destination), a whole `Decode` op, or
-//! a piece of a `Zero` op. A copy piece is read into its slot's buffer; if zero detection is on
-//! and the block is all zeros it is handled like a hole, else written from the same buffer.
+//! (split at absolute multiples of the block size in the destination), a run of `Decode` ops
+//! (compressed units whose outputs are contiguous and whose inputs lie within one block: one
+//! read, one write), or a piece of a `Zero` op. A copy piece is read into its slot's buffer;
+//! if zero detection is on and the block is all zeros it is handled like a hole, else written
+//! from the same buffer. A decode run is read into a second buffer and decoded into the slot's
+//! buffer, on decoder threads when the job has them (the ring keeps moving data meanwhile),
+//! else on the pipeline thread.
 //!
 //! Holes (`Zero` ops and zero-detected blocks) are handled by the destination's [`ZeroMode`]:
 //! left alone on a destination known to read zeros there, punched or zero-ranged on files,
@@ -28,10 +32,14 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How EAGAIN/EINTR completions are retried before giving up.
 const MAX_RETRIES: u32 = 16;
+/// How long the pipeline waits on the ring before looking for finished decodes, while both are
+/// pending (a cluster decodes in ~0.1-0.5 ms).
+const DECODE_POLL: Duration = Duration::from_micros(200);
 /// The largest range a synchronous zeroing call covers at once (keeps cancellation and
 /// progress responsive).
 const SYNC_ZERO_STEP: u64 = 1 << 30;
@@ -98,6 +106,9 @@ pub(crate) struct Job<'a> {
     pub checkpoint_every: Duration,
     /// Record a CRC32C of every block written, as read from the source.
     pub checksum: bool,
+    /// Threads decoding compressed units while the ring keeps moving data (0 or 1: decode on
+    /// the pipeline thread).
+    pub decode_threads: usize,
 }
 
 /// The CRC32C of a block written to the destination, computed from the source's bytes.
@@ -170,19 +181,138 @@ enum Item {
         dst: u64,
         len: u64,
     },
+    /// A run of `n` Decode ops from `plan.ops[first]` whose outputs are contiguous (one
+    /// write) and whose inputs lie in `[src, src + src_len)` (one read), both within a block.
     Decode {
         src: u64,
         src_len: u64,
         dst: u64,
         len: u64,
-        codec: Codec,
+        first: usize,
+        n: usize,
     },
+}
+
+/// One compressed unit of a decode run: its codec, where its input lies in the run's input
+/// and where its output goes in the run's output.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    codec: Codec,
+    src: u64,
+    in_off: usize,
+    in_len: usize,
+    out_off: usize,
+    out_len: usize,
+}
+
+/// The units of a decode run.
+fn run_units(plan: &Plan, item: Item) -> Vec<Unit> {
+    let Item::Decode {
+        src, dst, first, n, ..
+    } = item
+    else {
+        return Vec::new();
+    };
+    plan.ops[first..first + n]
+        .iter()
+        .filter_map(|op| match *op {
+            Op::Decode {
+                src: s,
+                src_len,
+                dst: d,
+                len,
+                codec,
+            } => Some(Unit {
+                codec,
+                src: s,
+                in_off: (s - src) as usize,
+                in_len: src_len as usize,
+                out_off: (d - dst) as usize,
+                out_len: len as usize,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Decodes every unit of a run from `input` into `out`; on failure, the source offset of the
+/// unit and the reason.
+fn decode_units(
+    units: &[Unit],
+    input: &[u8],
+    out: &mut [u8],
+) -> std::result::Result<(), (u64, String)> {
+    for u in units {
+        codec::decode(
+            u.codec,
+            &input[u.in_off..u.in_off + u.in_len],
+            &mut out[u.out_off..u.out_off + u.out_len],
+        )
+        .map_err(|reason| (u.src, reason))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Read,
+    /// Handed to a decoder thread (no I/O in flight).
+    Decode,
     Write,
+}
+
+/// A compressed unit for a decoder thread. The vectors travel back and forth and are reused.
+struct DecodeTask {
+    slot: usize,
+    units: Vec<Unit>,
+    input: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// A decoded unit coming back (`out` holds the unit when `res` is Ok).
+struct DecodeDone {
+    slot: usize,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    res: std::result::Result<(), (u64, String)>,
+}
+
+/// The pipeline's side of the decoder threads.
+struct Decoders {
+    tasks: mpsc::Sender<DecodeTask>,
+    done: mpsc::Receiver<DecodeDone>,
+    /// Tasks sent whose results have not come back.
+    pending: usize,
+    /// Vectors to reuse.
+    spare: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A decoder thread: decodes tasks until the pipeline hangs up.
+fn decoder(tasks: &Mutex<mpsc::Receiver<DecodeTask>>, done: mpsc::Sender<DecodeDone>) {
+    loop {
+        let next = tasks.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(DecodeTask {
+            slot,
+            units,
+            input,
+            mut out,
+        }) = next
+        else {
+            return;
+        };
+        let res = decode_units(&units, &input, &mut out);
+        if done
+            .send(DecodeDone {
+                slot,
+                input,
+                out,
+                res,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -233,12 +363,46 @@ struct Run<'a, 'b> {
     submitted_bytes: u64,
     started: Instant,
     error: Option<Error>,
+    decoders: Option<Decoders>,
 }
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
 /// is the zero buffer and is never written into). Returns the counters even on failure (what
 /// completed before the error is still known, for a final checkpoint).
 pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Option<Error>) {
+    let decodes = job.plan.ops.iter().any(|o| matches!(o, Op::Decode { .. }));
+    if !decodes || job.decode_threads <= 1 {
+        return run_with(job, backend, None);
+    }
+    let (task_tx, task_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let task_rx = Mutex::new(task_rx);
+    std::thread::scope(|s| {
+        for _ in 0..job.decode_threads {
+            let done_tx = done_tx.clone();
+            let task_rx = &task_rx;
+            s.spawn(move || decoder(task_rx, done_tx));
+        }
+        drop(done_tx);
+        // Returning drops the task sender: the decoder threads end and the scope joins them.
+        run_with(
+            job,
+            backend,
+            Some(Decoders {
+                tasks: task_tx,
+                done: done_rx,
+                pending: 0,
+                spare: Vec::new(),
+            }),
+        )
+    })
+}
+
+fn run_with(
+    job: &Job<'_>,
+    backend: &mut dyn IoBackend,
+    decoders: Option<Decoders>,
+) -> (Counters, Option<Error>) {
     let zero_buf = backend.pool().count() - 1;
     debug_assert!(is_zero(backend.pool().get(zero_buf)));
     let mut r = Run {
@@ -256,6 +420,7 @@ pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Opti
         submitted_bytes: 0,
         started: Instant::now(),
         error: None,
+        decoders,
     };
     r.c.zero_modes.push(job.zero_mode);
     if job.checkpoint.is_some() {
@@ -291,7 +456,8 @@ impl Run<'_, '_> {
                 throttle_wait = self.fill();
             }
             let in_flight = self.backend.in_flight();
-            if in_flight == 0 {
+            let decoding = self.decoders.as_ref().map_or(0, |d| d.pending);
+            if in_flight == 0 && decoding == 0 {
                 if self.error.is_some() || self.finished() {
                     return;
                 }
@@ -300,15 +466,28 @@ impl Run<'_, '_> {
                 }
                 continue;
             }
-            let timeout = throttle_wait
+            let mut timeout = throttle_wait
                 .unwrap_or(self.job.io_timeout)
                 .min(self.job.io_timeout)
                 .min(Duration::from_millis(500));
+            if in_flight == 0 {
+                // Only decodes pending: wait for one of them.
+                if self.wait_decoded(Some(timeout)) {
+                    last_progress = Instant::now();
+                }
+                continue;
+            }
+            if decoding > 0 {
+                timeout = timeout.min(DECODE_POLL);
+            }
             completions.clear();
             if let Err(e) = self.backend.wait(1, timeout, &mut completions) {
                 self.fail(Error::io("wait for completions", &self.job.dst.path, 0, e));
                 // Nothing more can be learned from this backend; its Drop cancels the rest.
                 return;
+            }
+            if decoding > 0 && self.wait_decoded(None) {
+                last_progress = Instant::now();
             }
             if completions.is_empty() {
                 if let Some((off, path, op)) = self.stalled(last_progress) {
@@ -327,6 +506,80 @@ impl Run<'_, '_> {
                 self.complete(d);
             }
         }
+    }
+
+    /// Takes the decodes that finished (waiting up to `block` for the first one when given).
+    /// Returns whether any did.
+    fn wait_decoded(&mut self, block: Option<Duration>) -> bool {
+        let Some(dec) = self.decoders.as_mut() else {
+            return false;
+        };
+        let mut got = Vec::new();
+        if let Some(t) = block {
+            match dec.done.recv_timeout(t) {
+                Ok(d) => got.push(d),
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Decoder threads gone with work pending: only a panic does that.
+                    dec.pending = 0;
+                    self.fail(Error::BadImage {
+                        path: self.src_path().to_path_buf(),
+                        reason: "the decoder threads stopped".into(),
+                    });
+                    return false;
+                }
+            }
+        }
+        got.extend(dec.done.try_iter());
+        let any = !got.is_empty();
+        for d in got {
+            self.decoded(d);
+        }
+        any
+    }
+
+    /// A decoder thread finished the unit of `d.slot`: write it (or fail).
+    fn decoded(&mut self, d: DecodeDone) {
+        let DecodeDone {
+            slot,
+            input,
+            out,
+            res,
+        } = d;
+        let (dst, len) = match self.slots[slot].as_ref().map(|a| a.item) {
+            Some(Item::Decode { dst, len, .. }) => (dst, len),
+            _ => unreachable!("decode result for a slot that is not decoding"),
+        };
+        if let Some(dec) = self.decoders.as_mut() {
+            dec.pending -= 1;
+        }
+        let res = match res {
+            Ok(()) if self.error.is_none() => {
+                self.backend.pool_mut().get_mut(slot)[..len as usize].copy_from_slice(&out);
+                Ok(())
+            }
+            other => other,
+        };
+        if let Some(dec) = self.decoders.as_mut() {
+            dec.spare.push((input, out));
+        }
+        if self.error.is_some() {
+            self.release(slot);
+            return;
+        }
+        if let Err(e) = res {
+            self.release(slot);
+            self.fail_decode(e);
+            return;
+        }
+        self.data_ready(slot, dst, len);
+    }
+
+    fn fail_decode(&mut self, (src, reason): (u64, String)) {
+        self.fail(Error::BadImage {
+            path: self.src_path().to_path_buf(),
+            reason: format!("compressed cluster at offset {src}: {reason}"),
+        });
     }
 
     fn finished(&self) -> bool {
@@ -408,9 +661,9 @@ impl Run<'_, '_> {
 
     /// A pending item pushed back because it could not start yet.
     fn push_back(&mut self, item: Item) {
-        if let Item::Decode { .. } = item {
-            // Decode items are whole ops: rewind to it.
-            self.op_idx -= 1;
+        if let Item::Decode { n, .. } = item {
+            // Decode items are whole ops: rewind to the first.
+            self.op_idx -= n;
             self.op_pos = 0;
             self.covered_to = item_dst(item);
         }
@@ -475,15 +728,40 @@ impl Run<'_, '_> {
                     self.advance(dst, len);
                 }
                 Op::Decode {
-                    src,
-                    src_len,
-                    dst,
-                    len,
-                    codec,
+                    src, src_len, dst, ..
                 } => {
-                    self.op_idx += 1;
-                    self.covered_to = dst + len;
-                    if len > bs || src_len > bs {
+                    let first = self.op_idx;
+                    let (mut span_end, mut dst_end, mut n) = (src, dst, 0);
+                    // The run: following units that continue the output without a gap, read
+                    // forward in the source, and keep input and output within one block
+                    // (the output also within one block-aligned destination block).
+                    let block_end = dst - dst % bs + bs;
+                    for op in &plan.ops[first..] {
+                        let Op::Decode {
+                            src: s,
+                            src_len: sl,
+                            dst: d,
+                            len: l,
+                            ..
+                        } = *op
+                        else {
+                            break;
+                        };
+                        let fits = d == dst_end
+                            && s >= span_end
+                            && s + sl - src <= bs
+                            && d + l <= block_end;
+                        if n > 0 && !fits {
+                            break;
+                        }
+                        span_end = s + sl;
+                        dst_end = d + l;
+                        n += 1;
+                    }
+                    let (len, span) = (dst_end - dst, span_end - src);
+                    self.op_idx += n;
+                    self.covered_to = dst_end;
+                    if len > bs || span > bs {
                         self.fail(Error::BadImage {
                             path: self.src_path().to_path_buf(),
                             reason: format!(
@@ -494,10 +772,11 @@ impl Run<'_, '_> {
                     }
                     return Some(Item::Decode {
                         src,
-                        src_len,
+                        src_len: span,
                         dst,
                         len,
-                        codec,
+                        first,
+                        n,
                     });
                 }
             }
@@ -652,6 +931,7 @@ impl Run<'_, '_> {
             (Item::Decode { src, .. }, Stage::Read) => {
                 (src + a.done as u64, self.src_path(), "read compressed")
             }
+            (Item::Decode { src, .. }, Stage::Decode) => (src, self.src_path(), "decode"),
             (item, _) => (
                 item_dst(item) + a.write_span().0 + a.done as u64,
                 &self.job.dst.path,
@@ -696,10 +976,11 @@ impl Run<'_, '_> {
                 )
             }
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
+            (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
         };
         let span_off = match a.stage {
             Stage::Write => a.write_span().0 as usize,
-            Stage::Read => 0,
+            Stage::Read | Stage::Decode => 0,
         };
         let done = a.done as u64;
         let remaining = total - done;
@@ -757,6 +1038,7 @@ impl Run<'_, '_> {
             (Item::Decode { src_len, .. }, Stage::Read) => src_len,
             (_, Stage::Write) => a.write_span().1,
             (item, Stage::Read) => item_len(item),
+            (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
         } as usize;
         if self.error.is_some() {
             // Draining after a failure: just take the buffers back.
@@ -804,35 +1086,44 @@ impl Run<'_, '_> {
                 self.c.bytes_read += len;
                 self.data_ready(slot, dst, len);
             }
-            (
-                Item::Decode {
-                    src_len,
-                    len,
-                    codec,
-                    ..
-                },
-                Stage::Read,
-            ) => {
+            (item @ Item::Decode { src_len, len, .. }, Stage::Read) => {
                 self.c.bytes_read += src_len;
                 let aux = a.aux.take().expect("decode has an aux buffer");
-                let (input, out) = self.backend.pool_mut().pair(aux, slot);
-                let res =
-                    codec::decode(codec, &input[..src_len as usize], &mut out[..len as usize]);
-                self.free.push(aux);
-                if let Err(reason) = res {
-                    let src = match self.slots[slot].as_ref().unwrap().item {
-                        Item::Decode { src, .. } => src,
-                        _ => 0,
+                let units = run_units(self.job.plan, item);
+                if let Some(dec) = self.decoders.as_mut() {
+                    // Hand the run to a decoder thread; the ring goes on meanwhile.
+                    a.stage = Stage::Decode;
+                    let (mut input, mut out) = dec.spare.pop().unwrap_or_default();
+                    input.clear();
+                    input.extend_from_slice(&self.backend.pool().get(aux)[..src_len as usize]);
+                    out.resize(len as usize, 0);
+                    self.free.push(aux);
+                    let task = DecodeTask {
+                        slot,
+                        units,
+                        input,
+                        out,
                     };
-                    self.release(slot);
-                    self.fail(Error::BadImage {
-                        path: self.src_path().to_path_buf(),
-                        reason: format!("compressed cluster at offset {src}: {reason}"),
-                    });
+                    if dec.tasks.send(task).is_ok() {
+                        dec.pending += 1;
+                    } else {
+                        self.release(slot);
+                        self.fail(Error::BadImage {
+                            path: self.src_path().to_path_buf(),
+                            reason: "the decoder threads stopped".into(),
+                        });
+                    }
                     return;
                 }
-                let dst = item_dst(self.slots[slot].as_ref().unwrap().item);
-                self.data_ready(slot, dst, len);
+                let (input, out) = self.backend.pool_mut().pair(aux, slot);
+                let res = decode_units(&units, input, out);
+                self.free.push(aux);
+                if let Err(e) = res {
+                    self.release(slot);
+                    self.fail_decode(e);
+                    return;
+                }
+                self.data_ready(slot, item_dst(item), len);
             }
             (item, Stage::Write) => {
                 if a.seg + 1 < a.segs.len() {
@@ -858,6 +1149,7 @@ impl Run<'_, '_> {
                 self.advance(item_dst(item), len);
             }
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
+            (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
         }
     }
 }

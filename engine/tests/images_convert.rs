@@ -54,6 +54,18 @@ fn to_volume_matches_qemu_for_every_native_format() {
         let theirs = path(&d, &format!("{name}.qemu"));
         qemu_img(&["convert", "-O", "raw", p(&img), p(&theirs)]);
         assert_same(&out, &theirs);
+        if compress {
+            // Compressed units decoded on the pipeline thread, and on three decoder threads.
+            for threads in [1, 3] {
+                let out = path(&d, &format!("{name}.{threads}.out"));
+                let opts = ToVolumeOptions {
+                    threads,
+                    ..Default::default()
+                };
+                image_to_volume(&img, &out, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_same(&out, &theirs);
+            }
+        }
         let native = matches!(fmt, "qcow2" | "vmdk");
         assert_eq!(s.via, if native { "ember" } else { "qemu-img" }, "{name}");
         // (2 MiB clusters hold data and zeros mixed: whether their zero parts become holes is

@@ -267,6 +267,22 @@ fn qcow2_compressed_cluster_bomb_refused_by_decode() {
     let mut out = vec![0u8; len as usize];
     let e = format::decode(ember_engine::plan::Codec::Deflate, &input, &mut out).unwrap_err();
     assert!(e.to_string().contains("bomb"), "{e}");
+    // Without the precheck, the pipeline's own decode (inline, or on decoder threads) fails
+    // the job naming the cluster; it never writes the bomb's output.
+    for threads in [1, 2] {
+        let dst = d.path().join(format!("bomb.{threads}.raw"));
+        let opts = ember_engine::copy::CopyOptions {
+            decode_threads: threads,
+            ..Default::default()
+        };
+        let e = ember_engine::copy::execute_plan(&img, &plan, &dst, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("compressed cluster at offset {src}")) && e.contains("bomb"),
+            "{threads} threads: {e}"
+        );
+    }
 }
 
 /// Several L1 entries sharing one L2 table would multiply a small file into a huge plan.

@@ -84,6 +84,9 @@ pub fn image_to_volume(
         }
         Reader::Native(plan) => {
             let mut c = opts.copy.clone();
+            if opts.threads != 0 {
+                c.decode_threads = opts.threads;
+            }
             // Each Decode op must fit one pipeline block.
             let biggest = plan
                 .ops
