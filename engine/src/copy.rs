@@ -229,6 +229,37 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
     let started = Instant::now();
     opts.validate()?;
     let s = open_source(&src.path, opts.direct)?;
+    copy_from(s, src, dst, opts, started)
+}
+
+/// Copies the whole of `src`, a file already open for reading (one that was inspected
+/// through this descriptor: what is copied is that file, whatever happens to its path), to
+/// `dst`. `src_path` names it in messages.
+pub fn copy_open(src: File, src_path: &Path, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
+    let started = Instant::now();
+    opts.validate()?;
+    if opts.checkpoint.is_some() {
+        return Err(Error::invalid(
+            "a resumable copy opens its source by path; it cannot start from an open file",
+        ));
+    }
+    let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
+    copy_from(
+        s,
+        &Window::whole(src_path),
+        &Window::whole(dst),
+        opts,
+        started,
+    )
+}
+
+fn copy_from(
+    s: Endpoint,
+    src: &Window,
+    dst: &Window,
+    opts: &CopyOptions,
+    started: Instant,
+) -> Result<Summary> {
     let len = window_len(&s, src)?;
     let mut dest = Destination::open(dst, len, opts)?;
     let res = (|| {
@@ -261,6 +292,34 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
 pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
     let started = Instant::now();
     opts.validate()?;
+    let s = open_source(src, opts.direct)?;
+    execute_plan_from(s, plan, dst, opts, started)
+}
+
+/// [`execute_plan`] reading `src`, a file already open (the image the plan was made from,
+/// through the same descriptor: a path swapped after inspection changes nothing).
+pub fn execute_plan_open(
+    src: File,
+    src_path: &Path,
+    plan: &Plan,
+    dst: &Path,
+    opts: &CopyOptions,
+) -> Result<Summary> {
+    let started = Instant::now();
+    opts.validate()?;
+    let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
+    execute_plan_from(s, plan, dst, opts, started)
+}
+
+fn execute_plan_from(
+    s: Endpoint,
+    plan: &Plan,
+    dst: &Path,
+    opts: &CopyOptions,
+    started: Instant,
+) -> Result<Summary> {
+    let src = s.path.clone();
+    let src = src.as_path();
     plan.validate().map_err(|reason| Error::BadImage {
         path: src.to_path_buf(),
         reason,
@@ -270,7 +329,6 @@ pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> 
             "an image plan must start at destination offset 0",
         ));
     }
-    let s = open_source(src, opts.direct)?;
     let mut dest = Destination::open(&Window::whole(dst), plan.logical_size, opts)?;
     let res = (|| {
         if s.identity == dest.ep.identity {

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::sys;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -83,6 +83,31 @@ impl Endpoint {
                 Error::open(what, path, e)
             }
         })?;
+        Self::probe(file, path, mode, path)
+    }
+
+    /// Wraps `file`, already open for reading (an image that was inspected through it), so
+    /// that what is read is that very file whatever happens to `path` meanwhile. Its O_DIRECT
+    /// descriptor is opened through `/proc/self/fd`: the same inode, never the path again.
+    pub fn from_open_file(file: File, path: &Path, direct: bool) -> Result<Endpoint> {
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let mode = OpenMode {
+            write: false,
+            create: false,
+            direct,
+            exclusive: false,
+        };
+        Self::probe(file, path, mode, &by_fd)
+    }
+
+    /// Probes the opened `file` (named `path` in messages); `reopen` is what the O_DIRECT
+    /// descriptor is opened by.
+    fn probe(file: File, path: &Path, mode: OpenMode, reopen: &Path) -> Result<Endpoint> {
+        let what = if mode.write {
+            "open for writing"
+        } else {
+            "open"
+        };
         let meta = file.metadata().map_err(|e| Error::open("stat", path, e))?;
         let ft = meta.file_type();
         let (kind, size, align, identity) = if ft.is_file() {
@@ -125,7 +150,7 @@ impl Endpoint {
             let mut d = OpenOptions::new();
             d.read(true).write(mode.write).custom_flags(libc::O_DIRECT);
             // EINVAL: the filesystem has no O_DIRECT (tmpfs); fall back to buffered I/O.
-            d.open(path).ok()
+            d.open(reopen).ok()
         } else {
             None
         };

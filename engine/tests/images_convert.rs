@@ -372,3 +372,41 @@ fn from_volume_reads_the_volume_as_raw_whatever_it_contains() {
     assert!(e.contains("exists"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep");
 }
+
+/// What is written is the file that was inspected: once it is open, replacing the file at
+/// its path (rename over it) changes nothing, for raw copies and for image plans alike.
+#[test]
+fn the_inspected_file_is_read_even_when_its_path_is_replaced() {
+    ember_engine::require_tool!("qemu-img");
+    use ember_engine::copy::{copy_open, execute_plan_open};
+    use ember_engine::format::{analyze, FileSource, Reader};
+    let d = tmp();
+    let (a, b) = (path(&d, "a.raw"), path(&d, "b.raw"));
+    sparse_source(&a, 8 << 20, 1);
+    sparse_source(&b, 8 << 20, 2);
+    let (qa, qb) = (path(&d, "a.qcow2"), path(&d, "b.qcow2"));
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", p(&a), p(&qa)]);
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", p(&b), p(&qb)]);
+
+    // raw: open, then b replaces a at its path
+    let img = path(&d, "img.raw");
+    std::fs::copy(&a, &img).unwrap();
+    let f = std::fs::File::open(&img).unwrap();
+    std::fs::rename(&b, &img).unwrap();
+    let out = path(&d, "raw.out");
+    copy_open(f, &img, &out, &CopyOptions::default()).unwrap();
+    assert_same(&out, &a);
+
+    // qcow2: inspected through the descriptor, then the path is replaced
+    let img = path(&d, "img.qcow2");
+    std::fs::copy(&qa, &img).unwrap();
+    let src = FileSource::open(&img).unwrap();
+    let an = analyze(&src, &InspectOptions::default()).unwrap();
+    let Reader::Native(plan) = an.reader else {
+        panic!("qcow2 has a native reader")
+    };
+    std::fs::rename(&qb, &img).unwrap();
+    let out = path(&d, "qcow2.out");
+    execute_plan_open(src.into_file(), &img, &plan, &out, &CopyOptions::default()).unwrap();
+    assert_same(&out, &a);
+}

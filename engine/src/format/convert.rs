@@ -3,12 +3,16 @@
 //! to-volume: open image -> [`analyze`] (detection, declared format, every safety rule, the
 //! whole table walk) -> for compressed images, decode every compressed unit once without
 //! writing (bombs and corrupt streams are found before the first write) -> write:
-//! raw-like images through [`copy::copy`], qcow2/vmdk plans through [`copy::execute_plan`],
-//! vhd/vhdx/vdi through `qemu-img convert -f <inspected format>`.
+//! raw-like images through [`copy::copy_open`], qcow2/vmdk plans through
+//! [`copy::execute_plan_open`], vhd/vhdx/vdi through `qemu-img convert -f <inspected format>`.
+//! Every one of them reads the image through the descriptor it was inspected by (qemu-img
+//! through `/proc/self/fd/N` of an inherited duplicate), never by its path again.
 //!
 //! from-volume: the volume is raw and never probed; raw output is a sparse copy, qcow2 output
 //! the [`super::qcow2::writer`]; both written to a temporary name and renamed into place.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -68,7 +72,9 @@ pub fn image_to_volume(
                 .map_err(|e| bad(image, e))?;
         }
     }
-    drop(src);
+    // From here on the image is read through the descriptor it was inspected by: replacing
+    // the file at its path after inspection changes nothing.
+    let file = src.into_file();
     let inspect_seconds = started.elapsed().as_secs_f64();
     let mut summary = ToVolumeSummary {
         format: a.format,
@@ -80,7 +86,7 @@ pub fn image_to_volume(
     };
     match &a.reader {
         Reader::Raw => {
-            summary.copy = Some(copy::copy(image, dest, &opts.copy)?);
+            summary.copy = Some(copy::copy_open(file, image, dest, &opts.copy)?);
         }
         Reader::Native(plan) => {
             let mut c = opts.copy.clone();
@@ -100,7 +106,7 @@ pub fn image_to_volume(
             while (c.block_size as u64) < biggest && c.block_size < copy::MAX_BLOCK_SIZE {
                 c.block_size *= 2;
             }
-            summary.copy = Some(copy::execute_plan(image, plan, dest, &c)?);
+            summary.copy = Some(copy::execute_plan_open(file, image, plan, dest, &c)?);
         }
         Reader::Qemu(fmt) => {
             if let Some(dev_size) = block_device_size(dest)? {
@@ -112,7 +118,7 @@ pub fn image_to_volume(
                     )));
                 }
             }
-            qemu_convert(image, *fmt, dest, &opts.copy)?;
+            qemu_convert(&file, image, *fmt, dest, &opts.copy)?;
             summary.via = "qemu-img";
         }
     }
@@ -136,8 +142,16 @@ fn block_device_size(path: &Path) -> Result<Option<u64>> {
     }
 }
 
-/// `qemu-img convert -f <fmt> -O raw`, the format pinned to what inspection found.
-fn qemu_convert(image: &Path, fmt: Format, dest: &Path, opts: &CopyOptions) -> Result<()> {
+/// `qemu-img convert -f <fmt> -O raw`, the format pinned to what inspection found, reading
+/// the inspected file itself: qemu-img gets a duplicate of its descriptor and opens
+/// `/proc/self/fd/N`, never the path.
+fn qemu_convert(
+    file: &File,
+    image: &Path,
+    fmt: Format,
+    dest: &Path,
+    opts: &CopyOptions,
+) -> Result<()> {
     let meta = std::fs::metadata(dest).ok();
     let is_block = meta.as_ref().is_some_and(|m| {
         use std::os::unix::fs::FileTypeExt;
@@ -159,10 +173,20 @@ fn qemu_convert(image: &Path, fmt: Format, dest: &Path, opts: &CopyOptions) -> R
     if opts.sync && !is_block {
         cmd.args(["-t", "writeback"]);
     }
-    cmd.arg(image).arg(dest);
-    let out = cmd
-        .output()
-        .map_err(|e| Error::open("run qemu-img for", image, e))?;
+    // A duplicate without close-on-exec: the child inherits it (read-only).
+    let inherited = file
+        .try_clone()
+        .and_then(|f| {
+            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+            fcntl(f.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
+            Ok(f)
+        })
+        .map_err(|e| Error::open("duplicate the descriptor of", image, e))?;
+    cmd.arg(format!("/proc/self/fd/{}", inherited.as_raw_fd()))
+        .arg(dest);
+    let out = cmd.output();
+    drop(inherited);
+    let out = out.map_err(|e| Error::open("run qemu-img for", image, e))?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
         return Err(Error::BadImage {

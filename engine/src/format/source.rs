@@ -96,6 +96,11 @@ impl FileSource {
         }
     }
 
+    /// The open file (to go on reading the very file that was inspected).
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// Opens `path` read-only and probes its size (block devices by seeking to the end).
     pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
         use std::io::{Seek, SeekFrom};
