@@ -1,4 +1,5 @@
-//! Seeded fixtures: sparse or fully allocated raw files of random, non-zero data.
+//! Seeded fixtures: sparse or fully allocated raw files of random, non-zero data, either
+//! incompressible bytes or compressible printable text ([`Fill`]).
 //!
 //! A fixture is rebuilt only when missing or when its manifest (`NAME.raw.json`: layout version,
 //! spec and extent list) or its size does not match; otherwise it is reused across runs.
@@ -34,6 +35,54 @@ pub struct FixtureSpec {
     pub ext_min: u64,
     pub ext_max: u64,
     pub seed: u64,
+    /// What the data extents hold. Omitted from the manifest when `Random`, so the keys of
+    /// fixtures made before this field existed stay byte-identical (and are not rebuilt).
+    #[serde(default, skip_serializing_if = "Fill::is_random")]
+    pub fill: Fill,
+}
+
+/// Content of a fixture's data extents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fill {
+    /// Seeded random bytes: incompressible (`qemu-img convert -c` stores ~95% of the clusters
+    /// of such data uncompressed).
+    #[default]
+    Random,
+    /// Seeded random bytes mapped onto a 64-symbol printable alphabet (base64-like text, 6 bits
+    /// of entropy per byte): deflate shrinks it to ~75%, so a compressed qcow2 of it really
+    /// holds compressed clusters, as cloud images do.
+    Text,
+}
+
+impl Fill {
+    pub fn is_random(&self) -> bool {
+        *self == Fill::Random
+    }
+}
+
+/// The 64 symbols of [`Fill::Text`] (the base64 alphabet; none is zero).
+const TEXT_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Fill `buf` with the next bytes of a fixture's data stream: every 4 KiB block holds a non-zero
+/// byte, so no copy tool may legitimately turn a data block into a hole.
+fn fill_data(fill: Fill, rng: &mut SmallRng, buf: &mut [u8]) {
+    rng.fill_bytes(buf);
+    match fill {
+        Fill::Random => {
+            // Random data is non-zero with overwhelming probability; make sure of it per 4 KiB.
+            for block in buf.chunks_mut(4096) {
+                block[0] |= 1;
+            }
+        }
+        Fill::Text => {
+            // Every symbol is printable, hence non-zero.
+            for b in buf.iter_mut() {
+                *b = TEXT_ALPHABET[usize::from(*b & 63)];
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,11 +164,15 @@ pub fn ensure(dir: &Path, spec: &FixtureSpec) -> Result<Fixture> {
     }
     let _ = fs::remove_file(&mpath);
     eprintln!(
-        "fixture {}: building {} ({} logical, {} data in {} extents)",
+        "fixture {}: building {} ({} logical, {} {} data in {} extents)",
         spec.name,
         path.display(),
         crate::report::bytes(spec.logical),
         crate::report::bytes(spec.data.min(spec.logical)),
+        match spec.fill {
+            Fill::Random => "random",
+            Fill::Text => "text",
+        },
         extents.len()
     );
     let tmp = dir.join(format!("{}.raw.tmp", spec.name));
@@ -147,12 +200,7 @@ fn write_data(path: &Path, spec: &FixtureSpec, extents: &[Range<u64>]) -> Result
         let mut off = r.start;
         while off < r.end {
             let n = (r.end - off).min(buf.len() as u64) as usize;
-            rng.fill_bytes(&mut buf[..n]);
-            // Random data is non-zero with overwhelming probability; make sure of it per 4 KiB
-            // so no copy tool may legitimately turn a data block into a hole.
-            for block in buf[..n].chunks_mut(4096) {
-                block[0] |= 1;
-            }
+            fill_data(spec.fill, &mut rng, &mut buf[..n]);
             f.write_all_at(&buf[..n], off)
                 .map_err(io_err("write fixture", path))?;
             off += n as u64;
@@ -244,6 +292,7 @@ mod tests {
             ext_min: MIB,
             ext_max: 4 * MIB,
             seed: 7,
+            fill: Fill::Random,
         };
         let a = layout(&spec);
         assert_eq!(a, layout(&spec));
@@ -257,5 +306,56 @@ mod tests {
             .all(|r| r.start % 4096 == 0 && r.end - r.start <= 4 * MIB));
         let other = layout(&FixtureSpec { seed: 8, ..spec });
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn random_fill_keeps_the_old_key() {
+        // The manifest of sparse8g as written before `fill` existed.
+        let spec = FixtureSpec {
+            name: "sparse8g".into(),
+            logical: 8 * GIB,
+            data: 858_993_459,
+            ext_min: MIB,
+            ext_max: 4 * MIB,
+            seed: 0x8_0001,
+            fill: Fill::Random,
+        };
+        let old = "{\n  \"name\": \"sparse8g\",\n  \"logical\": 8589934592,\n  \"data\": 858993459,\n  \"ext_min\": 1048576,\n  \"ext_max\": 4194304,\n  \"seed\": 524289\n}";
+        assert_eq!(serde_json::to_string_pretty(&spec).unwrap(), old);
+        assert_eq!(serde_json::from_str::<FixtureSpec>(old).unwrap(), spec);
+        // The derived images' keys go through serde_json::Value.
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            serde_json::from_str::<serde_json::Value>(old).unwrap()
+        );
+        let text = FixtureSpec {
+            fill: Fill::Text,
+            ..spec
+        };
+        let json = serde_json::to_string(&text).unwrap();
+        assert!(json.ends_with(",\"fill\":\"text\"}"), "{json}");
+        assert_eq!(serde_json::from_str::<FixtureSpec>(&json).unwrap(), text);
+    }
+
+    #[test]
+    fn fills_are_seeded_and_non_zero() {
+        let fill = |fill, seed| {
+            let mut buf = vec![0u8; 64 * 1024];
+            fill_data(fill, &mut SmallRng::seed_from_u64(seed), &mut buf);
+            buf
+        };
+        let text = fill(Fill::Text, 1);
+        assert_eq!(text, fill(Fill::Text, 1));
+        assert_ne!(text, fill(Fill::Text, 2));
+        assert!(text.iter().all(|b| TEXT_ALPHABET.contains(b)));
+        // All 64 symbols occur, so the text carries 6 bits per byte: compressible, not trivially.
+        let mut seen = [false; 256];
+        for b in &text {
+            seen[usize::from(*b)] = true;
+        }
+        assert_eq!(seen.iter().filter(|s| **s).count(), 64);
+        let random = fill(Fill::Random, 1);
+        assert!(random.chunks(4096).all(|b| b.iter().any(|x| *x != 0)));
+        assert_ne!(random, text);
     }
 }

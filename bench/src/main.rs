@@ -37,7 +37,7 @@ use verify::Validation;
 #[cfg(test)]
 pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const ALL_CASES: [&str; 11] = [
+const ALL_CASES: [&str; 13] = [
     "sparse8g",
     "full4g",
     "sparse4t",
@@ -48,6 +48,8 @@ const ALL_CASES: [&str; 11] = [
     "img-to-loop",
     "imgc-to-file",
     "imgc-to-loop",
+    "imgz-to-file",
+    "imgz-to-loop",
     "img-from-vol",
 ];
 
@@ -67,8 +69,8 @@ enum Cmd {
 #[derive(clap::Args)]
 struct CompareArgs {
     /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, copy-to-loop, wipe-file,
-    /// wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, img-from-vol; groups
-    /// copy, wipe, image, all.
+    /// wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, imgz-to-file,
+    /// imgz-to-loop, img-from-vol; groups copy, wipe, image, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -83,7 +85,8 @@ struct CompareArgs {
     /// Per-tool, per-run timeout in seconds; a timed-out tool is recorded as such and not rerun.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Small fixtures (512 MiB / 256 MiB / 64 GiB logical, 256 MiB wipes) to try the harness.
+    /// Small fixtures (512 MiB / 256 MiB / 64 GiB / 256 MiB text logical, 256 MiB wipes) to try
+    /// the harness.
     #[arg(long)]
     quick: bool,
     /// Where compare-<timestamp>.json (and latest.json for full-scale runs) are written
@@ -176,6 +179,23 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
             Direction::ToLoop,
             name.starts_with("imgc"),
             scale.sparse8g(),
+            scale.full4g(),
+            dir,
+        )),
+        // Compressed images of compressible data: the clusters really are compressed.
+        "imgz-to-file" => Box::new(ImageCase::new(
+            name,
+            Direction::ToFile,
+            true,
+            scale.text4g(),
+            scale.full4g(),
+            dir,
+        )),
+        "imgz-to-loop" => Box::new(ImageCase::new(
+            name,
+            Direction::ToLoop,
+            true,
+            scale.text4g(),
             scale.full4g(),
             dir,
         )),
@@ -537,5 +557,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_and_cases() {
+        let image = select_cases(&["image".into()]).unwrap();
+        assert_eq!(image.first(), Some(&"img-to-file"));
+        assert!(image.contains(&"imgz-to-file") && image.contains(&"imgz-to-loop"));
+        assert_eq!(select_cases(&["all".into()]).unwrap(), ALL_CASES.to_vec());
+        assert_eq!(
+            select_cases(&["imgz-to-loop".into(), "image".into()]).unwrap()[0],
+            "imgz-to-loop"
+        );
+        assert!(select_cases(&["imgz".into()]).is_err());
+        for name in ALL_CASES {
+            assert_eq!(
+                make_case(name, Scale::Quick, Path::new("/nonexistent")).name(),
+                name
+            );
+        }
     }
 }

@@ -1,14 +1,19 @@
 //! Image cases (issue 5), built from the sparse8g fixture:
 //! - `img-to-file`: qcow2 -> new raw file,
 //! - `img-to-loop`: qcow2 -> loop device (Cinder's copy image to volume),
-//! - `img-from-vol`: raw volume -> new qcow2 (Cinder's upload to image).
+//! - `imgc-to-file`, `imgc-to-loop`: the same from a compressed qcow2 (random data barely
+//!   compresses, so most of its clusters are stored uncompressed),
+//! - `img-from-vol`: raw volume -> new qcow2 (Cinder's upload to image);
+//!
+//! and from the text4g fixture (compressible text, as in cloud images):
+//! - `imgz-to-file`, `imgz-to-loop`: compressed qcow2 whose clusters really are compressed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::{io_err, BenchError, Result};
-use crate::fixture::{self, Fixture, FixtureSpec, MIB};
+use crate::fixture::{self, Fill, Fixture, FixtureSpec, MIB};
 use crate::runner;
 use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
@@ -118,8 +123,13 @@ impl Case for ImageCase {
                 runner::run_helper(&argv, timeout).map(|_| ())
             })?;
             notes.push(format!(
-                "source image {} ({cmd} of the raw fixture)",
-                self.qcow2.display()
+                "source image {} ({cmd} of the raw fixture, {} data; {} allocated)",
+                self.qcow2.display(),
+                match self.raw_spec.fill {
+                    Fill::Random => "random",
+                    Fill::Text => "compressible text",
+                },
+                crate::report::bytes(util::allocated(&self.qcow2)?)
             ));
         }
         if self.dir == Direction::ToLoop {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::fixture::{FixtureSpec, GIB, MIB, TIB};
+use crate::fixture::{Fill, FixtureSpec, GIB, MIB, TIB};
 use crate::runner::{self, RunStatus};
 use crate::util;
 use crate::verify::Validation;
@@ -135,6 +135,7 @@ impl Scale {
             ext_min: MIB,
             ext_max: 4 * MIB,
             seed: 0x8_0001,
+            fill: Fill::Random,
         }
     }
 
@@ -150,6 +151,7 @@ impl Scale {
             ext_min: logical,
             ext_max: logical,
             seed: 0x4_0002,
+            fill: Fill::Random,
         }
     }
 
@@ -165,6 +167,25 @@ impl Scale {
             ext_min: 4 * MIB,
             ext_max: 16 * MIB,
             seed: 0x4_0003,
+            fill: Fill::Random,
+        }
+    }
+
+    /// Compressible data for compressed images: 4 GiB logical, 1 GiB of printable text in
+    /// 1-4 MiB extents (quick: 256 MiB logical, 64 MiB of text).
+    pub fn text4g(self) -> FixtureSpec {
+        let (logical, data) = match self {
+            Scale::Full => (4 * GIB, GIB),
+            Scale::Quick => (256 * MIB, 64 * MIB),
+        };
+        FixtureSpec {
+            name: format!("text4g{}", self.suffix()),
+            logical,
+            data,
+            ext_min: MIB,
+            ext_max: 4 * MIB,
+            seed: 0x4_0004,
+            fill: Fill::Text,
         }
     }
 
