@@ -283,6 +283,10 @@ struct Decoders {
     done: mpsc::Receiver<DecodeDone>,
     /// Tasks sent whose results have not come back.
     pending: usize,
+    /// At most this many tasks are out at once (their vectors are memory beside the pool).
+    cap: usize,
+    /// Slots whose input is read (in their aux buffer), waiting for a task to be sent.
+    waiting: VecDeque<usize>,
     /// Vectors to reuse.
     spare: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -392,6 +396,9 @@ pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Opti
                 tasks: task_tx,
                 done: done_rx,
                 pending: 0,
+                // Two runs per thread keep every decoder busy; more would only be memory.
+                cap: 2 * job.decode_threads,
+                waiting: VecDeque::new(),
                 spare: Vec::new(),
             }),
         )
@@ -573,6 +580,48 @@ impl Run<'_, '_> {
             return;
         }
         self.data_ready(slot, dst, len);
+        // A task came back: send the next waiting run.
+        if let Some(next) = self.decoders.as_mut().and_then(|d| d.waiting.pop_front()) {
+            self.send_decode(next);
+        }
+    }
+
+    /// Hands the run of `slot` (its input read into the aux buffer) to a decoder thread, or
+    /// queues it while `cap` tasks are out.
+    fn send_decode(&mut self, slot: usize) {
+        let Some(dec) = self.decoders.as_mut() else {
+            return;
+        };
+        if dec.pending >= dec.cap || self.error.is_some() {
+            dec.waiting.push_back(slot);
+            return;
+        }
+        let a = self.slots[slot].as_mut().expect("active slot");
+        let Item::Decode { src_len, len, .. } = a.item else {
+            unreachable!("only decode runs are sent to decoders")
+        };
+        let units = run_units(self.job.plan, a.item);
+        let aux = a.aux.take().expect("decode has an aux buffer");
+        let (mut input, mut out) = dec.spare.pop().unwrap_or_default();
+        input.clear();
+        input.extend_from_slice(&self.backend.pool().get(aux)[..src_len as usize]);
+        out.resize(len as usize, 0);
+        self.free.push(aux);
+        let task = DecodeTask {
+            slot,
+            units,
+            input,
+            out,
+        };
+        if dec.tasks.send(task).is_ok() {
+            dec.pending += 1;
+        } else {
+            self.release(slot);
+            self.fail(Error::BadImage {
+                path: self.src_path().to_path_buf(),
+                reason: "the decoder threads stopped".into(),
+            });
+        }
     }
 
     fn fail_decode(&mut self, (src, reason): (u64, String)) {
@@ -1088,33 +1137,14 @@ impl Run<'_, '_> {
             }
             (item @ Item::Decode { src_len, len, .. }, Stage::Read) => {
                 self.c.bytes_read += src_len;
-                let aux = a.aux.take().expect("decode has an aux buffer");
-                let units = run_units(self.job.plan, item);
-                if let Some(dec) = self.decoders.as_mut() {
+                if self.decoders.is_some() {
                     // Hand the run to a decoder thread; the ring goes on meanwhile.
                     a.stage = Stage::Decode;
-                    let (mut input, mut out) = dec.spare.pop().unwrap_or_default();
-                    input.clear();
-                    input.extend_from_slice(&self.backend.pool().get(aux)[..src_len as usize]);
-                    out.resize(len as usize, 0);
-                    self.free.push(aux);
-                    let task = DecodeTask {
-                        slot,
-                        units,
-                        input,
-                        out,
-                    };
-                    if dec.tasks.send(task).is_ok() {
-                        dec.pending += 1;
-                    } else {
-                        self.release(slot);
-                        self.fail(Error::BadImage {
-                            path: self.src_path().to_path_buf(),
-                            reason: "the decoder threads stopped".into(),
-                        });
-                    }
+                    self.send_decode(slot);
                     return;
                 }
+                let aux = a.aux.take().expect("decode has an aux buffer");
+                let units = run_units(self.job.plan, item);
                 let (input, out) = self.backend.pool_mut().pair(aux, slot);
                 let res = decode_units(&units, input, out);
                 self.free.push(aux);
