@@ -368,6 +368,8 @@ struct Run<'a, 'b> {
     started: Instant,
     error: Option<Error>,
     decoders: Option<Decoders>,
+    /// The plan's holes were zeroed before any data I/O ([`Run::zero_first`]).
+    zeroed_first: bool,
 }
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
@@ -428,11 +430,13 @@ fn run_with(
         started: Instant::now(),
         error: None,
         decoders,
+        zeroed_first: false,
     };
     r.c.zero_modes.push(job.zero_mode);
     if job.checkpoint.is_some() {
         r.c.completed = Some(ExtentMap::new());
     }
+    r.zero_first();
     r.main_loop();
     let err = r.error.take();
     (r.c, err)
@@ -631,6 +635,43 @@ impl Run<'_, '_> {
         });
     }
 
+    /// Makes the plan's holes (Zero ops and the gaps between ops) read as zeros before any data
+    /// I/O starts, when that takes synchronous calls (punch, zero-range, BLKZEROOUT). Done in
+    /// the middle of the copy, each call would wait for the destination's in-flight direct I/O
+    /// to drain (a punch on ext4 does, and a loop device punches its backing file) and stall
+    /// the ring meanwhile: measured 1.4 s of 342 calls on an 8 GiB loop device holding old
+    /// data, against ~10 ms with nothing in flight. Zero writes (the last fallback) are queued
+    /// and so still go through the ring first.
+    fn zero_first(&mut self) {
+        if matches!(self.zero_mode, ZeroMode::Leave | ZeroMode::Write) {
+            return;
+        }
+        let plan = self.job.plan;
+        let mut pos = plan.dst_base;
+        for op in &plan.ops {
+            let r = op.dst_range();
+            if pos < r.start {
+                self.zero_range(pos, r.start - pos);
+            }
+            if let Op::Zero { dst, len } = *op {
+                self.zero_range(dst, len);
+            }
+            pos = r.end;
+            if self.error.is_some() || self.cancelled() {
+                return;
+            }
+        }
+        let end = plan.dst_base + plan.logical_size;
+        if pos < end {
+            self.zero_range(pos, end - pos);
+        }
+        self.zeroed_first = true;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
     fn finished(&self) -> bool {
         self.op_idx >= self.job.plan.ops.len()
             && self.zero_queue.is_empty()
@@ -738,6 +779,9 @@ impl Run<'_, '_> {
             if self.covered_to < gap_to {
                 let (dst, len) = (self.covered_to, gap_to - self.covered_to);
                 self.covered_to = gap_to;
+                if self.zeroed_first {
+                    continue;
+                }
                 self.zero_range(dst, len);
                 if self.error.is_some() {
                     return None;
@@ -765,6 +809,9 @@ impl Run<'_, '_> {
                 Op::Zero { dst, len } => {
                     self.op_idx += 1;
                     self.covered_to = dst + len;
+                    if self.zeroed_first {
+                        continue;
+                    }
                     self.zero_range(dst, len);
                     if self.error.is_some() {
                         return None;
