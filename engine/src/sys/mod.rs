@@ -123,6 +123,23 @@ pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
     nix::unistd::fdatasync(fd.as_raw_fd()).map_err(errno)
 }
 
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writeback of the dirty pages of a range
+/// without waiting for it (not a durability point: fdatasync still is).
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (off, n) = (to_off(offset)?, to_off(len)?);
+    // SAFETY: sync_file_range takes plain integers and touches no user memory; the fd is
+    // borrowed, so it stays open for the call.
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn to_off(v: u64) -> io::Result<libc::off64_t> {
+    libc::off64_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// FICLONE: make `dst` share all of `src`'s blocks (reflink). Fails with EOPNOTSUPP/EXDEV/EINVAL
 /// where the filesystem cannot.
 pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use flate2::{Compress, Compression, FlushCompress};
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 
 use crate::copy::{cancelled, data_map, ProgressFn};
@@ -206,6 +207,7 @@ fn write_body(
                 .recv()
                 .map_err(|_| Error::invalid("volume reader stopped"))??;
             s.bytes_read += read;
+            let batch_start = cursor;
             let cl = |k: usize| &buf[k * CLUSTER as usize..(k + 1) * CLUSTER as usize];
             let nonzero: Vec<usize> = (0..batch.len())
                 .filter(|&k| !crate::zero::is_zero(cl(k)))
@@ -257,8 +259,13 @@ fn write_body(
             if !outbuf.is_empty() {
                 o.write_all_at(&outbuf, cursor)
                     .map_err(|e| Error::io("write", tmp, cursor, e))?;
-                // Start writeback now (asynchronously) so the final flush has little left.
                 cursor += outbuf.len() as u64;
+            }
+            // Start writeback of this batch now, without waiting for it: the disk writes while
+            // the next batches are read, instead of everything at the final flush (which still
+            // reports any error).
+            if cursor > batch_start {
+                let _ = crate::sys::start_writeback(o.as_fd(), batch_start, cursor - batch_start);
             }
             if let Some(p) = &opts.progress {
                 p(
