@@ -36,7 +36,7 @@ const COMPRESSED: u64 = 1 << 62;
 /// Clusters read (and compressed) per batch.
 const BATCH: usize = 128;
 /// Parallel reads of the volume.
-const READERS: usize = 4;
+const READERS: usize = 8;
 
 /// Options of [`write_qcow2`].
 #[derive(Clone, Default)]
