@@ -42,8 +42,7 @@ pub fn seek_hole(fd: BorrowedFd<'_>, offset: u64) -> io::Result<Option<u64>> {
 }
 
 fn seek(fd: BorrowedFd<'_>, offset: u64, whence: nix::unistd::Whence) -> io::Result<Option<u64>> {
-    let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    match nix::unistd::lseek(fd.as_raw_fd(), off, whence) {
+    match nix::unistd::lseek(fd.as_raw_fd(), to_off(offset)?, whence) {
         Ok(pos) => Ok(Some(pos as u64)),
         Err(nix::errno::Errno::ENXIO) => Ok(None),
         Err(e) => Err(errno(e)),
@@ -112,10 +111,7 @@ fn fallocate(
     offset: u64,
     len: u64,
 ) -> io::Result<()> {
-    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
-    let off = i64::try_from(offset).map_err(|_| einval())?;
-    let len = i64::try_from(len).map_err(|_| einval())?;
-    nix::fcntl::fallocate(fd.as_raw_fd(), flags, off, len).map_err(errno)
+    nix::fcntl::fallocate(fd.as_raw_fd(), flags, to_off(offset)?, to_off(len)?).map_err(errno)
 }
 
 /// `fdatasync(fd)`.
@@ -136,8 +132,9 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
     Ok(())
 }
 
-fn to_off(v: u64) -> io::Result<libc::off64_t> {
-    libc::off64_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+/// A file offset or length as the kernel's signed type (EINVAL past `i64::MAX`).
+fn to_off(v: u64) -> io::Result<i64> {
+    i64::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// FICLONE: make `dst` share all of `src`'s blocks (reflink). Fails with EOPNOTSUPP/EXDEV/EINVAL
