@@ -86,19 +86,7 @@ fn hostile_images_never_touch_the_destination() {
     let base = path(&d, "base.raw");
     sparse_source(&base, 4 << 20, 3);
     let backed = path(&d, "backed.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "/etc/passwd",
-        "-F",
-        "raw",
-        p(&backed),
-        "4M",
-    ]);
+    qcow2_backed_by(&backed, "/etc/passwd", "4M");
     // a compressed image whose first compressed cluster is turned into a bomb
     let bomb = path(&d, "bomb.qcow2");
     qemu_img(&[
@@ -317,19 +305,7 @@ fn from_volume_reads_the_volume_as_raw_whatever_it_contains() {
     // A volume whose data is a qcow2 image with a backing file naming a host file: it must be
     // copied as data, never interpreted (CVE-2026-24708).
     let vol = path(&d, "vol.raw");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "/etc/passwd",
-        "-F",
-        "raw",
-        p(&vol),
-        "1G",
-    ]);
+    qcow2_backed_by(&vol, "/etc/passwd", "1G");
     for fmt in [Format::Raw, Format::Qcow2] {
         let out = path(&d, "out.img");
         volume_to_image(

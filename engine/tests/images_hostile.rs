@@ -73,19 +73,7 @@ fn qcow2_backing_file_data_file_and_encryption_refused() {
     refused(&top, "backing file");
     // a backing file naming a host path
     let evil = path(&d, "evil.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "/etc/shadow",
-        "-F",
-        "raw",
-        p(&evil),
-        "1M",
-    ]);
+    qcow2_backed_by(&evil, "/etc/shadow", "1M");
     refused(&evil, "/etc/shadow");
     let df = path(&d, "df.qcow2");
     let data = path(&d, "data.raw");

@@ -26,6 +26,24 @@ pub fn qemu_img(args: &[&str]) -> String {
     run("qemu-img", args)
 }
 
+/// `qemu-img create -f qcow2 -u -b BACKING -F raw PATH SIZE`: a qcow2 whose backing file names
+/// a host path (`-u`: the backing file need not exist or be readable).
+pub fn qcow2_backed_by(path: &Path, backing: &str, size: &str) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        backing,
+        "-F",
+        "raw",
+        p(path),
+        size,
+    ]);
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
