@@ -85,6 +85,22 @@ impl LoopDevice {
             device: PathBuf::from(out.trim()),
         })
     }
+
+    /// A case's loop device over a new sparse backing file of `len` bytes (replacing any file
+    /// at `backing`); loop devices need root, so without it the case `name` fails to set up.
+    pub fn over_new_sparse(name: &str, root: bool, backing: &Path, len: u64) -> Result<Self> {
+        if !root {
+            return Err(crate::error::BenchError::Fixture {
+                name: name.to_string(),
+                detail: "loop devices need root".into(),
+            });
+        }
+        remove_if_exists(backing)?;
+        File::create(backing)
+            .and_then(|f| f.set_len(len))
+            .map_err(io_err("create", backing))?;
+        Self::attach(backing)
+    }
 }
 
 impl Drop for LoopDevice {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
-use crate::error::{io_err, BenchError};
+
 use crate::fixture::MIB;
 use crate::fixture::{self, Fixture, FixtureSpec};
 use crate::runner;
@@ -92,17 +92,8 @@ impl Case for CopyCase {
             self.ceiling_src = Some(src.path.clone());
         }
         if self.on_loop {
-            if !ctx.root {
-                return Err(BenchError::Fixture {
-                    name: self.name.clone(),
-                    detail: "loop devices need root".into(),
-                });
-            }
-            util::remove_if_exists(&self.dst)?;
-            std::fs::File::create(&self.dst)
-                .and_then(|f| f.set_len(self.spec.logical))
-                .map_err(io_err("create", &self.dst))?;
-            let dev = LoopDevice::attach(&self.dst)?;
+            let dev =
+                LoopDevice::over_new_sparse(&self.name, ctx.root, &self.dst, self.spec.logical)?;
             notes.push(format!(
                 "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run: a tool that skips holes without zeroing them leaves the stamps and fails validation; dst alloc = backing file",
                 dev.device.display(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
-use crate::error::{io_err, BenchError, Result};
+use crate::error::Result;
 use crate::fixture::{self, Fill, Fixture, FixtureSpec, MIB};
 use crate::runner;
 use crate::util::{self, LoopDevice};
@@ -133,17 +133,12 @@ impl Case for ImageCase {
             ));
         }
         if self.dir == Direction::ToLoop {
-            if !ctx.root {
-                return Err(BenchError::Fixture {
-                    name: self.name.clone(),
-                    detail: "loop devices need root".into(),
-                });
-            }
-            util::remove_if_exists(&self.dst)?;
-            std::fs::File::create(&self.dst)
-                .and_then(|f| f.set_len(self.raw_spec.logical))
-                .map_err(io_err("create", &self.dst))?;
-            let dev = LoopDevice::attach(&self.dst)?;
+            let dev = LoopDevice::over_new_sparse(
+                &self.name,
+                ctx.root,
+                &self.dst,
+                self.raw_spec.logical,
+            )?;
             notes.push(format!(
                 "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run, so holes must really be zeroed",
                 dev.device.display(),

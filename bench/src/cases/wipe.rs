@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
-use crate::error::{BenchError, Result};
+use crate::error::Result;
 use crate::fixture;
 use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
@@ -50,17 +50,7 @@ impl Case for WipeCase {
             "target pre-filled with non-zero data before every run (untimed); MB/s = target size / median time".to_string(),
         ];
         if self.on_loop {
-            if !ctx.root {
-                return Err(BenchError::Fixture {
-                    name: self.name.clone(),
-                    detail: "loop devices need root".into(),
-                });
-            }
-            util::remove_if_exists(&self.file)?;
-            std::fs::File::create(&self.file)
-                .and_then(|f| f.set_len(self.size))
-                .map_err(crate::error::io_err("create", &self.file))?;
-            let dev = LoopDevice::attach(&self.file)?;
+            let dev = LoopDevice::over_new_sparse(&self.name, ctx.root, &self.file, self.size)?;
             notes.push(format!(
                 "{} over {} (losetup --direct-io=on); peers that do not flush get `sync -f` of the backing file",
                 dev.device.display(),
