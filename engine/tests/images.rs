@@ -230,16 +230,7 @@ fn raw_iso_and_partitioned_raw_are_raw_like() {
     assert_eq!(a.format, Format::Gpt);
     assert!(matches!(a.reader, Reader::Raw));
     // declared raw: accepted, read as raw
-    let s = FileSource::open(&f).unwrap();
-    let a = format::analyze(
-        &s,
-        &InspectOptions {
-            declared: Some(Format::Raw),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(a.format, Format::Raw);
+    assert_eq!(analyze_as(&f, Format::Raw).unwrap().format, Format::Raw);
     // a GPT whose protective MBR has a second partition fails oslo's "mbr" check
     v[446 + 16 + 4] = 0x83;
     std::fs::write(&f, &v).unwrap();
@@ -268,17 +259,8 @@ fn luks_container_is_detected_and_copied_as_raw() {
     assert!(matches!(a.reader, Reader::Raw));
     assert!(a.subformat.unwrap().contains("LUKS1"));
     // declared raw is accepted (Cinder reports LUKS as raw); declared qcow2 is not
-    let s = FileSource::open(&img).unwrap();
-    let raw = InspectOptions {
-        declared: Some(Format::Raw),
-        ..Default::default()
-    };
-    assert_eq!(format::analyze(&s, &raw).unwrap().format, Format::Raw);
-    let q = InspectOptions {
-        declared: Some(Format::Qcow2),
-        ..Default::default()
-    };
-    assert!(format::analyze(&s, &q).is_err());
+    assert_eq!(analyze_as(&img, Format::Raw).unwrap().format, Format::Raw);
+    assert!(analyze_as(&img, Format::Qcow2).is_err());
 }
 
 /// A streamOptimized image whose grain directory is announced in a footer (GD_AT_END), as

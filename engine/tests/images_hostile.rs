@@ -398,22 +398,13 @@ fn declared_format_must_match_content() {
     ember_engine::require_tool!("qemu-img");
     let d = tmp();
     let img = base_qcow2(&d, "a.qcow2", &[]);
-    let s = FileSource::open(&img).unwrap();
     for declared in [Format::Raw, Format::Vmdk, Format::Vhd] {
-        let e = format::analyze(
-            &s,
-            &InspectOptions {
-                declared: Some(declared),
-                ..Default::default()
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = analyze_as(&img, declared).unwrap_err().to_string();
         assert!(e.contains("declared") && e.contains("qcow2"), "{e}");
     }
     // --max-virtual-size below the image's size
     let e = format::analyze(
-        &s,
+        &FileSource::open(&img).unwrap(),
         &InspectOptions {
             declared: Some(Format::Qcow2),
             max_virtual_size: 1 << 20,
@@ -424,14 +415,5 @@ fn declared_format_must_match_content() {
     assert!(e.contains("exceeds the limit"), "{e}");
     // raw that is raw is fine when declared raw
     let src = path(&d, "src.raw");
-    let s = FileSource::open(&src).unwrap();
-    let a = format::analyze(
-        &s,
-        &InspectOptions {
-            declared: Some(Format::Raw),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(a.format, Format::Raw);
+    assert_eq!(analyze_as(&src, Format::Raw).unwrap().format, Format::Raw);
 }

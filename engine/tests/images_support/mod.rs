@@ -126,6 +126,17 @@ pub fn execute(image: &Path, plan: &Plan, out: &Path) {
     assert!(last_end <= plan.logical_size);
 }
 
+/// Analyzes an image declared to be `declared` (the content must agree).
+pub fn analyze_as(image: &Path, declared: format::Format) -> format::ImageResult<format::Analysis> {
+    format::analyze(
+        &format::FileSource::open(image).unwrap(),
+        &format::InspectOptions {
+            declared: Some(declared),
+            ..Default::default()
+        },
+    )
+}
+
 /// Analyzes an image with default options.
 pub fn analyze(image: &Path) -> format::ImageResult<format::Analysis> {
     let src = FileSource::open(image).unwrap();
