@@ -294,6 +294,57 @@ fn copy_from_eio_device_fails_naming_device_and_offset() {
 }
 
 #[test]
+fn image_from_eio_device_fails_and_leaves_no_image() {
+    use ember_engine::format::convert::{volume_to_image, FromVolumeOptions};
+    use ember_engine::format::Format;
+    ember_engine::require_root!();
+    ember_engine::require_tool!("losetup", "nbdkit", "nbdfuse", "fusermount3", "qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let d = error_device(dir.path(), 16 * MIB);
+    let data = dir.path().join("data.img");
+    random_file(&data, 16 * MIB, 4);
+    copy::copy(&data, &d.dev, &CopyOptions::default()).expect("healthy device");
+    let out = dir.path().join("out.qcow2");
+    let opts = |compress| FromVolumeOptions {
+        format: Some(Format::Qcow2),
+        compress,
+        ..Default::default()
+    };
+    d.errors(true);
+    for compress in [false, true] {
+        let e = volume_to_image(&d.dev, &out, &opts(compress)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Io { op: "read", path, .. } if path == &d.dev),
+            "compress={compress}: expected a read error on the device, got {e:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("out.qcow2"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "no image, not even a temporary one: {left:?}"
+        );
+    }
+    d.errors(false);
+    for compress in [false, true] {
+        let _ = std::fs::remove_file(&out);
+        volume_to_image(&d.dev, &out, &opts(compress)).expect("healthy device");
+        let st = Command::new("qemu-img")
+            .args(["compare", "-q", "-f", "raw", "-F", "qcow2"])
+            .arg(&data)
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "compress={compress}: image differs from the data"
+        );
+    }
+}
+
+#[test]
 fn wipe_onto_eio_device_fails() {
     ember_engine::require_root!();
     ember_engine::require_tool!("losetup", "nbdkit", "nbdfuse", "fusermount3");

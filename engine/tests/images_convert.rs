@@ -294,6 +294,20 @@ fn from_volume_qcow2_is_clean_and_identical() {
             if compress && size > 1 << 20 {
                 assert!(s.qcow2.as_ref().unwrap().compressed_clusters > 0);
             }
+            if !compress {
+                // Host clusters follow guest order (reads complete out of order; data is
+                // placed in order), so a sequential reader of the image reads sequentially.
+                let map: serde_json::Value =
+                    serde_json::from_str(&qemu_img(&["map", "--output=json", p(&out)])).unwrap();
+                let hosts: Vec<u64> = map
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|e| e["offset"].as_u64())
+                    .collect();
+                assert!(size < 1 << 20 || hosts.len() > 1, "{map}");
+                assert!(hosts.windows(2).all(|w| w[0] < w[1]), "{hosts:?}");
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod header;
 pub mod reader;
+mod ring_body;
 pub mod writer;
 
 pub use header::{parse as parse_header, CompressionType, Header};

@@ -2,10 +2,12 @@
 //!
 //! One pass over the source's data ranges (SEEK_DATA/SEEK_HOLE via [`crate::copy::data_map`]):
 //! all-zero clusters are skipped (they read as zeros: no backing file), the others are
-//! appended after the header cluster, compressed on worker threads with `compress`. The
-//! metadata (L2 tables, L1 table, refcount blocks and table) is laid out after the data once
-//! every allocation is known, so refcounts are exact and `qemu-img check` finds no leak.
-//! The image is written to `OUT.tmp`, flushed and renamed over `OUT`.
+//! appended after the header cluster in guest order. Uncompressed, that pass runs on the
+//! engine's I/O backend with direct I/O ([`super::ring_body`]); with `compress`, batches are
+//! read by a reader thread and compressed on worker threads. The metadata (L2 tables, L1
+//! table, refcount blocks and table) is laid out after the data once every allocation is
+//! known, so refcounts are exact and `qemu-img check` finds no leak. The image is written to
+//! `OUT.tmp`, flushed and renamed over `OUT`.
 //!
 //! Compressed clusters are raw deflate restricted to a 4 KiB window (qemu inflates with
 //! `windowBits = -12`): each 4 KiB of a cluster is compressed after a full flush, which resets
@@ -13,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -28,14 +30,14 @@ use crate::copy::{cancelled, data_map, ProgressFn};
 use crate::{Error, Result};
 
 const CLUSTER_BITS: u32 = 16;
-const CLUSTER: u64 = 1 << CLUSTER_BITS;
+pub(super) const CLUSTER: u64 = 1 << CLUSTER_BITS;
 const REFCOUNT_BITS: u64 = 16;
 const HEADER_LENGTH: usize = 112;
 const COPIED: u64 = 1 << 63;
 const COMPRESSED: u64 = 1 << 62;
-/// Clusters read (and compressed) per batch.
+/// Clusters read and compressed per batch.
 const BATCH: usize = 128;
-/// Parallel reads of the volume.
+/// Parallel reads of the volume (compressed output).
 const READERS: usize = 8;
 
 /// Options of [`write_qcow2`].
@@ -65,7 +67,7 @@ pub struct WriteSummary {
 
 /// Where a guest cluster's data went.
 #[derive(Debug, Clone, Copy)]
-enum Stored {
+pub(super) enum Stored {
     Plain(u64),
     /// Byte offset and length of the compressed data.
     Compressed(u64, u64),
@@ -159,13 +161,7 @@ fn write_body(
         };
         wanted.extend(from..b);
     }
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        opts.threads
-    };
     let mut stored: Vec<(u64, Stored)> = Vec::new();
-    let mut cursor = CLUSTER; // byte offset of the next data write (after the header)
     let mut s = WriteSummary {
         virtual_size: size,
         file_size: 0,
@@ -175,6 +171,82 @@ fn write_body(
         bytes_read: 0,
         seconds: 0.0,
     };
+    // Byte offset after the data written (the header cluster comes first).
+    let cursor = if !opts.compress {
+        // Size the file for every data cluster first: direct writes that extend a file are
+        // serialized by the filesystem (ext4 waits for each), writes inside it are not. The
+        // metadata pass cuts the file to its real length.
+        let bound = CLUSTER + wanted.len() as u64 * CLUSTER;
+        o.set_len(bound)
+            .map_err(|e| Error::io("size", tmp, bound, e))?;
+        let files = super::ring_body::BodyFiles {
+            src: reopen_direct(src, f, false)?,
+            src_path: src,
+            size,
+            out: reopen_direct(tmp, o, true)?,
+            out_path: tmp,
+        };
+        let b = super::ring_body::write_plain(
+            files,
+            &wanted,
+            &opts.cancel,
+            opts.progress.as_ref(),
+            &mut stored,
+        )?;
+        s.bytes_read = b.bytes_read;
+        s.data_clusters = b.data_clusters;
+        s.zero_clusters_skipped = b.zero_clusters_skipped;
+        b.cursor
+    } else {
+        let io = BodyIo {
+            f,
+            src,
+            size,
+            o,
+            tmp,
+        };
+        compressed_body(&io, opts, &wanted, &mut stored, &mut s)?
+    };
+
+    let data_end = cursor.div_ceil(CLUSTER) * CLUSTER;
+    let file_size = write_metadata(o, tmp, size, clusters, &stored, data_end)?;
+    s.file_size = file_size;
+    s.seconds = started.elapsed().as_secs_f64();
+    Ok(s)
+}
+
+/// The volume and the temporary output of a write.
+struct BodyIo<'a> {
+    f: &'a File,
+    src: &'a Path,
+    size: u64,
+    o: &'a File,
+    tmp: &'a Path,
+}
+
+/// The compressed body: batches of [`BATCH`] clusters read by a reader thread (buffered,
+/// [`READERS`] reads at once) while the previous batch is compressed on `opts.threads`
+/// threads and appended. Returns the byte offset after the data.
+fn compressed_body(
+    io: &BodyIo<'_>,
+    opts: &WriteOptions,
+    wanted: &[u64],
+    stored: &mut Vec<(u64, Stored)>,
+    s: &mut WriteSummary,
+) -> Result<u64> {
+    let BodyIo {
+        f,
+        src,
+        size,
+        o,
+        tmp,
+    } = *io;
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let mut cursor = CLUSTER;
     let batches: Vec<&[u64]> = wanted.chunks(BATCH).collect();
     advise(f, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL, 0, 0);
     let mut outbuf: Vec<u8> = Vec::with_capacity(BATCH * CLUSTER as usize);
@@ -214,45 +286,24 @@ fn write_body(
                 .collect();
             s.zero_clusters_skipped += (batch.len() - nonzero.len()) as u64;
             outbuf.clear();
-            if opts.compress {
-                let packed = compress_all(&nonzero, &buf, threads);
-                for (&k, z) in nonzero.iter().zip(packed) {
-                    match z {
-                        Some(z) => {
-                            stored.push((
-                                batch[k],
-                                Stored::Compressed(cursor + outbuf.len() as u64, z.len() as u64),
-                            ));
-                            outbuf.extend_from_slice(&z);
-                            s.compressed_clusters += 1;
-                        }
-                        None => {
-                            // Plain clusters must be cluster aligned.
-                            let pad =
-                                (CLUSTER - (cursor + outbuf.len() as u64) % CLUSTER) % CLUSTER;
-                            outbuf.resize(outbuf.len() + pad as usize, 0);
-                            stored.push((batch[k], Stored::Plain(cursor + outbuf.len() as u64)));
-                            outbuf.extend_from_slice(cl(k));
-                        }
+            let packed = compress_all(&nonzero, &buf, threads);
+            for (&k, z) in nonzero.iter().zip(packed) {
+                match z {
+                    Some(z) => {
+                        stored.push((
+                            batch[k],
+                            Stored::Compressed(cursor + outbuf.len() as u64, z.len() as u64),
+                        ));
+                        outbuf.extend_from_slice(&z);
+                        s.compressed_clusters += 1;
                     }
-                }
-            } else {
-                // Runs of adjacent non-zero clusters go straight from the read buffer.
-                let mut r = 0;
-                while r < nonzero.len() {
-                    let mut e = r + 1;
-                    while e < nonzero.len() && nonzero[e] == nonzero[e - 1] + 1 {
-                        e += 1;
+                    None => {
+                        // Plain clusters must be cluster aligned.
+                        let pad = (CLUSTER - (cursor + outbuf.len() as u64) % CLUSTER) % CLUSTER;
+                        outbuf.resize(outbuf.len() + pad as usize, 0);
+                        stored.push((batch[k], Stored::Plain(cursor + outbuf.len() as u64)));
+                        outbuf.extend_from_slice(cl(k));
                     }
-                    let (a, b) = (nonzero[r], nonzero[e - 1] + 1);
-                    for k in a..b {
-                        stored.push((batch[k], Stored::Plain(cursor + (k - a) as u64 * CLUSTER)));
-                    }
-                    let run = &buf[a * CLUSTER as usize..b * CLUSTER as usize];
-                    o.write_all_at(run, cursor)
-                        .map_err(|e| Error::io("write", tmp, cursor, e))?;
-                    cursor += run.len() as u64;
-                    r = e;
                 }
             }
             s.data_clusters += nonzero.len() as u64;
@@ -276,11 +327,22 @@ fn write_body(
         }
         Ok(())
     })?;
-    let data_end = cursor.div_ceil(CLUSTER) * CLUSTER;
-    let file_size = write_metadata(o, tmp, size, clusters, &stored, data_end)?;
-    s.file_size = file_size;
-    s.seconds = started.elapsed().as_secs_f64();
-    Ok(s)
+    Ok(cursor)
+}
+
+/// The file behind `file` (named `path` in messages) opened again with O_DIRECT through
+/// `/proc/self/fd` (the same inode, never the path again), for writing when `write`; a
+/// duplicate of `file` where the filesystem has no O_DIRECT.
+fn reopen_direct(path: &Path, file: &File, write: bool) -> Result<File> {
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let mut o = OpenOptions::new();
+    o.read(true).write(write).custom_flags(libc::O_DIRECT);
+    match o.open(by_fd) {
+        Ok(d) => Ok(d),
+        Err(_) => file
+            .try_clone()
+            .map_err(|e| Error::open("duplicate", path, e)),
+    }
 }
 
 /// Reads the clusters of `batch`; the tail past the end of the volume reads as zeros.
