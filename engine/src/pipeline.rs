@@ -203,6 +203,8 @@ struct Unit {
     in_len: usize,
     out_off: usize,
     out_len: usize,
+    /// The most the stream may decode to ([`Plan::unit`]; 0: the general cap).
+    limit: u64,
 }
 
 /// The units of a decode run.
@@ -229,6 +231,7 @@ fn run_units(plan: &Plan, item: Item) -> Vec<Unit> {
                 in_len: src_len as usize,
                 out_off: (d - dst) as usize,
                 out_len: len as usize,
+                limit: plan.unit,
             }),
             _ => None,
         })
@@ -247,6 +250,7 @@ fn decode_units(
             u.codec,
             &input[u.in_off..u.in_off + u.in_len],
             &mut out[u.out_off..u.out_off + u.out_len],
+            u.limit,
         )
         .map_err(|reason| (u.src, reason))?;
     }

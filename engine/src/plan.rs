@@ -75,6 +75,10 @@ pub struct Plan {
     pub dst_base: u64,
     /// The operations.
     pub ops: Vec<Op>,
+    /// What any one compressed unit ([`Op::Decode`]) may decode to at most: the image's
+    /// cluster or grain size (a cut last unit keeps its first `len` bytes of it). 0: only the
+    /// general cap of the largest unit any format has.
+    pub unit: u64,
 }
 
 impl Plan {
@@ -108,6 +112,7 @@ impl Plan {
             logical_size: len,
             dst_base,
             ops,
+            unit: 0,
         }
     }
 
@@ -165,6 +170,7 @@ impl Plan {
             logical_size: self.logical_size,
             dst_base: self.dst_base,
             ops,
+            unit: self.unit,
         }
     }
 
@@ -271,6 +277,7 @@ mod tests {
             logical_size: 100,
             dst_base: 0,
             ops: vec![Op::Zero { dst: 0, len: 60 }, Op::Zero { dst: 50, len: 10 }],
+            unit: 0,
         };
         assert!(p.validate().is_err());
         p.ops = vec![Op::Zero { dst: 90, len: 20 }];

@@ -222,6 +222,7 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
         logical_size: range.end - range.start,
         dst_base: range.start,
         ops,
+        unit: 0,
     };
     let t = Target {
         ep: &ep,

@@ -408,6 +408,7 @@ fn execute_plan_read_error_fails_and_removes_destination() {
                 len: half,
             },
         ],
+        unit: 0,
     };
     let faults = Faults::new(vec![
         Rule::new(OpMatch::Read, Action::Fail(libc::EIO)).at(100)

@@ -158,6 +158,13 @@ fn hostile_images_never_touch_the_destination() {
         let e = image_to_volume(img, &dest, &opts).unwrap_err().to_string();
         assert!(e.contains(want), "{img:?}: {e}");
         assert!(!dest.exists(), "{img:?}: destination created");
+        // (a compressed image to a new file is decoded into a temporary name, removed)
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("new.raw"))
+            .collect();
+        assert!(left.is_empty(), "{img:?}: left behind {left:?}");
         // 2. destination exists (and --force would allow overwriting): unchanged
         let existing = path(&d, "existing.raw");
         std::fs::write(&existing, vec![0x5au8; 1 << 20]).unwrap();

@@ -1,8 +1,10 @@
 //! Image <-> volume: the engine entry points behind `ember image to-volume|from-volume`.
 //!
 //! to-volume: open image -> [`analyze`] (detection, declared format, every safety rule, the
-//! whole table walk) -> for compressed images, decode every compressed unit once without
-//! writing (bombs and corrupt streams are found before the first write) -> write:
+//! whole table walk) -> for compressed images, either decode every compressed unit once
+//! without writing (bombs and corrupt streams are found before the first write: block devices
+//! and existing files), or, for a new file, write it under a temporary name that is linked
+//! into place only once every unit decoded within its cluster -> write:
 //! raw-like images through [`copy::copy_open`], qcow2/vmdk plans through
 //! [`copy::execute_plan_open`], vhd/vhdx/vdi through `qemu-img convert -f <inspected format>`.
 //! Every one of them reads the image through the descriptor it was inspected by (qemu-img
@@ -61,8 +63,15 @@ pub fn image_to_volume(
     opts.copy.validate()?;
     let src = FileSource::open(image).map_err(|e| Error::open("open", image, e))?;
     let a: Analysis = analyze(&src, &opts.inspect).map_err(|e| bad(image, e))?;
-    if let Reader::Native(plan) = &a.reader {
-        if plan.ops.iter().any(|o| matches!(o, Op::Decode { .. })) {
+    let decodes = matches!(&a.reader, Reader::Native(plan)
+        if plan.ops.iter().any(|o| matches!(o, Op::Decode { .. })));
+    // A new file is written under a temporary name and linked into place only once every
+    // compressed unit decoded: the destination never holds a byte of a refused image, and
+    // each unit is decoded once. Anything else (a block device, an existing file, a resumable
+    // job) is written in place, so every unit is decoded first, without writing.
+    let staged = decodes && opts.copy.checkpoint.is_none() && !exists(dest);
+    if decodes && !staged {
+        if let Reader::Native(plan) = &a.reader {
             let threads = if opts.threads == 0 {
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             } else {
@@ -106,7 +115,18 @@ pub fn image_to_volume(
             while (c.block_size as u64) < biggest && c.block_size < copy::MAX_BLOCK_SIZE {
                 c.block_size *= 2;
             }
-            summary.copy = Some(copy::execute_plan_open(file, image, plan, dest, &c)?);
+            summary.copy = Some(if staged {
+                let tmp = tmp_path(dest);
+                let _ = std::fs::remove_file(&tmp);
+                let res = copy::execute_plan_open(file, image, plan, &tmp, &c)
+                    .and_then(|s| publish(&tmp, dest, false).map(|()| s));
+                if res.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                res?
+            } else {
+                copy::execute_plan_open(file, image, plan, dest, &c)?
+            });
         }
         Reader::Qemu(fmt) => {
             if let Some(dev_size) = block_device_size(dest)? {
@@ -290,7 +310,7 @@ pub fn volume_to_image(
                     return Err(e);
                 }
             };
-            std::fs::rename(&tmp, out).map_err(|e| Error::open("rename into place", out, e))?;
+            publish(&tmp, out, true)?;
             let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
             Ok(FromVolumeSummary {
                 format,
@@ -305,6 +325,28 @@ pub fn volume_to_image(
             "cannot write {f} images: use raw or qcow2"
         ))),
     }
+}
+
+/// True when something (even a dangling symlink) is at `path`.
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Puts the finished `tmp` (flushed) at `out`: renamed over it when `replace`, else linked
+/// (failing if `out` appeared meanwhile) and unlinked; then the directory entry is flushed.
+fn publish(tmp: &Path, out: &Path, replace: bool) -> Result<()> {
+    if replace {
+        std::fs::rename(tmp, out).map_err(|e| Error::open("rename into place", out, e))?;
+    } else {
+        std::fs::hard_link(tmp, out).map_err(|e| Error::open("link into place", out, e))?;
+        let _ = std::fs::remove_file(tmp);
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -294,7 +294,8 @@ pub fn analyze(src: &(impl ImageSource + ?Sized), opts: &InspectOptions) -> Imag
         Format::Qed => return Err(ImageError::Banned { format }),
         Format::Qcow2 => {
             let h = qcow2::parse_header(src, max)?;
-            let (plan, stats) = qcow2::build_plan(src, &h)?;
+            let (mut plan, stats) = qcow2::build_plan(src, &h)?;
+            plan.unit = h.cluster_size();
             a.virtual_size = h.size;
             a.cluster_size = Some(h.cluster_size());
             a.subformat = Some(format!(
@@ -318,7 +319,8 @@ pub fn analyze(src: &(impl ImageSource + ?Sized), opts: &InspectOptions) -> Imag
                 });
             }
             let h = vmdk::parse(src, max)?;
-            let (plan, data) = vmdk::build_plan(src, &h)?;
+            let (mut plan, data) = vmdk::build_plan(src, &h)?;
+            plan.unit = h.grain_bytes();
             a.virtual_size = h.virtual_size();
             a.cluster_size = Some(h.grain_bytes());
             a.subformat = Some(h.create_type.clone());

@@ -47,6 +47,7 @@ impl PlanBuilder {
                 logical_size,
                 dst_base: 0,
                 ops: Vec::new(),
+                unit: 0,
             },
         }
     }
