@@ -22,9 +22,9 @@ pub const MAX_ZSTD_WINDOW: u64 = 8 << 20;
 ///
 /// The stream must yield at least `out.len()` bytes. It may yield more only up to
 /// [`MAX_UNIT`] in total: the last cluster of an image whose size is not cluster aligned is
-/// stored whole and cut by the plan, and a plan op does not carry the cluster size. Work and
-/// memory stay bounded either way; the exact "not beyond its cluster" rule is enforced by
-/// [`verify_compressed`], which knows the unit and runs before anything is written.
+/// stored whole and cut by the plan. Work and memory stay bounded either way; the exact "not
+/// beyond its cluster" rule needs the unit: [`decode_limited`] with the cluster or grain size
+/// (as the pipeline does with [`crate::plan::Plan::unit`], and [`verify_compressed`]).
 pub fn decode(codec: Codec, input: &[u8], out: &mut [u8]) -> ImageResult<()> {
     decode_limited(codec, input, out, MAX_UNIT.max(out.len()))
 }

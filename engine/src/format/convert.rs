@@ -53,7 +53,9 @@ fn bad(path: &Path, e: super::ImageError) -> Error {
 }
 
 /// Inspects `image` and writes its disk contents to `dest` (file or block device).
-/// Nothing is written to `dest` unless inspection and the precheck pass.
+/// Nothing is written to `dest` unless inspection passes and every compressed unit decodes
+/// within its cluster: checked before the first write (the precheck), or, for a new file,
+/// while writing a temporary file that only then becomes `dest`.
 pub fn image_to_volume(
     image: &Path,
     dest: &Path,

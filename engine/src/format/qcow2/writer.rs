@@ -3,7 +3,7 @@
 //! One pass over the source's data ranges (SEEK_DATA/SEEK_HOLE via [`crate::copy::data_map`]):
 //! all-zero clusters are skipped (they read as zeros: no backing file), the others are
 //! appended after the header cluster in guest order. Uncompressed, that pass runs on the
-//! engine's I/O backend with direct I/O ([`super::ring_body`]); with `compress`, batches are
+//! engine's I/O backend with direct I/O (module `ring_body`); with `compress`, batches are
 //! read by a reader thread and compressed on worker threads. The metadata (L2 tables, L1
 //! table, refcount blocks and table) is laid out after the data once every allocation is
 //! known, so refcounts are exact and `qemu-img check` finds no leak. The image is written to
