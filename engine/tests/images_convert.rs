@@ -65,6 +65,25 @@ fn to_volume_matches_qemu_for_every_native_format() {
                 image_to_volume(&img, &out, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_same(&out, &theirs);
             }
+            // Into an existing file (written in place after the precheck) as into a new one
+            // (written under a temporary name, then linked into place: none left over).
+            let existing = path(&d, &format!("{name}.existing"));
+            std::fs::write(&existing, b"x").unwrap();
+            let opts = ToVolumeOptions {
+                copy: CopyOptions {
+                    force: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            image_to_volume(&img, &existing, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_same(&existing, &theirs);
+            let temps: Vec<_> = std::fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".tmp"))
+                .collect();
+            assert!(temps.is_empty(), "{name}: {temps:?}");
         }
         let native = matches!(fmt, "qcow2" | "vmdk");
         assert_eq!(s.via, if native { "ember" } else { "qemu-img" }, "{name}");

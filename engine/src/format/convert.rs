@@ -335,13 +335,23 @@ fn exists(path: &Path) -> bool {
 }
 
 /// Puts the finished `tmp` (flushed) at `out`: renamed over it when `replace`, else linked
-/// (failing if `out` appeared meanwhile) and unlinked; then the directory entry is flushed.
+/// (failing if `out` appeared meanwhile) and unlinked, or renamed after a last check where
+/// the filesystem has no hard links; then the directory entry is flushed.
 fn publish(tmp: &Path, out: &Path, replace: bool) -> Result<()> {
+    let rename = || std::fs::rename(tmp, out).map_err(|e| Error::open("rename into place", out, e));
     if replace {
-        std::fs::rename(tmp, out).map_err(|e| Error::open("rename into place", out, e))?;
+        rename()?;
     } else {
-        std::fs::hard_link(tmp, out).map_err(|e| Error::open("link into place", out, e))?;
-        let _ = std::fs::remove_file(tmp);
+        match std::fs::hard_link(tmp, out) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && !exists(out) => {
+                tracing::debug!(error = %e, "no hard link; renaming into place");
+                rename()?;
+            }
+            Err(e) => return Err(Error::open("link into place", out, e)),
+        }
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Ok(d) = File::open(dir) {
