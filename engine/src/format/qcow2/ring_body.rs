@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::writer::{Stored, CLUSTER};
+use super::writer::{place_plain, Placed, CLUSTER};
 use crate::copy::{cancelled, ProgressFn};
 use crate::uring::{open_backend, BufferPool, Done, IoOp, Req};
 use crate::{Error, Result};
@@ -64,14 +64,14 @@ struct Pending {
     retries: u32,
 }
 
-/// Writes the non-zero clusters of `wanted` (guest clusters, ascending) after the header
-/// cluster, appending where each went to `stored`.
+/// Writes the non-zero clusters of `wanted` (guest cluster ranges, ascending and disjoint)
+/// after the header cluster, appending where they went to `stored`.
 pub(super) fn write_plain(
     files: BodyFiles<'_>,
-    wanted: &[u64],
+    wanted: &[std::ops::Range<u64>],
     cancel: &Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     progress: Option<&ProgressFn>,
-    stored: &mut Vec<(u64, Stored)>,
+    stored: &mut Vec<Placed>,
 ) -> Result<BodyStats> {
     let cs = CLUSTER as usize;
     let BodyFiles {
@@ -81,16 +81,15 @@ pub(super) fn write_plain(
         out,
         out_path,
     } = files;
-    // Pieces: (first index in `wanted`, clusters), each contiguous in the volume.
-    let mut pieces: Vec<(usize, usize)> = Vec::new();
-    let mut i = 0;
-    while i < wanted.len() {
-        let mut j = i + 1;
-        while j < wanted.len() && j - i < PIECE && wanted[j] == wanted[j - 1] + 1 {
-            j += 1;
+    // Pieces: (first guest cluster, clusters), at most PIECE, contiguous in the volume.
+    let mut pieces: Vec<(u64, usize)> = Vec::new();
+    for r in wanted {
+        let mut g = r.start;
+        while g < r.end {
+            let n = (r.end - g).min(PIECE as u64);
+            pieces.push((g, n as usize));
+            g += n;
         }
-        pieces.push((i, j - i));
-        i = j;
     }
     let mut st = BodyStats {
         cursor: CLUSTER,
@@ -102,7 +101,7 @@ pub(super) fn write_plain(
     let nbufs = BUFFERS.min(pieces.len());
     let pool =
         BufferPool::new(nbufs, PIECE * cs).map_err(|e| Error::io("map buffers", src_path, 0, e))?;
-    let expected = wanted.len() as u64 * CLUSTER;
+    let expected = pieces.iter().map(|p| p.1 as u64).sum::<u64>() * CLUSTER;
     let mut io = open_backend(vec![src, out], QUEUE_DEPTH, pool, expected).map_err(Error::Ring)?;
 
     let mut free: Vec<usize> = (0..nbufs).rev().collect();
@@ -128,14 +127,14 @@ pub(super) fn write_plain(
         // Reads into free buffers, in guest order.
         while next_read < pieces.len() {
             let Some(buf) = free.pop() else { break };
-            let (k, n) = pieces[next_read];
+            let (g, n) = pieces[next_read];
             queued.push_back(Pending {
                 op: IoOp::Read,
                 piece: next_read,
                 buf,
                 buf_off: 0,
                 len: n * cs,
-                offset: wanted[k] * CLUSTER,
+                offset: g * CLUSTER,
                 retries: 0,
             });
             arrived.push_back(None);
@@ -144,7 +143,7 @@ pub(super) fn write_plain(
         // Place the pieces that are in, in order.
         while let Some(Some((buf, got))) = arrived.front().copied() {
             arrived.pop_front();
-            let (k, n) = pieces[first_unplaced];
+            let (g, n) = pieces[first_unplaced];
             first_unplaced += 1;
             let data = io.pool_mut().get_mut(buf);
             // Past the end of the volume reads as zeros.
@@ -161,9 +160,7 @@ pub(super) fn write_plain(
                 while e < n && !crate::zero::is_zero(&data[e * cs..(e + 1) * cs]) {
                     e += 1;
                 }
-                for (h, g) in (c..e).enumerate() {
-                    stored.push((wanted[k + g], Stored::Plain(st.cursor + h as u64 * CLUSTER)));
-                }
+                place_plain(stored, g + c as u64, st.cursor, (e - c) as u64);
                 queued.push_back(Pending {
                     op: IoOp::Write,
                     piece: 0,
@@ -182,7 +179,7 @@ pub(super) fn write_plain(
                 free.push(buf);
             }
             if let Some(p) = progress {
-                p(((wanted[k + n - 1] + 1) * CLUSTER).min(size), size);
+                p(((g + n as u64) * CLUSTER).min(size), size);
             }
         }
         while io.in_flight() < QUEUE_DEPTH as usize {

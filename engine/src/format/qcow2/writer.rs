@@ -15,6 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -68,9 +69,54 @@ pub struct WriteSummary {
 /// Where a guest cluster's data went.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Stored {
+    /// Byte offset of the (first) host cluster.
     Plain(u64),
     /// Byte offset and length of the compressed data.
     Compressed(u64, u64),
+}
+
+/// `n` consecutive guest clusters from `guest` whose data went to `at`: plain runs are
+/// consecutive host clusters too (one entry per run, so memory follows the number of runs,
+/// not of clusters); a compressed cluster is an entry of its own.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placed {
+    pub guest: u64,
+    pub n: u64,
+    pub at: Stored,
+}
+
+/// Records `n` guest clusters from `guest` stored plainly from host offset `host`, extending
+/// the last run when both continue it.
+pub(super) fn place_plain(stored: &mut Vec<Placed>, guest: u64, host: u64, n: u64) {
+    if let Some(Placed {
+        guest: g,
+        n: m,
+        at: Stored::Plain(h),
+    }) = stored.last_mut()
+    {
+        if *g + *m == guest && *h + *m * CLUSTER == host {
+            *m += n;
+            return;
+        }
+    }
+    stored.push(Placed {
+        guest,
+        n,
+        at: Stored::Plain(host),
+    });
+}
+
+/// Every stored guest cluster, ascending, with where its data is.
+fn each_cluster(stored: &[Placed]) -> impl Iterator<Item = (u64, Stored)> + '_ {
+    stored.iter().flat_map(|p| {
+        (0..p.n).map(move |i| {
+            let at = match p.at {
+                Stored::Plain(h) => Stored::Plain(h + i * CLUSTER),
+                c => c,
+            };
+            (p.guest + i, at)
+        })
+    })
 }
 
 /// Writes the volume (file or block device, always read as raw) `src` as a qcow2 image `out`.
@@ -151,17 +197,18 @@ fn write_body(
 ) -> Result<WriteSummary> {
     let clusters = size.div_ceil(CLUSTER);
     let data = data_map(src)?;
-    // Guest clusters touched by data, ascending.
-    let mut wanted: Vec<u64> = Vec::new();
+    // Guest clusters touched by data: ascending, disjoint ranges.
+    let mut wanted: Vec<Range<u64>> = Vec::new();
     for r in data.iter() {
         let (a, b) = (r.start / CLUSTER, r.end.min(size).div_ceil(CLUSTER));
-        let from = match wanted.last() {
-            Some(&l) if l >= a => l + 1,
-            _ => a,
-        };
-        wanted.extend(from..b);
+        match wanted.last_mut() {
+            Some(l) if l.end >= a => l.end = l.end.max(b),
+            _ if a < b => wanted.push(a..b),
+            _ => {}
+        }
     }
-    let mut stored: Vec<(u64, Stored)> = Vec::new();
+    let wanted_clusters: u64 = wanted.iter().map(|r| r.end - r.start).sum();
+    let mut stored: Vec<Placed> = Vec::new();
     let mut s = WriteSummary {
         virtual_size: size,
         file_size: 0,
@@ -176,7 +223,7 @@ fn write_body(
         // Size the file for every data cluster first: direct writes that extend a file are
         // serialized by the filesystem (ext4 waits for each), writes inside it are not. The
         // metadata pass cuts the file to its real length.
-        let bound = CLUSTER + wanted.len() as u64 * CLUSTER;
+        let bound = CLUSTER + wanted_clusters * CLUSTER;
         o.set_len(bound)
             .map_err(|e| Error::io("size", tmp, bound, e))?;
         let files = super::ring_body::BodyFiles {
@@ -230,8 +277,8 @@ struct BodyIo<'a> {
 fn compressed_body(
     io: &BodyIo<'_>,
     opts: &WriteOptions,
-    wanted: &[u64],
-    stored: &mut Vec<(u64, Stored)>,
+    wanted: &[Range<u64>],
+    stored: &mut Vec<Placed>,
     s: &mut WriteSummary,
 ) -> Result<u64> {
     let BodyIo {
@@ -247,37 +294,48 @@ fn compressed_body(
         opts.threads
     };
     let mut cursor = CLUSTER;
-    let batches: Vec<&[u64]> = wanted.chunks(BATCH).collect();
+    let total: u64 = wanted.iter().map(|r| r.end - r.start).sum();
+    let mut clusters = wanted.iter().flat_map(|r| r.clone());
     advise(f, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL, 0, 0);
     let mut outbuf: Vec<u8> = Vec::with_capacity(BATCH * CLUSTER as usize);
     std::thread::scope(|sc| -> Result<()> {
         // A reader thread keeps up to two batches ahead, so reading the volume overlaps
         // zero detection, compression and writing.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Vec<u8>, u64)>>(2);
+        type Batch = (Vec<u64>, Vec<u8>, u64);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
         let cancel = opts.cancel.clone();
-        let batches_r = &batches;
-        sc.spawn(move || {
-            for batch in batches_r {
-                if cancelled(&cancel) {
-                    break;
-                }
-                let r = read_batch(f, src, size, batch);
-                let failed = r.is_err();
-                if tx.send(r).is_err() || failed {
-                    break;
-                }
+        sc.spawn(move || loop {
+            if cancelled(&cancel) {
+                break;
+            }
+            let batch: Vec<u64> = clusters.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let r = read_batch(f, src, size, &batch).map(|(buf, n)| (batch, buf, n));
+            let failed = r.is_err();
+            if tx.send(r).is_err() || failed {
+                break;
             }
         });
-        for batch in &batches {
+        let mut seen = 0u64;
+        loop {
+            let stop = |done| Error::Cancelled { done, total: size };
             if cancelled(&opts.cancel) {
-                return Err(Error::Cancelled {
-                    done: s.bytes_read,
-                    total: size,
-                });
+                return Err(stop(s.bytes_read));
             }
-            let (buf, read) = rx
-                .recv()
-                .map_err(|_| Error::invalid("volume reader stopped"))??;
+            let Ok(next) = rx.recv() else {
+                // The reader hung up: every batch sent, or it stopped for a cancel.
+                if cancelled(&opts.cancel) {
+                    return Err(stop(s.bytes_read));
+                }
+                if seen < total {
+                    return Err(Error::invalid("volume reader stopped"));
+                }
+                break;
+            };
+            let (batch, buf, read) = next?;
+            seen += batch.len() as u64;
             s.bytes_read += read;
             let batch_start = cursor;
             let cl = |k: usize| &buf[k * CLUSTER as usize..(k + 1) * CLUSTER as usize];
@@ -290,10 +348,11 @@ fn compressed_body(
             for (&k, z) in nonzero.iter().zip(packed) {
                 match z {
                     Some(z) => {
-                        stored.push((
-                            batch[k],
-                            Stored::Compressed(cursor + outbuf.len() as u64, z.len() as u64),
-                        ));
+                        stored.push(Placed {
+                            guest: batch[k],
+                            n: 1,
+                            at: Stored::Compressed(cursor + outbuf.len() as u64, z.len() as u64),
+                        });
                         outbuf.extend_from_slice(&z);
                         s.compressed_clusters += 1;
                     }
@@ -301,7 +360,7 @@ fn compressed_body(
                         // Plain clusters must be cluster aligned.
                         let pad = (CLUSTER - (cursor + outbuf.len() as u64) % CLUSTER) % CLUSTER;
                         outbuf.resize(outbuf.len() + pad as usize, 0);
-                        stored.push((batch[k], Stored::Plain(cursor + outbuf.len() as u64)));
+                        place_plain(stored, batch[k], cursor + outbuf.len() as u64, 1);
                         outbuf.extend_from_slice(cl(k));
                     }
                 }
@@ -469,15 +528,21 @@ fn write_metadata(
     tmp: &Path,
     size: u64,
     clusters: u64,
-    stored: &[(u64, Stored)],
+    stored: &[Placed],
     data_end: u64,
 ) -> Result<u64> {
     let l2_entries = CLUSTER / 8;
     let l1_size = clusters.div_ceil(l2_entries).max(1);
     let l1_clusters = (l1_size * 8).div_ceil(CLUSTER);
     // L2 tables needed, in L1 order.
-    let mut l2_index: Vec<u64> = stored.iter().map(|(g, _)| g / l2_entries).collect();
-    l2_index.dedup();
+    let mut l2_index: Vec<u64> = Vec::new();
+    for p in stored {
+        for t in p.guest / l2_entries..=(p.guest + p.n - 1) / l2_entries {
+            if l2_index.last() != Some(&t) {
+                l2_index.push(t);
+            }
+        }
+    }
     let l2_base = data_end;
     let l1_off = l2_base + l2_index.len() as u64 * CLUSTER;
     let meta_end = l1_off + l1_clusters * CLUSTER;
@@ -503,9 +568,13 @@ fn write_metadata(
     // Refcounts.
     let mut refs = vec![0u16; total_clusters as usize];
     refs[0] = 1; // header
-    for (_, s) in stored {
-        match *s {
-            Stored::Plain(h) => refs[(h / CLUSTER) as usize] += 1,
+    for p in stored {
+        match p.at {
+            Stored::Plain(h) => {
+                for c in h / CLUSTER..h / CLUSTER + p.n {
+                    refs[c as usize] += 1;
+                }
+            }
             Stored::Compressed(h, len) => {
                 for c in h / CLUSTER..=(h + len - 1) / CLUSTER {
                     refs[c as usize] += 1;
@@ -521,10 +590,10 @@ fn write_metadata(
     let x = 62 - (CLUSTER_BITS - 8);
     let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
     let mut table = vec![0u8; CLUSTER as usize];
-    let mut it = stored.iter().peekable();
+    let mut it = each_cluster(stored).peekable();
     for (n, &li) in l2_index.iter().enumerate() {
         table.fill(0);
-        while let Some(&&(g, s)) = it.peek() {
+        while let Some(&(g, s)) = it.peek() {
             if g / l2_entries != li {
                 break;
             }
@@ -593,6 +662,43 @@ fn write_metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_runs_merge_only_when_guest_and_host_both_continue() {
+        let c = CLUSTER;
+        let mut v = Vec::new();
+        place_plain(&mut v, 10, c, 2); // guest 10-11 at host 1-2
+        place_plain(&mut v, 12, 3 * c, 3); // continues both: merged
+        place_plain(&mut v, 16, 6 * c, 1); // guest gap (15 was zero): new run
+        place_plain(&mut v, 17, 8 * c, 1); // host gap (a compressed cluster between): new run
+        v.push(Placed {
+            guest: 18,
+            n: 1,
+            at: Stored::Compressed(9 * c + 100, 700),
+        });
+        place_plain(&mut v, 19, 10 * c, 1); // after a compressed entry: new run
+        assert_eq!(v.len(), 5);
+        let all: Vec<(u64, u64)> = each_cluster(&v)
+            .map(|(g, s)| match s {
+                Stored::Plain(h) => (g, h / c),
+                Stored::Compressed(h, _) => (g, h),
+            })
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                (10, 1),
+                (11, 2),
+                (12, 3),
+                (13, 4),
+                (14, 5),
+                (16, 6),
+                (17, 8),
+                (18, 9 * c + 100),
+                (19, 10)
+            ]
+        );
+    }
 
     #[test]
     fn compressed_cluster_decodes_and_uses_a_4k_window() {
