@@ -37,6 +37,13 @@ use std::time::{Duration, Instant};
 
 /// How EAGAIN/EINTR completions are retried before giving up.
 const MAX_RETRIES: u32 = 16;
+
+/// A completion failed with `errno` after `retries` retries of the same request: try again?
+/// (EAGAIN/EINTR, a bounded number of times.)
+pub(crate) fn retryable(errno: i32, retries: u32) -> bool {
+    matches!(errno, libc::EAGAIN | libc::EINTR) && retries < MAX_RETRIES
+}
+
 /// How long the pipeline waits on the ring before looking for finished decodes, while both are
 /// pending (a cluster decodes in ~0.1-0.5 ms).
 const DECODE_POLL: Duration = Duration::from_micros(200);
@@ -1147,7 +1154,7 @@ impl Run<'_, '_> {
         }
         if d.result < 0 {
             let errno = -d.result;
-            if matches!(errno, libc::EAGAIN | libc::EINTR) && a.retries < MAX_RETRIES {
+            if retryable(errno, a.retries) {
                 a.retries += 1;
                 self.submit(slot);
                 return;

@@ -78,11 +78,7 @@ fn to_volume_matches_qemu_for_every_native_format() {
             };
             image_to_volume(&img, &existing, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_same(&existing, &theirs);
-            let temps: Vec<_> = std::fs::read_dir(d.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".tmp"))
-                .collect();
+            let temps = names_with(&d, ".tmp");
             assert!(temps.is_empty(), "{name}: {temps:?}");
         }
         let native = matches!(fmt, "qcow2" | "vmdk");
@@ -178,11 +174,7 @@ fn hostile_images_never_touch_the_destination() {
         assert!(e.contains(want), "{img:?}: {e}");
         assert!(!dest.exists(), "{img:?}: destination created");
         // (a compressed image to a new file is decoded into a temporary name, removed)
-        let left: Vec<_> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains("new.raw"))
-            .collect();
+        let left = names_with(&d, "new.raw");
         assert!(left.is_empty(), "{img:?}: left behind {left:?}");
         // 2. destination exists (and --force would allow overwriting): unchanged
         let existing = path(&d, "existing.raw");

@@ -24,8 +24,6 @@ const BUFFERS: usize = 32;
 const QUEUE_DEPTH: u32 = 64;
 /// An I/O that does not complete within this fails the write.
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
-/// EAGAIN/EINTR completions retried this many times per request.
-const MAX_RETRIES: u32 = 16;
 
 const SRC: usize = 0;
 const OUT: usize = 1;
@@ -243,7 +241,7 @@ pub(super) fn write_plain(
             };
             if d.result < 0 {
                 let errno = -d.result;
-                if matches!(errno, libc::EAGAIN | libc::EINTR) && p.retries < MAX_RETRIES {
+                if crate::pipeline::retryable(errno, p.retries) {
                     p.retries += 1;
                     queued.push_front(p);
                     continue;
