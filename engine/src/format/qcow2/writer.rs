@@ -7,7 +7,7 @@
 //! read by a reader thread and compressed on worker threads. The metadata (L2 tables, L1
 //! table, refcount blocks and table) is laid out after the data once every allocation is
 //! known, so refcounts are exact and `qemu-img check` finds no leak. The image is written to
-//! `OUT.tmp`, flushed and renamed over `OUT`.
+//! `.OUT.PID.tmp` beside it, flushed and renamed over `OUT`.
 //!
 //! Compressed clusters are raw deflate restricted to a 4 KiB window (qemu inflates with
 //! `windowBits = -12`): each 4 KiB of a cluster is compressed after a full flush, which resets
@@ -176,13 +176,14 @@ impl Drop for TmpGuard {
     }
 }
 
-/// `dir/.NAME.tmp` next to `out`.
+/// `dir/.NAME.PID.tmp` next to `out`: this process's own name (two writers of one output do
+/// not share, or remove, each other's temporary file).
 pub(crate) fn tmp_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    out.with_file_name(format!(".{name}.tmp"))
+    out.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 #[allow(clippy::too_many_arguments)]
