@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
 use crate::pipeline::{self, FileSlots, Job, ZeroMode};
 use crate::plan::Plan;
+use crate::staged::Staged;
 use crate::uring::{self, BufferPool};
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -229,7 +230,7 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
     let started = Instant::now();
     opts.validate()?;
     let s = open_source(&src.path, opts.direct)?;
-    copy_from(s, src, dst, opts, started)
+    copy_from(s, src, DestRef::Path(dst), opts, started)
 }
 
 /// Copies the whole of `src`, a file already open for reading (one that was inspected
@@ -247,21 +248,43 @@ pub fn copy_open(src: File, src_path: &Path, dst: &Path, opts: &CopyOptions) -> 
     copy_from(
         s,
         &Window::whole(src_path),
-        &Window::whole(dst),
+        DestRef::Path(&Window::whole(dst)),
         opts,
         started,
     )
 }
 
+/// Copies the whole of `src` into `dst`, a new file that appears at its path once complete
+/// (see [`Staged::publish`], which the caller runs after this succeeds).
+pub fn copy_to_staged(src: &Path, dst: &Staged, opts: &CopyOptions) -> Result<Summary> {
+    let started = Instant::now();
+    opts.validate()?;
+    if opts.checkpoint.is_some() {
+        return Err(Error::invalid(
+            "a staged output is written in one run; it cannot be resumed",
+        ));
+    }
+    let s = open_source(src, opts.direct)?;
+    copy_from(s, &Window::whole(src), DestRef::Staged(dst), opts, started)
+}
+
+/// Where a run writes: a window of a path (opened here), or a staged new file.
+#[derive(Clone, Copy)]
+pub(crate) enum DestRef<'a> {
+    Path(&'a Window),
+    Staged(&'a Staged),
+}
+
 fn copy_from(
     s: Endpoint,
     src: &Window,
-    dst: &Window,
+    to: DestRef<'_>,
     opts: &CopyOptions,
     started: Instant,
 ) -> Result<Summary> {
     let len = window_len(&s, src)?;
-    let mut dest = Destination::open(dst, len, opts)?;
+    let mut dest = Destination::open_ref(to, len, opts)?;
+    let dst = dest.window.clone();
     let res = (|| {
         if s.identity == dest.ep.identity {
             let a = src.offset..src.offset + len;
@@ -293,7 +316,7 @@ pub fn execute_plan(src: &Path, plan: &Plan, dst: &Path, opts: &CopyOptions) -> 
     let started = Instant::now();
     opts.validate()?;
     let s = open_source(src, opts.direct)?;
-    execute_plan_from(s, plan, dst, opts, started)
+    execute_plan_from(s, plan, DestRef::Path(&Window::whole(dst)), opts, started)
 }
 
 /// [`execute_plan`] reading `src`, a file already open (the image the plan was made from,
@@ -308,13 +331,28 @@ pub fn execute_plan_open(
     let started = Instant::now();
     opts.validate()?;
     let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
-    execute_plan_from(s, plan, dst, opts, started)
+    execute_plan_from(s, plan, DestRef::Path(&Window::whole(dst)), opts, started)
+}
+
+/// [`execute_plan_open`] into `dst`, a new file that appears at its path once complete (see
+/// [`Staged::publish`], which the caller runs after this succeeds).
+pub fn execute_plan_open_to_staged(
+    src: File,
+    src_path: &Path,
+    plan: &Plan,
+    dst: &Staged,
+    opts: &CopyOptions,
+) -> Result<Summary> {
+    let started = Instant::now();
+    opts.validate()?;
+    let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
+    execute_plan_from(s, plan, DestRef::Staged(dst), opts, started)
 }
 
 fn execute_plan_from(
     s: Endpoint,
     plan: &Plan,
-    dst: &Path,
+    to: DestRef<'_>,
     opts: &CopyOptions,
     started: Instant,
 ) -> Result<Summary> {
@@ -329,7 +367,8 @@ fn execute_plan_from(
             "an image plan must start at destination offset 0",
         ));
     }
-    let mut dest = Destination::open(&Window::whole(dst), plan.logical_size, opts)?;
+    let mut dest = Destination::open_ref(to, plan.logical_size, opts)?;
+    let dst = dest.window.path.clone();
     let res = (|| {
         if s.identity == dest.ep.identity {
             return Err(Error::invalid(format!(
@@ -409,9 +448,34 @@ pub(crate) struct Destination {
     pub(crate) created: bool,
     /// Truncate the whole file and rebuild it sparse.
     rebuild: bool,
+    /// Opened by its path (a failed run that created it removes it); false for a staged file.
+    by_path: bool,
 }
 
 impl Destination {
+    pub(crate) fn open_ref(to: DestRef<'_>, len: u64, opts: &CopyOptions) -> Result<Destination> {
+        let st = match to {
+            DestRef::Path(w) => return Self::open(w, len, opts),
+            DestRef::Staged(st) => st,
+        };
+        let file = dup(st.file(), st.out())?;
+        let ep = Endpoint::from_new_file(file, st.out(), &st.reopen_path(), opts.direct)?;
+        if ep.kind != Kind::File || ep.size != 0 {
+            return Err(Error::invalid(format!(
+                "staged output for {} is not a new empty file",
+                st.out().display()
+            )));
+        }
+        Ok(Destination {
+            ep,
+            window: Window::whole(st.out()),
+            mode: ZeroMode::Leave,
+            created: true,
+            rebuild: true,
+            by_path: false,
+        })
+    }
+
     pub(crate) fn open(w: &Window, len: u64, opts: &CopyOptions) -> Result<Destination> {
         let existed = w.path.exists();
         let ep = Endpoint::open(
@@ -493,6 +557,7 @@ impl Destination {
             mode,
             created: !existed,
             rebuild,
+            by_path: true,
         })
     }
 
@@ -511,7 +576,7 @@ impl Destination {
     }
 
     pub(crate) fn discard_if_failed<T>(&self, res: &Result<T>) {
-        if res.is_err() && self.created {
+        if res.is_err() && self.created && self.by_path {
             // A file we created holds a partial copy: remove it so nothing half-done looks
             // like a volume.
             let _ = std::fs::remove_file(&self.window.path);
@@ -706,7 +771,8 @@ fn verify_written(
     sums: &[pipeline::ChunkSum],
     opts: &CopyOptions,
 ) -> Result<u64> {
-    let rd = open_source(&d.path, opts.direct)?;
+    // The very file written (through its descriptor), not whatever its path names now.
+    let rd = Endpoint::from_open_file(dup(&d.file, &d.path)?, &d.path, opts.direct)?;
     let mut sums = sums.to_vec();
     sums.sort_unstable_by_key(|s| s.dst);
     let chunks = sums.iter().map(|s| (s.dst, s.len as usize));

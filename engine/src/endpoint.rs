@@ -100,6 +100,18 @@ impl Endpoint {
         Self::probe(file, path, mode, &by_fd)
     }
 
+    /// Wraps `file`, a new file open for writing that `path` names in messages (a
+    /// [`crate::staged::Staged`] output); its O_DIRECT descriptor is opened by `reopen`.
+    pub fn from_new_file(file: File, path: &Path, reopen: &Path, direct: bool) -> Result<Endpoint> {
+        let mode = OpenMode {
+            write: true,
+            create: false,
+            direct,
+            exclusive: false,
+        };
+        Self::probe(file, path, mode, reopen)
+    }
+
     /// Probes the opened `file` (named `path` in messages); `reopen` is what the O_DIRECT
     /// descriptor is opened by.
     fn probe(file: File, path: &Path, mode: OpenMode, reopen: &Path) -> Result<Endpoint> {

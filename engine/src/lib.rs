@@ -22,6 +22,7 @@ pub mod copy;
 pub mod endpoint;
 pub mod pipeline;
 pub mod plan;
+pub mod staged;
 pub mod sys;
 #[doc(hidden)]
 pub mod test_util;

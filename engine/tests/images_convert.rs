@@ -214,27 +214,77 @@ fn to_volume_on_a_loop_device_zeroes_holes() {
     ]);
     let backing = path(&d, "backing.img");
     std::fs::write(&backing, vec![0xffu8; 32 << 20]).unwrap();
-    let out = Command::new("losetup")
-        .args(["--find", "--show", p(&backing)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    struct Loop(String);
-    impl Drop for Loop {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _g = Loop(dev.clone());
+    let lo = Loop::over(&backing);
+    let dev = lo.0.clone();
     let s = to_volume(&img, Path::new(&dev)).unwrap();
     assert_eq!(s.via, "ember");
     let c = ember_engine::copy::compare(Path::new(&dev), &src).unwrap();
     assert!(c.identical, "{c:?}");
+}
+
+/// A loop device over a file, detached when dropped.
+struct Loop(String);
+impl Loop {
+    fn over(backing: &Path) -> Loop {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", p(backing)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A block device (its size a multiple of 512, not of 4096 or of the cluster size) written as
+/// qcow2: O_DIRECT reads end at the device's end and the tail cluster is still whole.
+#[test]
+fn from_volume_qcow2_of_a_loop_device() {
+    ember_engine::require_root!();
+    ember_engine::require_tool!("qemu-img", "losetup");
+    let d = tmp();
+    let backing = path(&d, "backing.img");
+    let size = (24 << 20) + 3584;
+    sparse_source(&backing, size, 47);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&backing)
+            .unwrap();
+        f.write_all_at(&[0x77u8; 3584], size - 3584).unwrap();
+    }
+    let lo = Loop::over(&backing);
+    let out = path(&d, "dev.qcow2");
+    let s = volume_to_image(
+        Path::new(&lo.0),
+        &out,
+        &FromVolumeOptions {
+            format: Some(Format::Qcow2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.virtual_size, size);
+    qemu_img_check(&out);
+    qemu_img(&[
+        "compare",
+        "-q",
+        "-f",
+        "raw",
+        "-F",
+        "qcow2",
+        p(&backing),
+        p(&out),
+    ]);
 }
 
 fn qemu_img_check(img: &Path) {
@@ -256,6 +306,8 @@ fn from_volume_qcow2_is_clean_and_identical() {
     let d = tmp();
     for (size, seed) in [
         ((40 << 20) + 512, 41u64),
+        // not a multiple of 512: the last cluster's O_DIRECT read stops at the end of file
+        ((40 << 20) + 100, 45),
         (3 << 29, 42),
         (0, 43),
         (4096, 44),
@@ -272,6 +324,10 @@ fn from_volume_qcow2_is_clean_and_identical() {
             }
         } else if size > 0 {
             sparse_source(&src, size, seed);
+            // data up to the very last byte
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+            f.write_all_at(&[0x5au8; 100], size - 100).unwrap();
         } else {
             std::fs::File::create(&src).unwrap();
         }
@@ -291,7 +347,8 @@ fn from_volume_qcow2_is_clean_and_identical() {
                 },
             )
             .unwrap();
-            assert_eq!(s.virtual_size, size);
+            // rounded up to whole sectors, as qemu-img makes it (qemu reads sizes in sectors)
+            assert_eq!(s.virtual_size, size.div_ceil(512) * 512);
             qemu_img_check(&out);
             qemu_img(&[
                 "compare",
@@ -307,6 +364,16 @@ fn from_volume_qcow2_is_clean_and_identical() {
             let back = path(&d, "back.raw");
             let _ = std::fs::remove_file(&back);
             to_volume(&out, &back).unwrap();
+            // the sector padding reads as zeros; without it the volume comes back whole
+            let padded = std::fs::read(&back).unwrap();
+            assert_eq!(padded.len() as u64, size.div_ceil(512) * 512);
+            assert!(padded[size as usize..].iter().all(|&b| b == 0));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&back)
+                .unwrap()
+                .set_len(size)
+                .unwrap();
             let c = ember_engine::copy::compare(&back, &src).unwrap();
             assert!(c.identical, "{c:?}");
             if compress && size > 1 << 20 {

@@ -102,7 +102,7 @@ pub struct ToVolumeArgs {
 pub struct FromVolumeArgs {
     /// Source volume (file or block device), always read as raw.
     pub src: PathBuf,
-    /// Output image file (written to a temporary name, then renamed).
+    /// Output image file (written unnamed, put in place only when complete and flushed).
     pub out: PathBuf,
     /// Output format.
     #[arg(long = "format", value_parser = parse_out_format)]

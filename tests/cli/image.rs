@@ -112,3 +112,110 @@ fn unsafe_images_are_refused_in_one_line_and_nothing_is_written() {
     let e = fails(&["image", "inspect", s(&q), "--max-virtual-size", "512K"]);
     assert!(e.contains("exceeds the limit"), "{e}");
 }
+
+/// Whether `pid` holds an unnamed (`O_TMPFILE`, shown as deleted) file in `dir` open.
+fn holds_unnamed_file(pid: u32, dir: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|t| t.starts_with(dir) && t.to_string_lossy().ends_with(" (deleted)"))
+    })
+}
+
+/// `to-volume` of a compressed image into a new file and `from-volume` (raw and qcow2) are
+/// written unnamed: killed mid-run (SIGKILL: no cleanup runs), they leave nothing behind, not
+/// even a hidden temporary file.
+#[test]
+fn killed_image_runs_leave_nothing_behind() {
+    require_tool!("qemu-img");
+    let d = tempfile::tempdir().unwrap();
+    let inputs = d.path().join("in");
+    let outs = d.path().join("out");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::create_dir_all(&outs).unwrap();
+    let src = inputs.join("vol.raw");
+    sparse_file(&src, 256 << 20, 16, 9);
+    fill_pattern(&src, 0, 128 << 20, 0x3c);
+    let img = inputs.join("img.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-c",
+        s(&src),
+        s(&img),
+    ]);
+    let out_raw = outs.join("vol.raw");
+    let out_img = outs.join("img");
+    let runs: [Vec<&str>; 3] = [
+        vec![
+            "image",
+            "to-volume",
+            s(&img),
+            s(&out_raw),
+            "--bps-limit",
+            "16M",
+        ],
+        vec![
+            "image",
+            "from-volume",
+            s(&src),
+            s(&out_img),
+            "--format",
+            "raw",
+            "--bps-limit",
+            "16M",
+        ],
+        vec![
+            "image",
+            "from-volume",
+            s(&src),
+            s(&out_img),
+            "--format",
+            "qcow2",
+            "--compress",
+        ],
+    ];
+    let mut caught = 0;
+    for args in runs {
+        let mut child = ember()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(30) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if holds_unnamed_file(child.id(), &outs) {
+                caught += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&outs).unwrap().flatten().collect();
+        if status.success() {
+            // It finished before the kill: then the output is whole.
+            for e in &left {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        } else {
+            assert!(
+                left.is_empty(),
+                "{args:?} left {:?}",
+                left.iter().map(|e| e.file_name()).collect::<Vec<_>>()
+            );
+        }
+    }
+    // The throttled runs take seconds: those at least were caught mid-run.
+    assert!(caught >= 2, "caught {caught} of 3 runs mid-write");
+}

@@ -15,14 +15,15 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use super::qcow2::writer::{tmp_path, write_qcow2, WriteOptions, WriteSummary};
+use super::qcow2::writer::{write_qcow2, WriteOptions, WriteSummary};
 use super::{analyze, verify_compressed, Analysis, FileSource, Format, InspectOptions, Reader};
 use crate::copy::{self, CopyOptions, Summary};
 use crate::plan::Op;
+use crate::staged::Staged;
 use crate::{Error, Result};
 
 /// Options of [`image_to_volume`].
@@ -118,14 +119,12 @@ pub fn image_to_volume(
                 c.block_size *= 2;
             }
             summary.copy = Some(if staged {
-                let tmp = tmp_path(dest);
-                let _ = std::fs::remove_file(&tmp);
-                let res = copy::execute_plan_open(file, image, plan, &tmp, &c)
-                    .and_then(|s| publish(&tmp, dest, false).map(|()| s));
-                if res.is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
-                res?
+                // Written unnamed (or hidden) and put in place only when whole and flushed; a
+                // file that appeared at `dest` meanwhile is someone else's and is kept.
+                let out = Staged::create(dest)?;
+                let s = copy::execute_plan_open_to_staged(file, image, plan, &out, &c)?;
+                out.publish(false)?;
+                s
             } else {
                 copy::execute_plan_open(file, image, plan, dest, &c)?
             });
@@ -300,19 +299,11 @@ pub fn volume_to_image(
                     out.display()
                 )));
             }
-            let tmp: PathBuf = tmp_path(out);
-            let _ = std::fs::remove_file(&tmp);
+            let staged = Staged::create(out)?;
             let mut c = opts.copy.clone();
             c.sync = true;
-            let res = copy::copy(src, &tmp, &c);
-            let s = match res {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e);
-                }
-            };
-            publish(&tmp, out, true)?;
+            let s = copy::copy_to_staged(src, &staged, &c)?;
+            staged.publish(opts.copy.force)?;
             let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
             Ok(FromVolumeSummary {
                 format,
@@ -332,33 +323,6 @@ pub fn volume_to_image(
 /// True when something (even a dangling symlink) is at `path`.
 fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
-}
-
-/// Puts the finished `tmp` (flushed) at `out`: renamed over it when `replace`, else linked
-/// (failing if `out` appeared meanwhile) and unlinked, or renamed after a last check where
-/// the filesystem has no hard links; then the directory entry is flushed.
-fn publish(tmp: &Path, out: &Path, replace: bool) -> Result<()> {
-    let rename = || std::fs::rename(tmp, out).map_err(|e| Error::open("rename into place", out, e));
-    if replace {
-        rename()?;
-    } else {
-        match std::fs::hard_link(tmp, out) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(tmp);
-            }
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && !exists(out) => {
-                tracing::debug!(error = %e, "no hard link; renaming into place");
-                rename()?;
-            }
-            Err(e) => return Err(Error::open("link into place", out, e)),
-        }
-    }
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

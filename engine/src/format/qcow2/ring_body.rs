@@ -49,6 +49,9 @@ pub(super) struct BodyFiles<'a> {
     pub out_path: &'a Path,
 }
 
+/// A read: first guest cluster and how many clusters.
+type Piece = (u64, usize);
+
 /// One request of ours, remembered until it completes (short transfers continue from it).
 #[derive(Clone, Copy)]
 struct Pending {
@@ -79,36 +82,39 @@ pub(super) fn write_plain(
         out,
         out_path,
     } = files;
-    // Pieces: (first guest cluster, clusters), at most PIECE, contiguous in the volume.
-    let mut pieces: Vec<(u64, usize)> = Vec::new();
-    for r in wanted {
-        let mut g = r.start;
-        while g < r.end {
-            let n = (r.end - g).min(PIECE as u64);
-            pieces.push((g, n as usize));
-            g += n;
-        }
-    }
+    // Pieces: (first guest cluster, clusters), at most PIECE, contiguous in the volume; made
+    // as they are read, so memory does not follow the volume's size.
+    let mut pieces = wanted.iter().flat_map(|r| {
+        (r.start..r.end)
+            .step_by(PIECE)
+            .map(move |g| (g, (r.end - g).min(PIECE as u64) as usize))
+    });
+    let count: u64 = wanted
+        .iter()
+        .map(|r| (r.end - r.start).div_ceil(PIECE as u64))
+        .sum();
     let mut st = BodyStats {
         cursor: CLUSTER,
         ..BodyStats::default()
     };
-    if pieces.is_empty() {
+    if count == 0 {
         return Ok(st);
     }
-    let nbufs = BUFFERS.min(pieces.len());
+    let nbufs = BUFFERS.min(count as usize);
     let pool =
         BufferPool::new(nbufs, PIECE * cs).map_err(|e| Error::io("map buffers", src_path, 0, e))?;
-    let expected = pieces.iter().map(|p| p.1 as u64).sum::<u64>() * CLUSTER;
+    let expected = wanted.iter().map(|r| r.end - r.start).sum::<u64>() * CLUSTER;
     let mut io = open_backend(vec![src, out], QUEUE_DEPTH, pool, expected).map_err(Error::Ring)?;
 
     let mut free: Vec<usize> = (0..nbufs).rev().collect();
     // Per buffer: writes still in flight from it.
     let mut writes_left = vec![0u32; nbufs];
-    // Completed reads not yet placed: (buffer, bytes read), by piece index.
-    let mut arrived: VecDeque<Option<(usize, usize)>> = VecDeque::new();
-    let mut first_unplaced = 0usize;
+    // Reads not yet placed, in guest order: the piece and, once in, (buffer, bytes read).
+    let mut arrived: VecDeque<(Piece, Option<(usize, usize)>)> = VecDeque::new();
+    // Pieces handed out so far, and how many of them were placed.
     let mut next_read = 0usize;
+    let mut first_unplaced = 0usize;
+    let mut pieces_left = true;
     let mut queued: VecDeque<Pending> = VecDeque::new();
     let mut slots: Vec<Option<Pending>> = Vec::new();
     let mut free_slots: Vec<usize> = Vec::new();
@@ -123,9 +129,13 @@ pub(super) fn write_plain(
             });
         }
         // Reads into free buffers, in guest order.
-        while next_read < pieces.len() {
+        while pieces_left {
             let Some(buf) = free.pop() else { break };
-            let (g, n) = pieces[next_read];
+            let Some((g, n)) = pieces.next() else {
+                free.push(buf);
+                pieces_left = false;
+                break;
+            };
             queued.push_back(Pending {
                 op: IoOp::Read,
                 piece: next_read,
@@ -135,13 +145,12 @@ pub(super) fn write_plain(
                 offset: g * CLUSTER,
                 retries: 0,
             });
-            arrived.push_back(None);
+            arrived.push_back(((g, n), None));
             next_read += 1;
         }
         // Place the pieces that are in, in order.
-        while let Some(Some((buf, got))) = arrived.front().copied() {
+        while let Some(((g, n), Some((buf, got)))) = arrived.front().copied() {
             arrived.pop_front();
-            let (g, n) = pieces[first_unplaced];
             first_unplaced += 1;
             let data = io.pool_mut().get_mut(buf);
             // Past the end of the volume reads as zeros.
@@ -203,7 +212,7 @@ pub(super) fn write_plain(
             .map_err(|e| Error::io("submit", path, p.offset, e))?;
         }
         if io.in_flight() == 0 {
-            if first_unplaced == pieces.len() && queued.is_empty() {
+            if !pieces_left && arrived.is_empty() && queued.is_empty() {
                 return Ok(st);
             }
             continue;
@@ -257,14 +266,15 @@ pub(super) fn write_plain(
             let at_eof = p.op == IoOp::Read && p.offset + n as u64 >= size;
             if n < p.len && !at_eof {
                 if n == 0 {
+                    let why = match p.op {
+                        IoOp::Read => "no data before the volume's end (the volume shrank?)",
+                        _ => "the write made no progress",
+                    };
                     return Err(Error::io(
                         opname,
                         path,
                         p.offset,
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "no progress (the volume shrank?)",
-                        ),
+                        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why),
                     ));
                 }
                 // Short transfer: the rest, from where it stopped.
@@ -278,7 +288,7 @@ pub(super) fn write_plain(
                 IoOp::Read => {
                     let got = p.buf_off + n.min(p.len);
                     let k = p.piece - first_unplaced;
-                    arrived[k] = Some((p.buf, got));
+                    arrived[k].1 = Some((p.buf, got));
                 }
                 IoOp::Write => {
                     writes_left[p.buf] -= 1;

@@ -6,8 +6,8 @@
 //! engine's I/O backend with direct I/O (module `ring_body`); with `compress`, batches are
 //! read by a reader thread and compressed on worker threads. The metadata (L2 tables, L1
 //! table, refcount blocks and table) is laid out after the data once every allocation is
-//! known, so refcounts are exact and `qemu-img check` finds no leak. The image is written to
-//! `.OUT.PID.tmp` beside it, flushed and renamed over `OUT`.
+//! known, so refcounts are exact and `qemu-img check` finds no leak. The image is written as a
+//! [`Staged`] file (unnamed until complete), flushed and only then put at `OUT`.
 //!
 //! Compressed clusters are raw deflate restricted to a 4 KiB window (qemu inflates with
 //! `windowBits = -12`): each 4 KiB of a cluster is compressed after a full flush, which resets
@@ -28,6 +28,7 @@ use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 
 use crate::copy::{cancelled, data_map, ProgressFn};
+use crate::staged::Staged;
 use crate::{Error, Result};
 
 const CLUSTER_BITS: u32 = 16;
@@ -140,51 +141,33 @@ pub fn write_qcow2(src: &Path, out: &Path, opts: &WriteOptions) -> Result<WriteS
             )));
         }
     }
-    let tmp = tmp_path(out);
-    let o = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::open("create", &tmp, e))?;
-    let guard = TmpGuard(Some(tmp.clone()));
-    let res = write_body(&f, src, size, &o, &tmp, opts, started);
-    let summary = res?;
-    o.sync_all().map_err(|e| Error::Flush {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    drop(o);
-    std::fs::rename(&tmp, out).map_err(|e| Error::open("rename into place", out, e))?;
-    std::mem::forget(guard);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+    // Refused before anything is created: qemu reads an L1 table of at most 32 MiB.
+    let l1_entries = size.div_ceil(CLUSTER * (CLUSTER / 8));
+    if l1_entries > MAX_L1_ENTRIES {
+        return Err(Error::invalid(format!(
+            "{} is {size} bytes: a qcow2 image with {} KiB clusters holds at most {} bytes",
+            src.display(),
+            CLUSTER / 1024,
+            MAX_L1_ENTRIES * CLUSTER * (CLUSTER / 8)
+        )));
     }
+    // Written unnamed (or under a hidden name) and put at `out` only when whole and flushed.
+    let staged = Staged::create(out)?;
+    let o = staged.file();
+    let summary = write_body(&f, src, size, o, out, opts, started)?;
+    staged.publish(opts.force)?;
     Ok(summary)
 }
 
-/// Removes the temporary file unless the write completed.
-struct TmpGuard(Option<PathBuf>);
-impl Drop for TmpGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+/// The image's virtual size for a volume of `size` bytes: rounded up to 512 bytes, as
+/// `qemu-img convert` makes it. qemu reads a qcow2 size in whole sectors, rounding down, so an
+/// exact odd size would hide the volume's last bytes from it; the padding reads as zeros.
+fn virtual_size(size: u64) -> u64 {
+    size.div_ceil(512) * 512
 }
 
-/// `dir/.NAME.PID.tmp` next to `out`: this process's own name (two writers of one output do
-/// not share, or remove, each other's temporary file).
-pub(crate) fn tmp_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    out.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
+/// The most L1 entries qemu accepts (a 32 MiB table).
+const MAX_L1_ENTRIES: u64 = 32 * 1024 * 1024 / 8;
 
 #[allow(clippy::too_many_arguments)]
 fn write_body(
@@ -211,7 +194,7 @@ fn write_body(
     let wanted_clusters: u64 = wanted.iter().map(|r| r.end - r.start).sum();
     let mut stored: Vec<Placed> = Vec::new();
     let mut s = WriteSummary {
-        virtual_size: size,
+        virtual_size: virtual_size(size),
         file_size: 0,
         data_clusters: 0,
         compressed_clusters: 0,
@@ -645,7 +628,7 @@ fn write_metadata(
     h[..4].copy_from_slice(&super::header::MAGIC);
     h[4..8].copy_from_slice(&3u32.to_be_bytes());
     h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
-    h[24..32].copy_from_slice(&size.to_be_bytes());
+    h[24..32].copy_from_slice(&virtual_size(size).to_be_bytes());
     h[36..40].copy_from_slice(&(l1_size as u32).to_be_bytes());
     h[40..48].copy_from_slice(&l1_off.to_be_bytes());
     h[48..56].copy_from_slice(&rt_off.to_be_bytes());
