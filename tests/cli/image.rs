@@ -13,6 +13,11 @@ fn qemu_img(args: &[&str]) {
     );
 }
 
+/// `img`: `src` as a compressed qcow2, made by qemu-img.
+fn compressed_qcow2(src: &std::path::Path, img: &std::path::Path) {
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", "-c", s(src), s(img)]);
+}
+
 #[test]
 fn inspect_to_volume_and_back() {
     require_tool!("qemu-img");
@@ -20,16 +25,7 @@ fn inspect_to_volume_and_back() {
     let src = d.path().join("vol.raw");
     sparse_file(&src, 64 << 20, 12, 7);
     let img = d.path().join("img.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-c",
-        s(&src),
-        s(&img),
-    ]);
+    compressed_qcow2(&src, &img);
 
     let j: serde_json::Value =
         serde_json::from_str(&ok(&["image", "inspect", s(&img), "--json"])).unwrap();
@@ -139,16 +135,7 @@ fn killed_image_runs_leave_nothing_behind() {
     sparse_file(&src, 256 << 20, 16, 9);
     fill_pattern(&src, 0, 128 << 20, 0x3c);
     let img = inputs.join("img.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-c",
-        s(&src),
-        s(&img),
-    ]);
+    compressed_qcow2(&src, &img);
     let out_raw = outs.join("vol.raw");
     let out_img = outs.join("img");
     let runs: [Vec<&str>; 3] = [
