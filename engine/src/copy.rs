@@ -237,6 +237,26 @@ pub fn copy_window(src: &Window, dst: &Window, opts: &CopyOptions) -> Result<Sum
 /// through this descriptor: what is copied is that file, whatever happens to its path), to
 /// `dst`. `src_path` names it in messages.
 pub fn copy_open(src: File, src_path: &Path, dst: &Path, opts: &CopyOptions) -> Result<Summary> {
+    copy_open_into(src, src_path, DestRef::Path(&Window::whole(dst)), opts)
+}
+
+/// [`copy_open`] into `dst`, a new file that appears at its path once complete (see
+/// [`Staged::publish`], which the caller runs after this succeeds).
+pub fn copy_open_to_staged(
+    src: File,
+    src_path: &Path,
+    dst: &Staged,
+    opts: &CopyOptions,
+) -> Result<Summary> {
+    copy_open_into(src, src_path, DestRef::Staged(dst), opts)
+}
+
+fn copy_open_into(
+    src: File,
+    src_path: &Path,
+    to: DestRef<'_>,
+    opts: &CopyOptions,
+) -> Result<Summary> {
     let started = Instant::now();
     opts.validate()?;
     if opts.checkpoint.is_some() {
@@ -245,13 +265,7 @@ pub fn copy_open(src: File, src_path: &Path, dst: &Path, opts: &CopyOptions) -> 
         ));
     }
     let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
-    copy_from(
-        s,
-        &Window::whole(src_path),
-        DestRef::Path(&Window::whole(dst)),
-        opts,
-        started,
-    )
+    copy_from(s, &Window::whole(src_path), to, opts, started)
 }
 
 /// Copies the whole of `src` into `dst`, a new file that appears at its path once complete

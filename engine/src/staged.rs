@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +44,14 @@ fn hidden_name(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// This process's umask, from /proc/self/status (reading it with umask(2) would change it for
+/// every thread meanwhile).
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
 /// The directory `out` goes in (`.` for a bare name).
 fn dir_of(out: &Path) -> &Path {
     match out.parent() {
@@ -63,12 +71,23 @@ impl Staged {
             .custom_flags(libc::O_TMPFILE)
             .open(dir);
         match unnamed {
-            Ok(file) => {
+            // Publishing links the file through /proc/self/fd: without /proc (a bare chroot
+            // or container) the named route is taken, rather than failing after the write.
+            Ok(file) if Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())).exists() => {
+                // Some kernels skip the umask for O_TMPFILE on filesystems without POSIX ACLs:
+                // apply it here, so an image is never created more open than `open` makes it.
+                if let Some(mask) = umask() {
+                    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !mask))
+                        .map_err(|e| Error::open("set the mode of the new file in", dir, e))?;
+                }
                 return Ok(Staged {
                     file,
                     out: out.to_path_buf(),
                     named: None,
-                })
+                });
+            }
+            Ok(_) => {
+                tracing::debug!("no /proc/self/fd; using a hidden name");
             }
             // No O_TMPFILE on this filesystem (or kernel): the named route.
             Err(e)
@@ -122,7 +141,9 @@ impl Staged {
 
     /// Flushes the file and puts it at its final path, replacing what is there only when
     /// `replace`; then flushes the directory entry. Fails, leaving `out` as it is, when `out`
-    /// exists and `replace` is false.
+    /// exists and `replace` is false. (Replacing links the unnamed file under a hidden name,
+    /// then renames that over `out`: a kill between the two leaves that complete, flushed
+    /// hidden file behind.)
     pub fn publish(mut self, replace: bool) -> Result<()> {
         self.file.sync_all().map_err(|e| Error::Flush {
             path: self.out.clone(),
@@ -321,6 +342,16 @@ mod tests {
         assert!(e.contains("create"), "{e}");
         assert_eq!(std::fs::read(&planted).unwrap(), b"keep");
         assert!(tmp.symlink_metadata().unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn published_mode_follows_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("m");
+        Staged::create(&out).unwrap().publish(false).unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask().unwrap(), "{mode:o}");
     }
 
     #[test]

@@ -138,11 +138,20 @@ fn killed_image_runs_leave_nothing_behind() {
     compressed_qcow2(&src, &img);
     let out_raw = outs.join("vol.raw");
     let out_img = outs.join("img");
-    let runs: [Vec<&str>; 3] = [
+    let runs: [Vec<&str>; 4] = [
         vec![
             "image",
             "to-volume",
             s(&img),
+            s(&out_raw),
+            "--bps-limit",
+            "16M",
+        ],
+        // a raw image: copied, not decoded, and staged the same way
+        vec![
+            "image",
+            "to-volume",
+            s(&src),
             s(&out_raw),
             "--bps-limit",
             "16M",
@@ -204,5 +213,44 @@ fn killed_image_runs_leave_nothing_behind() {
         }
     }
     // The throttled runs take seconds: those at least were caught mid-run.
-    assert!(caught >= 2, "caught {caught} of 3 runs mid-write");
+    assert!(caught >= 3, "caught {caught} of 4 runs mid-write");
+}
+
+/// Outputs that are not plain new files are refused before any reading or writing.
+#[test]
+fn odd_outputs_are_refused_up_front() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("vol.raw");
+    sparse_file(&src, 4 << 20, 2, 3);
+    // a dangling symlink is something at the path: not replaced without --force
+    let dangling = d.path().join("dangling.img");
+    std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+    for fmt in ["raw", "qcow2"] {
+        let e = fails(&[
+            "image",
+            "from-volume",
+            s(&src),
+            s(&dangling),
+            "--format",
+            fmt,
+        ]);
+        assert!(e.contains("exists"), "{e}");
+        // a device node is never replaced by an image file, even with --force
+        let e = fails(&[
+            "image",
+            "from-volume",
+            s(&src),
+            "/dev/null",
+            "--format",
+            fmt,
+            "--force",
+        ]);
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+    assert!(dangling
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!d.path().join("nowhere").exists());
 }

@@ -68,11 +68,14 @@ pub fn image_to_volume(
     let a: Analysis = analyze(&src, &opts.inspect).map_err(|e| bad(image, e))?;
     let decodes = matches!(&a.reader, Reader::Native(plan)
         if plan.ops.iter().any(|o| matches!(o, Op::Decode { .. })));
-    // A new file is written under a temporary name and linked into place only once every
-    // compressed unit decoded: the destination never holds a byte of a refused image, and
+    // A new file is written unnamed and linked into place only when complete: a failed or
+    // killed run leaves nothing at `dest`, and a refused compressed unit never reaches it, so
     // each unit is decoded once. Anything else (a block device, an existing file, a resumable
-    // job) is written in place, so every unit is decoded first, without writing.
-    let staged = decodes && opts.copy.checkpoint.is_none() && !exists(dest);
+    // job) is written in place, so every unit is decoded first, without writing. qemu-img
+    // (vhd, vhdx, vdi) writes `dest` itself.
+    let staged = matches!(a.reader, Reader::Raw | Reader::Native(_))
+        && opts.copy.checkpoint.is_none()
+        && !exists(dest);
     if decodes && !staged {
         if let Reader::Native(plan) = &a.reader {
             let threads = if opts.threads == 0 {
@@ -98,7 +101,14 @@ pub fn image_to_volume(
     };
     match &a.reader {
         Reader::Raw => {
-            summary.copy = Some(copy::copy_open(file, image, dest, &opts.copy)?);
+            summary.copy = Some(if staged {
+                let out = Staged::create(dest)?;
+                let s = copy::copy_open_to_staged(file, image, &out, &opts.copy)?;
+                out.publish(false)?;
+                s
+            } else {
+                copy::copy_open(file, image, dest, &opts.copy)?
+            });
         }
         Reader::Native(plan) => {
             let mut c = opts.copy.clone();
@@ -293,12 +303,13 @@ pub fn volume_to_image(
             })
         }
         Format::Raw => {
-            if out.exists() && !opts.copy.force {
+            if exists(out) && !opts.copy.force {
                 return Err(Error::invalid(format!(
                     "{} exists (use --force to replace it)",
                     out.display()
                 )));
             }
+            not_a_file(out)?;
             let staged = Staged::create(out)?;
             let mut c = opts.copy.clone();
             c.sync = true;
@@ -320,8 +331,20 @@ pub fn volume_to_image(
     }
 }
 
+/// Refuses an output path that names something other than a regular file (a block device is
+/// never replaced by an image file).
+pub(crate) fn not_a_file(out: &Path) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.file_type().is_file() => Err(Error::invalid(format!(
+            "{} is not a regular file; an image is written to a file",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// True when something (even a dangling symlink) is at `path`.
-fn exists(path: &Path) -> bool {
+pub(crate) fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
 
