@@ -274,17 +274,13 @@ fn from_volume_qcow2_of_a_loop_device() {
     )
     .unwrap();
     assert_eq!(s.virtual_size, size);
-    qemu_img_check(&out);
-    qemu_img(&[
-        "compare",
-        "-q",
-        "-f",
-        "raw",
-        "-F",
-        "qcow2",
-        p(&backing),
-        p(&out),
-    ]);
+    qcow2_is_clean_and_holds(&out, &backing);
+}
+
+/// `qemu-img check` finds `img` clean and `qemu-img compare` finds it identical to `raw`.
+fn qcow2_is_clean_and_holds(img: &Path, raw: &Path) {
+    qemu_img_check(img);
+    qemu_img(&["compare", "-q", "-f", "raw", "-F", "qcow2", p(raw), p(img)]);
 }
 
 fn qemu_img_check(img: &Path) {
@@ -349,17 +345,7 @@ fn from_volume_qcow2_is_clean_and_identical() {
             .unwrap();
             // rounded up to whole sectors, as qemu-img makes it (qemu reads sizes in sectors)
             assert_eq!(s.virtual_size, size.div_ceil(512) * 512);
-            qemu_img_check(&out);
-            qemu_img(&[
-                "compare",
-                "-q",
-                "-f",
-                "raw",
-                "-F",
-                "qcow2",
-                p(&src),
-                p(&out),
-            ]);
+            qcow2_is_clean_and_holds(&out, &src);
             // and Ember reads back its own output
             let back = path(&d, "back.raw");
             let _ = std::fs::remove_file(&back);
