@@ -72,10 +72,8 @@ pub fn image_to_volume(
     // killed run leaves nothing at `dest`, and a refused compressed unit never reaches it, so
     // each unit is decoded once. Anything else (a block device, an existing file, a resumable
     // job) is written in place, so every unit is decoded first, without writing. qemu-img
-    // (vhd, vhdx, vdi) writes `dest` itself.
-    let staged = matches!(a.reader, Reader::Raw | Reader::Native(_))
-        && opts.copy.checkpoint.is_none()
-        && !exists(dest);
+    // (vhd, vhdx, vdi) writes a staged file through an inherited descriptor the same way.
+    let staged = opts.copy.checkpoint.is_none() && !exists(dest);
     if decodes && !staged {
         if let Reader::Native(plan) = &a.reader {
             let threads = if opts.threads == 0 {
@@ -149,7 +147,16 @@ pub fn image_to_volume(
                     )));
                 }
             }
-            qemu_convert(&file, image, *fmt, dest, &opts.copy)?;
+            if staged {
+                let out = Staged::create(dest)?;
+                out.file()
+                    .set_len(a.virtual_size)
+                    .map_err(|e| Error::io("set the size of", dest, a.virtual_size, e))?;
+                qemu_convert(&file, image, *fmt, QemuTarget::Staged(&out), &opts.copy)?;
+                out.publish(false)?;
+            } else {
+                qemu_convert(&file, image, *fmt, QemuTarget::Path(dest), &opts.copy)?;
+            }
             summary.via = "qemu-img";
         }
     }
@@ -173,6 +180,24 @@ fn block_device_size(path: &Path) -> Result<Option<u64>> {
     }
 }
 
+/// Where qemu-img writes: an existing path (file or block device), or a staged new file
+/// (already sized), which it reaches through an inherited descriptor.
+enum QemuTarget<'a> {
+    Path(&'a Path),
+    Staged(&'a Staged),
+}
+
+/// A duplicate of `file` without close-on-exec, so a child inherits it.
+fn inheritable(file: &File, path: &Path) -> Result<File> {
+    file.try_clone()
+        .and_then(|f| {
+            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+            fcntl(f.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
+            Ok(f)
+        })
+        .map_err(|e| Error::open("duplicate the descriptor of", path, e))
+}
+
 /// `qemu-img convert -f <fmt> -O raw`, the format pinned to what inspection found, reading
 /// the inspected file itself: qemu-img gets a duplicate of its descriptor and opens
 /// `/proc/self/fd/N`, never the path.
@@ -180,10 +205,17 @@ fn qemu_convert(
     file: &File,
     image: &Path,
     fmt: Format,
-    dest: &Path,
+    target: QemuTarget<'_>,
     opts: &CopyOptions,
 ) -> Result<()> {
-    let meta = std::fs::metadata(dest).ok();
+    let dest = match target {
+        QemuTarget::Path(p) => p,
+        QemuTarget::Staged(st) => st.out(),
+    };
+    let meta = match target {
+        QemuTarget::Path(p) => std::fs::metadata(p).ok(),
+        QemuTarget::Staged(_) => None,
+    };
     let is_block = meta.as_ref().is_some_and(|m| {
         use std::os::unix::fs::FileTypeExt;
         m.file_type().is_block_device()
@@ -204,19 +236,25 @@ fn qemu_convert(
     if opts.sync && !is_block {
         cmd.args(["-t", "writeback"]);
     }
-    // A duplicate without close-on-exec: the child inherits it (read-only).
-    let inherited = file
-        .try_clone()
-        .and_then(|f| {
-            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-            fcntl(f.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
-            Ok(f)
-        })
-        .map_err(|e| Error::open("duplicate the descriptor of", image, e))?;
-    cmd.arg(format!("/proc/self/fd/{}", inherited.as_raw_fd()))
-        .arg(dest);
+    let inherited = inheritable(file, image)?;
+    cmd.arg(format!("/proc/self/fd/{}", inherited.as_raw_fd()));
+    // A staged file is new, sized and sparse: qemu-img writes into it (-n) and need not zero
+    // what is already zero.
+    let staged_fd = match target {
+        QemuTarget::Path(p) => {
+            cmd.arg(p);
+            None
+        }
+        QemuTarget::Staged(st) => {
+            cmd.args(["-n", "--target-is-zero"]);
+            let fd = inheritable(st.file(), dest)?;
+            cmd.arg(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            Some(fd)
+        }
+    };
     let out = cmd.output();
     drop(inherited);
+    drop(staged_fd);
     let out = out.map_err(|e| Error::open("run qemu-img for", image, e))?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
@@ -229,7 +267,8 @@ fn qemu_convert(
             ),
         });
     }
-    if opts.sync {
+    // (A staged file is flushed when it is published.)
+    if let (true, QemuTarget::Path(dest)) = (opts.sync, target) {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(dest)
