@@ -342,10 +342,14 @@ struct Active {
     /// The write comes from the zero buffer / a zero-detected block.
     zeroing: bool,
     /// Write only these (offset, len) runs of the buffer (its other 4 KiB blocks are zero and
-    /// the destination already reads zeros there); empty: write it whole.
+    /// the destination already reads zeros there, or they are queued for punching); empty:
+    /// write it whole.
     segs: Vec<(u32, u32)>,
     /// The run being written.
     seg: usize,
+    /// The zero blocks between `segs` are queued in [`Run::gaps`] (the destination does not
+    /// read zeros there yet): they are neither written nor skipped.
+    gaps_queued: bool,
     started: Instant,
 }
 
@@ -381,7 +385,16 @@ struct Run<'a, 'b> {
     decoders: Option<Decoders>,
     /// The plan's holes were zeroed before any data I/O ([`Run::zero_first`]).
     zeroed_first: bool,
+    /// Zero 4 KiB blocks inside written data blocks, left unwritten and punched once every
+    /// write is done ([`Run::punch_gaps`]): punched one by one meanwhile, each would wait
+    /// behind the writes in flight. `None` where holes are not punched, or under a checkpoint
+    /// (it must never record a block whose zero parts still hold old data).
+    gaps: Option<Vec<(u64, u64)>>,
 }
+
+/// Most zero parts of data blocks queued for punching (16 bytes each); past it, such blocks
+/// are written whole.
+const MAX_GAPS: usize = 1 << 16;
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
 /// is the zero buffer and is never written into). Returns the counters even on failure (what
@@ -442,6 +455,8 @@ fn run_with(
         error: None,
         decoders,
         zeroed_first: false,
+        gaps: (job.zero_mode == ZeroMode::Punch && job.checkpoint.is_none() && job.detect_zeroes)
+            .then(Vec::new),
     };
     r.c.zero_modes.push(job.zero_mode);
     if job.checkpoint.is_some() {
@@ -449,6 +464,9 @@ fn run_with(
     }
     r.zero_first();
     r.main_loop();
+    if r.error.is_none() {
+        r.punch_gaps();
+    }
     let err = r.error.take();
     (r.c, err)
 }
@@ -743,6 +761,7 @@ impl Run<'_, '_> {
                 zeroing,
                 segs: Vec::new(),
                 seg: 0,
+                gaps_queued: false,
                 started: Instant::now(),
             });
             self.submit(slot);
@@ -992,8 +1011,21 @@ impl Run<'_, '_> {
             self.c.record(dst, len, ZeroMode::Write);
         }
         self.checksum(slot, dst, len);
-        let segs = if self.job.detect_zeroes && !detect && self.zero_mode == ZeroMode::Leave {
+        let mut gaps_queued = false;
+        let segs = if !self.job.detect_zeroes || detect {
+            Vec::new()
+        } else if self.zero_mode == ZeroMode::Leave {
             nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst)
+        } else if self.zero_mode == ZeroMode::Punch && self.gaps.is_some() {
+            // Holes are punched here: so are the zero parts of a partly used block (an image
+            // cluster's zero tail), as qemu-img does, instead of writing them.
+            let runs = nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst);
+            gaps_queued = !runs.is_empty() && self.queue_gaps(dst, len, &runs);
+            if gaps_queued {
+                runs
+            } else {
+                Vec::new()
+            }
         } else {
             Vec::new()
         };
@@ -1003,7 +1035,73 @@ impl Run<'_, '_> {
         a.zeroing = detect;
         a.segs = segs;
         a.seg = 0;
+        a.gaps_queued = gaps_queued;
         self.submit(slot);
+    }
+
+    /// Queues the parts of `dst..dst + len` outside `runs` (offsets in the block) for
+    /// punching; false (write the block whole) when the queue is full.
+    fn queue_gaps(&mut self, dst: u64, len: u64, runs: &[(u32, u32)]) -> bool {
+        let Some(gaps) = self.gaps.as_mut() else {
+            return false;
+        };
+        if gaps.len() + runs.len() + 1 > MAX_GAPS {
+            return false;
+        }
+        let mut pos = 0u64;
+        let mut push = |off: u64, n: u64| match gaps.last_mut() {
+            Some(g) if g.0 + g.1 == dst + off => g.1 += n,
+            _ => gaps.push((dst + off, n)),
+        };
+        for &(off, n) in runs {
+            if u64::from(off) > pos {
+                push(pos, u64::from(off) - pos);
+            }
+            pos = u64::from(off) + u64::from(n);
+        }
+        if pos < len {
+            push(pos, len - pos);
+        }
+        true
+    }
+
+    /// Makes the queued zero parts of data blocks read as zeros, once every write is done:
+    /// punched, or, where a punch is refused or fails, written with zeros.
+    fn punch_gaps(&mut self) {
+        let Some(gaps) = self.gaps.take() else {
+            return;
+        };
+        use std::os::unix::fs::FileExt;
+        let job = self.job;
+        let file = &job.dst.file;
+        let zeros = vec![0u8; ZERO_GRAIN * 16];
+        let mut punch = true;
+        for (off, len) in gaps {
+            if punch {
+                match sys::punch_hole(file.as_fd(), off, len) {
+                    Ok(()) => {
+                        self.c.bytes_zeroed += len;
+                        self.c.record(off, len, ZeroMode::Punch);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, offset = off, "punching a zero part of a data block failed; writing zeros");
+                        punch = false;
+                    }
+                }
+            }
+            let mut at = off;
+            while at < off + len {
+                let n = (off + len - at).min(zeros.len() as u64) as usize;
+                if let Err(e) = file.write_all_at(&zeros[..n], at) {
+                    self.fail(Error::io("write zeros", &job.dst.path, at, e));
+                    return;
+                }
+                at += n as u64;
+            }
+            self.c.bytes_zeroed += len;
+            self.c.record(off, len, ZeroMode::Write);
+        }
     }
 
     fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
@@ -1232,7 +1330,9 @@ impl Run<'_, '_> {
                 } else {
                     self.c.bytes_written += written;
                 }
-                self.c.bytes_skipped += len - written;
+                if !a.gaps_queued {
+                    self.c.bytes_skipped += len - written;
+                }
                 self.release(slot);
                 self.advance(item_dst(item), len);
             }

@@ -221,6 +221,19 @@ fn to_volume_on_a_loop_device_zeroes_holes() {
     assert_eq!(s.via, "ember");
     let c = ember_engine::copy::compare(Path::new(&dev), &src).unwrap();
     assert!(c.identical, "{c:?}");
+    // Holes and the zero parts of partly used clusters were punched, not written: the loop
+    // device's backing file maps no more than the source's non-zero 4 KiB blocks.
+    let data = std::fs::read(&src).unwrap();
+    let nonzero = data
+        .chunks(4096)
+        .filter(|b| b.iter().any(|&x| x != 0))
+        .count() as u64;
+    let mapped = ember_engine::copy::data_map(&backing).unwrap().total_len();
+    assert!(
+        mapped <= nonzero * 4096,
+        "backing maps {mapped} bytes for {} bytes of non-zero blocks",
+        nonzero * 4096
+    );
 }
 
 /// A loop device over a file, detached when dropped.
