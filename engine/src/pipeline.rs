@@ -390,6 +390,8 @@ struct Run<'a, 'b> {
     /// behind the writes in flight. `None` where holes are not punched, or under a checkpoint
     /// (it must never record a block whose zero parts still hold old data).
     gaps: Option<Vec<(u64, u64)>>,
+    /// A zero part of a data block was punched at once (the destination punches).
+    gaps_probed: bool,
 }
 
 /// Most zero parts of data blocks queued for punching (16 bytes each); past it, such blocks
@@ -457,6 +459,7 @@ fn run_with(
         zeroed_first: false,
         gaps: (job.zero_mode == ZeroMode::Punch && job.checkpoint.is_none() && job.detect_zeroes)
             .then(Vec::new),
+        gaps_probed: false,
     };
     r.c.zero_modes.push(job.zero_mode);
     if job.checkpoint.is_some() {
@@ -1016,7 +1019,9 @@ impl Run<'_, '_> {
             Vec::new()
         } else if self.zero_mode == ZeroMode::Leave {
             nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst)
-        } else if self.zero_mode == ZeroMode::Punch && self.gaps.is_some() {
+        } else if self.zero_mode == ZeroMode::Punch
+            && self.gaps.as_ref().is_some_and(|g| g.len() < MAX_GAPS)
+        {
             // Holes are punched here: so are the zero parts of a partly used block (an image
             // cluster's zero tail), as qemu-img does, instead of writing them.
             let runs = nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst);
@@ -1040,33 +1045,53 @@ impl Run<'_, '_> {
     }
 
     /// Queues the parts of `dst..dst + len` outside `runs` (offsets in the block) for
-    /// punching; false (write the block whole) when the queue is full.
+    /// punching; false (write the block whole) when the queue is full or punching is refused.
+    /// The very first part is punched at once, so a destination that refuses punching is
+    /// known before anything piles up.
     fn queue_gaps(&mut self, dst: u64, len: u64, runs: &[(u32, u32)]) -> bool {
-        let Some(gaps) = self.gaps.as_mut() else {
-            return false;
-        };
-        if gaps.len() + runs.len() + 1 > MAX_GAPS {
-            return false;
-        }
+        let mut mine = Vec::with_capacity(runs.len() + 1);
         let mut pos = 0u64;
-        let mut push = |off: u64, n: u64| match gaps.last_mut() {
-            Some(g) if g.0 + g.1 == dst + off => g.1 += n,
-            _ => gaps.push((dst + off, n)),
-        };
         for &(off, n) in runs {
             if u64::from(off) > pos {
-                push(pos, u64::from(off) - pos);
+                mine.push((dst + pos, u64::from(off) - pos));
             }
             pos = u64::from(off) + u64::from(n);
         }
         if pos < len {
-            push(pos, len - pos);
+            mine.push((dst + pos, len - pos));
+        }
+        if !self.gaps_probed {
+            let Some(&(off, n)) = mine.first() else {
+                return false;
+            };
+            if let Err(e) = sys::punch_hole(self.job.dst.file.as_fd(), off, n) {
+                tracing::debug!(error = %e, "punching zero parts of data blocks refused; writing them");
+                self.gaps = None;
+                return false;
+            }
+            self.gaps_probed = true;
+            self.c.bytes_zeroed += n;
+            self.c.record(off, n, ZeroMode::Punch);
+            mine.remove(0);
+        }
+        let Some(gaps) = self.gaps.as_mut() else {
+            return false;
+        };
+        if gaps.len() + mine.len() > MAX_GAPS {
+            return false;
+        }
+        for (off, n) in mine {
+            match gaps.last_mut() {
+                Some(g) if g.0 + g.1 == off => g.1 += n,
+                _ => gaps.push((off, n)),
+            }
         }
         true
     }
 
     /// Makes the queued zero parts of data blocks read as zeros, once every write is done:
-    /// punched, or, where a punch is refused or fails, written with zeros.
+    /// punched; where a punch fails, zeroed the next way (BLKZEROOUT on a device, ZERO_RANGE
+    /// on a file), else written with zeros.
     fn punch_gaps(&mut self) {
         let Some(gaps) = self.gaps.take() else {
             return;
@@ -1076,7 +1101,15 @@ impl Run<'_, '_> {
         let file = &job.dst.file;
         let zeros = vec![0u8; ZERO_GRAIN * 16];
         let mut punch = true;
+        let mut fallback = true;
         for (off, len) in gaps {
+            if self.cancelled() {
+                self.error = Some(Error::Cancelled {
+                    done: self.c.done,
+                    total: job.plan.logical_size,
+                });
+                return;
+            }
             if punch {
                 match sys::punch_hole(file.as_fd(), off, len) {
                     Ok(()) => {
@@ -1085,22 +1118,55 @@ impl Run<'_, '_> {
                         continue;
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, offset = off, "punching a zero part of a data block failed; writing zeros");
-                        punch = false;
+                        tracing::debug!(error = %e, offset = off, "punching a zero part of a data block failed");
+                        // Refused outright: stop trying; anything else (an odd tail): this one.
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS)
+                        ) {
+                            punch = false;
+                        }
                     }
                 }
             }
-            let mut at = off;
-            while at < off + len {
-                let n = (off + len - at).min(zeros.len() as u64) as usize;
-                if let Err(e) = file.write_all_at(&zeros[..n], at) {
-                    self.fail(Error::io("write zeros", &job.dst.path, at, e));
-                    return;
+            let mode = if job.dst.is_block() {
+                ZeroMode::Zeroout
+            } else {
+                ZeroMode::ZeroRange
+            };
+            let zeroed = fallback
+                && match mode {
+                    ZeroMode::Zeroout => sys::blk_zeroout(file.as_fd(), off, len),
+                    _ => sys::zero_range(file.as_fd(), off, len),
                 }
-                at += n as u64;
-            }
+                .map_err(|e| {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS)
+                    ) {
+                        fallback = false;
+                    }
+                })
+                .is_ok();
+            let mode = if zeroed {
+                mode
+            } else {
+                let mut at = off;
+                while at < off + len {
+                    let n = (off + len - at).min(zeros.len() as u64) as usize;
+                    if let Err(e) = file.write_all_at(&zeros[..n], at) {
+                        self.fail(Error::io("write zeros", &job.dst.path, at, e));
+                        return;
+                    }
+                    at += n as u64;
+                }
+                ZeroMode::Write
+            };
             self.c.bytes_zeroed += len;
-            self.c.record(off, len, ZeroMode::Write);
+            self.c.record(off, len, mode);
+            if !self.c.zero_modes.contains(&mode) {
+                self.c.zero_modes.push(mode);
+            }
         }
     }
 
