@@ -30,7 +30,7 @@ use crate::uring::{Done, IoBackend, IoOp, Req};
 use crate::zero::is_zero;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +79,25 @@ impl ZeroMode {
             _ => ZeroMode::Write,
         }
     }
+
+    /// Makes `len` bytes at `offset` of `fd` read as zeros with one call, for the methods
+    /// that are one call (`Punch`, `ZeroRange`, `Zeroout`); the others are not calls.
+    fn zero(self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+        match self {
+            ZeroMode::Punch => sys::punch_hole(fd, offset, len),
+            ZeroMode::ZeroRange => sys::zero_range(fd, offset, len),
+            ZeroMode::Zeroout => sys::blk_zeroout(fd, offset, len),
+            ZeroMode::Leave | ZeroMode::Write => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+}
+
+/// The kernel refuses this zeroing method here outright (not just for this range).
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS)
+    )
 }
 
 /// Indices of the job's files in the backend's file table.
@@ -944,9 +963,7 @@ impl Run<'_, '_> {
                     self.zero_queue.push_back((pos, end - pos));
                     return true;
                 }
-                ZeroMode::Punch => sys::punch_hole(fd, pos, n),
-                ZeroMode::ZeroRange => sys::zero_range(fd, pos, n),
-                ZeroMode::Zeroout => sys::blk_zeroout(fd, pos, n),
+                m => m.zero(fd, pos, n),
             };
             match res {
                 Ok(()) => {
@@ -1120,34 +1137,16 @@ impl Run<'_, '_> {
                     Err(e) => {
                         tracing::debug!(error = %e, offset = off, "punching a zero part of a data block failed");
                         // Refused outright: stop trying; anything else (an odd tail): this one.
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS)
-                        ) {
-                            punch = false;
-                        }
+                        punch = !refused(&e);
                     }
                 }
             }
-            let mode = if job.dst.is_block() {
-                ZeroMode::Zeroout
-            } else {
-                ZeroMode::ZeroRange
-            };
+            let mode = ZeroMode::Punch.fallback(job.dst.is_block());
             let zeroed = fallback
-                && match mode {
-                    ZeroMode::Zeroout => sys::blk_zeroout(file.as_fd(), off, len),
-                    _ => sys::zero_range(file.as_fd(), off, len),
-                }
-                .map_err(|e| {
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS)
-                    ) {
-                        fallback = false;
-                    }
-                })
-                .is_ok();
+                && mode
+                    .zero(file.as_fd(), off, len)
+                    .map_err(|e| fallback = !refused(&e))
+                    .is_ok();
             let mode = if zeroed {
                 mode
             } else {
