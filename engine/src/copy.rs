@@ -268,20 +268,6 @@ fn copy_open_into(
     copy_from(s, &Window::whole(src_path), to, opts, started)
 }
 
-/// Copies the whole of `src` into `dst`, a new file that appears at its path once complete
-/// (see [`Staged::publish`], which the caller runs after this succeeds).
-pub fn copy_to_staged(src: &Path, dst: &Staged, opts: &CopyOptions) -> Result<Summary> {
-    let started = Instant::now();
-    opts.validate()?;
-    if opts.checkpoint.is_some() {
-        return Err(Error::invalid(
-            "a staged output is written in one run; it cannot be resumed",
-        ));
-    }
-    let s = open_source(src, opts.direct)?;
-    copy_from(s, &Window::whole(src), DestRef::Staged(dst), opts, started)
-}
-
 /// Where a run writes: a window of a path (opened here), or a staged new file.
 #[derive(Clone, Copy)]
 pub(crate) enum DestRef<'a> {
@@ -342,10 +328,13 @@ pub fn execute_plan_open(
     dst: &Path,
     opts: &CopyOptions,
 ) -> Result<Summary> {
-    let started = Instant::now();
-    opts.validate()?;
-    let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
-    execute_plan_from(s, plan, DestRef::Path(&Window::whole(dst)), opts, started)
+    execute_plan_open_into(
+        src,
+        src_path,
+        plan,
+        DestRef::Path(&Window::whole(dst)),
+        opts,
+    )
 }
 
 /// [`execute_plan_open`] into `dst`, a new file that appears at its path once complete (see
@@ -357,10 +346,20 @@ pub fn execute_plan_open_to_staged(
     dst: &Staged,
     opts: &CopyOptions,
 ) -> Result<Summary> {
+    execute_plan_open_into(src, src_path, plan, DestRef::Staged(dst), opts)
+}
+
+fn execute_plan_open_into(
+    src: File,
+    src_path: &Path,
+    plan: &Plan,
+    to: DestRef<'_>,
+    opts: &CopyOptions,
+) -> Result<Summary> {
     let started = Instant::now();
     opts.validate()?;
     let s = Endpoint::from_open_file(src, src_path, opts.direct)?;
-    execute_plan_from(s, plan, DestRef::Staged(dst), opts, started)
+    execute_plan_from(s, plan, to, opts, started)
 }
 
 fn execute_plan_from(

@@ -44,6 +44,30 @@ fn hidden_name(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// True when something (even a dangling symlink) is at `path`.
+pub fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Checks `out` may receive a new output before any work: nothing is there (not even a
+/// dangling symlink) unless `force`, and never something other than a regular file (a
+/// device node is not replaced by an image file).
+pub fn check_output(out: &Path, force: bool) -> Result<()> {
+    if exists(out) && !force {
+        return Err(Error::invalid(format!(
+            "{} exists (use --force to replace it)",
+            out.display()
+        )));
+    }
+    match std::fs::metadata(out) {
+        Ok(m) if !m.file_type().is_file() => Err(Error::invalid(format!(
+            "{} is not a regular file; an image is written to a file",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// This process's umask, from /proc/self/status (reading it with umask(2) would change it for
 /// every thread meanwhile).
 fn umask() -> Option<u32> {

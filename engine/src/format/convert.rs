@@ -23,7 +23,7 @@ use super::qcow2::writer::{write_qcow2, WriteOptions, WriteSummary};
 use super::{analyze, verify_compressed, Analysis, FileSource, Format, InspectOptions, Reader};
 use crate::copy::{self, CopyOptions, Summary};
 use crate::plan::Op;
-use crate::staged::Staged;
+use crate::staged::{check_output, exists, Staged};
 use crate::{Error, Result};
 
 /// Options of [`image_to_volume`].
@@ -208,13 +208,9 @@ fn qemu_convert(
     target: QemuTarget<'_>,
     opts: &CopyOptions,
 ) -> Result<()> {
-    let dest = match target {
-        QemuTarget::Path(p) => p,
-        QemuTarget::Staged(st) => st.out(),
-    };
-    let meta = match target {
-        QemuTarget::Path(p) => std::fs::metadata(p).ok(),
-        QemuTarget::Staged(_) => None,
+    let (dest, meta) = match target {
+        QemuTarget::Path(p) => (p, std::fs::metadata(p).ok()),
+        QemuTarget::Staged(st) => (st.out(), None),
     };
     let is_block = meta.as_ref().is_some_and(|m| {
         use std::os::unix::fs::FileTypeExt;
@@ -342,17 +338,12 @@ pub fn volume_to_image(
             })
         }
         Format::Raw => {
-            if exists(out) && !opts.copy.force {
-                return Err(Error::invalid(format!(
-                    "{} exists (use --force to replace it)",
-                    out.display()
-                )));
-            }
-            not_a_file(out)?;
+            check_output(out, opts.copy.force)?;
+            let volume = File::open(src).map_err(|e| Error::open("open source", src, e))?;
             let staged = Staged::create(out)?;
             let mut c = opts.copy.clone();
             c.sync = true;
-            let s = copy::copy_to_staged(src, &staged, &c)?;
+            let s = copy::copy_open_to_staged(volume, src, &staged, &c)?;
             staged.publish(opts.copy.force)?;
             let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
             Ok(FromVolumeSummary {
@@ -368,23 +359,6 @@ pub fn volume_to_image(
             "cannot write {f} images: use raw or qcow2"
         ))),
     }
-}
-
-/// Refuses an output path that names something other than a regular file (a block device is
-/// never replaced by an image file).
-pub(crate) fn not_a_file(out: &Path) -> Result<()> {
-    match std::fs::metadata(out) {
-        Ok(m) if !m.file_type().is_file() => Err(Error::invalid(format!(
-            "{} is not a regular file; an image is written to a file",
-            out.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// True when something (even a dangling symlink) is at `path`.
-pub(crate) fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -127,13 +127,7 @@ pub fn write_qcow2(src: &Path, out: &Path, opts: &WriteOptions) -> Result<WriteS
     let size = f
         .seek(SeekFrom::End(0))
         .map_err(|e| Error::io("seek", src, 0, e))?;
-    if crate::format::convert::exists(out) && !opts.force {
-        return Err(Error::invalid(format!(
-            "{} exists (use --force to replace it)",
-            out.display()
-        )));
-    }
-    crate::format::convert::not_a_file(out)?;
+    crate::staged::check_output(out, opts.force)?;
     // Refused before anything is created: qemu reads an L1 table of at most 32 MiB.
     let l1_entries = size.div_ceil(CLUSTER * (CLUSTER / 8));
     if l1_entries > MAX_L1_ENTRIES {
