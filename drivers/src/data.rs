@@ -34,6 +34,18 @@ pub struct Span {
 /// A volume's bytes, in order.
 pub type Layout = Vec<Span>;
 
+/// Where a volume's bytes live on its backend, as [`VolumeDriver::data_layout`](crate::VolumeDriver::data_layout)
+/// reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataLayout {
+    /// The volume's bytes in order: one span for a file volume, one per PV segment for an LV.
+    pub spans: Layout,
+    /// A volume just created on this backend reads as zeros (a sparse file, a thin LV); false
+    /// where it may hold a previous tenant's bytes (a thick LV): copies there write zeros
+    /// wherever the source has holes.
+    pub fresh_reads_zeros: bool,
+}
+
 /// Total bytes of a layout.
 pub fn layout_len(l: &[Span]) -> u64 {
     l.iter().map(|s| s.len).sum()

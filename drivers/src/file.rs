@@ -31,7 +31,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendConfig, VolumeClear};
-use crate::data::{self, CopyMode, Span};
+use crate::data::{self, CopyMode, DataLayout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
 use crate::names::{self, GIB};
@@ -1108,6 +1108,10 @@ impl VolumeDriver for FileDriver {
         vol.validate()?;
         let _l = self.lock_object(&vol.name)?;
         let rec = self.available_volume(&vol.name)?;
+        if rec.attachments.contains(attachment) {
+            // The same host connecting again (Cinder retries, os-brick reconnects).
+            return Ok(());
+        }
         if !rec.volume.multiattach && !rec.attachments.is_empty() {
             return Err(DriverError::VolumeIsBusy {
                 name: vol.name.clone(),
@@ -1149,6 +1153,16 @@ impl VolumeDriver for FileDriver {
             .filter(|r| r.status == Status::Available)
             .map(|r| r.snapshot)
             .collect())
+    }
+
+    fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
+        vol.validate()?;
+        self.check_ready()?;
+        let v = self.available_volume(&vol.name)?.volume;
+        Ok(DataLayout {
+            spans: self.span(&v.name, v.size_bytes()),
+            fresh_reads_zeros: true,
+        })
     }
 }
 

@@ -19,13 +19,16 @@ pub mod file;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod image;
+pub mod local;
 pub mod lvm;
+pub mod migrate;
 pub mod names;
 pub mod runner;
 pub mod stats;
 pub mod types;
 
 pub use config::{BackendConfig, Config, DriverKind, LvmType, VolumeClear};
+pub use data::DataLayout;
 pub use error::{Category, DriverError, Result};
 pub use stats::{PoolStats, VolumeStats};
 pub use types::{
@@ -132,6 +135,10 @@ pub trait VolumeDriver: Send + Sync {
 
     /// The snapshots this backend holds.
     fn list_snapshots(&self) -> Result<Vec<Snapshot>>;
+
+    /// Where `vol`'s bytes are: what local attachments ([`local`]) and migrations between
+    /// backends ([`migrate`]) read and write.
+    fn data_layout(&self, vol: &Volume) -> Result<DataLayout>;
 }
 
 /// Builds the driver a backend section asks for; with a `[backend.target]` table its exports

@@ -103,10 +103,14 @@ pub struct Snapshot {
 impl Snapshot {
     /// A new snapshot of `vol` with a fresh UUID.
     pub fn new(vol: &Volume, display_name: Option<&str>) -> Result<Self> {
+        Self::with_id(Uuid::new_v4(), vol, display_name)
+    }
+
+    /// A snapshot of `vol` with a given id (Cinder's).
+    pub fn with_id(id: Uuid, vol: &Volume, display_name: Option<&str>) -> Result<Self> {
         if let Some(n) = display_name {
             names::check_display_name(n)?;
         }
-        let id = Uuid::new_v4();
         Ok(Snapshot {
             id,
             name: names::snapshot_name(&id),

@@ -20,10 +20,10 @@ pub fn run(a: CompareArgs) -> ExitCode {
     match ember_engine::copy::compare(&a.a, &a.b) {
         Ok(c) => {
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&c).expect("serialisable")
-                );
+                if let Err(e) = super::json::print(&c) {
+                    report_error(&e);
+                    return ExitCode::from(2);
+                }
             } else if c.identical {
                 println!("identical ({} bytes)", c.size_a);
             } else if c.size_a != c.size_b && c.first_difference == Some(c.size_a.min(c.size_b)) {
@@ -46,6 +46,10 @@ pub fn run(a: CompareArgs) -> ExitCode {
             }
         }
         Err(e) => {
+            if a.json {
+                let doc = super::json::error_document(&e, super::common::error_chain(&e));
+                println!("{doc}");
+            }
             report_error(&e);
             ExitCode::from(2)
         }

@@ -85,7 +85,7 @@ pub fn run(a: CopyArgs) -> CliResult {
         (res, _) => res?,
     };
     if a.io.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        super::json::print(&s)?;
     } else {
         println!(
             "copied {} ({} data in {} extents, {} zeroed, {} left as holes) in {:.3} s, {:.0} MB/s{}",

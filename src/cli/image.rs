@@ -17,6 +17,17 @@ pub struct ImageArgs {
     pub command: ImageCommand,
 }
 
+impl ImageArgs {
+    /// True when the subcommand was asked for JSON.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            ImageCommand::Inspect(a) => a.json,
+            ImageCommand::ToVolume(a) => a.io.json,
+            ImageCommand::FromVolume(a) => a.io.json,
+        }
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCommand {
     /// Detect an image's format from its content, report sizes and the safety verdict.
@@ -138,7 +149,7 @@ fn inspect(a: InspectArgs) -> CliResult {
     let r = format::inspect(&src, &inspect_options(a.declared.0, a.max_virtual_size))
         .map_err(|e| e.into_engine(&a.file))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        super::json::print(&r)?;
     } else {
         println!("file:         {}", a.file.display());
         println!("format:       {}", r.format);
@@ -198,7 +209,7 @@ fn to_volume(a: ToVolumeArgs) -> CliResult {
     }
     let s = res?;
     if a.io.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        super::json::print(&s)?;
     } else {
         let detail = s
             .copy
@@ -241,7 +252,7 @@ fn from_volume(a: FromVolumeArgs) -> CliResult {
     }
     let s = res?;
     if a.io.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        super::json::print(&s)?;
     } else {
         println!(
             "wrote {} ({} image, {} virtual, {} file) in {:.3} s",

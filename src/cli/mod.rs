@@ -5,6 +5,7 @@ mod compare;
 mod copy;
 mod demo;
 mod image;
+mod json;
 mod volume;
 mod wipe;
 
@@ -54,6 +55,7 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(&cli.log);
+    let json = cli.command.json();
     let res = match cli.command {
         Command::Copy(a) => copy::run(a),
         Command::Compare(a) => return compare::run(a),
@@ -64,7 +66,27 @@ pub fn main() -> ExitCode {
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => common::report_error(e.as_ref()),
+        Err(e) => {
+            if json {
+                let doc = json::error_document(e.as_ref(), common::error_chain(e.as_ref()));
+                println!("{doc}");
+            }
+            common::report_error(e.as_ref())
+        }
+    }
+}
+
+impl Command {
+    /// True when the command was asked for JSON (its errors are then JSON documents too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Copy(a) => a.io.json,
+            Command::Compare(a) => a.json,
+            Command::Wipe(a) => a.json,
+            Command::Image(a) => a.json(),
+            Command::Demo(_) => false,
+            Command::Volume(a) => a.json,
+        }
     }
 }
 

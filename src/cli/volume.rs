@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use ember_drivers::config::{default_config_path, Config};
 use ember_drivers::stats::VolumeStats;
 use ember_drivers::{
-    driver_for, Attachment, Connector, DriverError, ExistingRef, ImageFile, ImageMeta, Snapshot,
-    Volume, VolumeDriver,
+    driver_for, local, migrate, Attachment, Connector, DriverError, ExistingRef, ImageFile,
+    ImageMeta, Snapshot, Volume, VolumeDriver,
 };
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::common::human;
 
@@ -43,6 +44,9 @@ pub enum VolumeCommand {
         /// Size in GiB.
         #[arg(long)]
         size: u64,
+        /// The volume's UUID (Cinder's); default: a new one.
+        #[arg(long)]
+        id: Option<Uuid>,
     },
     /// Delete a volume (wiped first as configured: volume_clear / volume_clear_size).
     Delete { volume: String },
@@ -61,6 +65,9 @@ pub enum VolumeCommand {
         volume: String,
         /// Snapshot name.
         name: Option<String>,
+        /// The snapshot's UUID (Cinder's); default: a new one.
+        #[arg(long)]
+        id: Option<Uuid>,
     },
     /// Delete a snapshot.
     SnapshotDelete { snapshot: String },
@@ -73,6 +80,9 @@ pub enum VolumeCommand {
         /// Size in GiB (default: the source's).
         #[arg(long)]
         size: Option<u64>,
+        /// The new volume's UUID (Cinder's); default: a new one.
+        #[arg(long)]
+        id: Option<Uuid>,
     },
     /// Create a volume from a snapshot.
     FromSnapshot {
@@ -81,6 +91,9 @@ pub enum VolumeCommand {
         /// Size in GiB (default: the snapshot's).
         #[arg(long)]
         size: Option<u64>,
+        /// The new volume's UUID (Cinder's); default: a new one.
+        #[arg(long)]
+        id: Option<Uuid>,
     },
     /// Revert a volume to one of its snapshots.
     Revert { volume: String, snapshot: String },
@@ -90,6 +103,9 @@ pub enum VolumeCommand {
         source_name: String,
         /// Name for the managed volume.
         name: Option<String>,
+        /// The managed volume's UUID (Cinder's); default: a new one.
+        #[arg(long)]
+        id: Option<Uuid>,
     },
     /// List backend objects that could be managed.
     Manageable,
@@ -101,12 +117,16 @@ pub enum VolumeCommand {
     Export { volume: String },
     /// Remove a volume's export.
     Unexport { volume: String },
-    /// Grant an initiator access; prints Cinder's connection_info.
+    /// Grant an initiator access (or attach on this host with --local); prints Cinder's
+    /// connection_info.
     Connect {
         volume: String,
-        /// The initiator's IQN.
-        #[arg(long)]
-        initiator: String,
+        /// The initiator's IQN (iSCSI).
+        #[arg(long, required_unless_present = "local")]
+        initiator: Option<String>,
+        /// Attach on this host as a loop device: connection_info of type "local".
+        #[arg(long, conflicts_with = "initiator")]
+        local: bool,
         #[arg(long)]
         ip: Option<String>,
         #[arg(long)]
@@ -114,11 +134,25 @@ pub enum VolumeCommand {
         #[arg(long)]
         multipath: bool,
     },
-    /// Revoke an initiator's access.
+    /// Revoke an initiator's access (or detach this host's loop devices with --local).
     Disconnect {
         volume: String,
+        #[arg(long, required_unless_present = "local")]
+        initiator: Option<String>,
+        /// Detach the volume's loop devices on this host.
+        #[arg(long, conflicts_with = "initiator")]
+        local: bool,
+    },
+    /// Move a volume to another backend on this host (same id; the source is wiped and
+    /// removed once the copy is flushed).
+    Migrate {
+        volume: String,
+        /// The destination backend's name.
         #[arg(long)]
-        initiator: String,
+        to_backend: String,
+        /// The destination backend's config file (default: this command's config).
+        #[arg(long)]
+        to_config: Option<PathBuf>,
     },
     /// Write a volume out as an image file (Cinder's upload-to-image): raw or qcow2.
     Upload {
@@ -205,13 +239,14 @@ impl Ctx {
         }
     }
 
-    /// A new volume; a given name must not be taken yet.
+    /// A new volume (with Cinder's id when given); a given name must not be taken yet.
     fn new_volume(
         &self,
         size: u64,
         name: Option<&str>,
+        id: Option<Uuid>,
     ) -> Result<Volume, Box<dyn std::error::Error + Send + Sync>> {
-        let v = Volume::new(size, name)?;
+        let v = Volume::with_id(id.unwrap_or_else(Uuid::new_v4), size, name)?;
         if let Some(n) = name {
             if self
                 .driver
@@ -228,9 +263,24 @@ impl Ctx {
         Ok(v)
     }
 
+    /// A list: `{"schema": .., key: [...]}` under --json.
+    fn print_list<T: Serialize>(
+        &self,
+        key: &str,
+        items: &[T],
+        line: impl Fn(&T) -> String,
+    ) -> CliResult {
+        if self.json {
+            super::json::print_list(key, items)?;
+        } else if !items.is_empty() {
+            println!("{}", items.iter().map(line).collect::<Vec<_>>().join("\n"));
+        }
+        Ok(())
+    }
+
     fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CliResult {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value)?);
+            super::json::print(value)?;
         } else {
             let h = human();
             if !h.is_empty() {
@@ -321,24 +371,21 @@ pub fn run(args: VolumeArgs) -> CliResult {
     };
     let d = &c.driver;
     match args.command {
-        VolumeCommand::Create { name, size } => {
-            let v = c.new_volume(size, name.as_deref())?;
+        VolumeCommand::Create { name, size, id } => {
+            let v = c.new_volume(size, name.as_deref(), id)?;
             d.create_volume(&v)?;
             c.print(&v, || format!("created {} ({} GiB)", v.label(), v.size))
         }
         VolumeCommand::Delete { volume } => {
             let v = c.volume(&volume)?;
+            // A loop device left over the volume would show the next tenant's bytes.
+            local::disconnect(d.as_ref(), &v)?;
             d.delete_volume(&v)?;
             c.print(&serde_json::json!({"deleted": v.id}), || {
                 format!("deleted {}", v.label())
             })
         }
-        VolumeCommand::List => {
-            let vs = d.list_volumes()?;
-            c.print(&vs, || {
-                vs.iter().map(vol_line).collect::<Vec<_>>().join("\n")
-            })
-        }
+        VolumeCommand::List => c.print_list("volumes", &d.list_volumes()?, vol_line),
         VolumeCommand::Show { volume } => {
             let v = c.volume(&volume)?;
             let snaps: Vec<Snapshot> = d
@@ -369,9 +416,10 @@ pub fn run(args: VolumeArgs) -> CliResult {
             let v = c.volume(&volume)?;
             d.extend_volume(&v, size)?;
             let v = Volume { size, ..v };
+            local::refresh(d.as_ref(), &v)?;
             c.print(&v, || format!("extended {} to {size} GiB", v.label()))
         }
-        VolumeCommand::Snapshot { volume, name } => {
+        VolumeCommand::Snapshot { volume, name, id } => {
             let v = c.volume(&volume)?;
             if let Some(n) = &name {
                 if d.list_snapshots()?
@@ -384,7 +432,7 @@ pub fn run(args: VolumeArgs) -> CliResult {
                     }));
                 }
             }
-            let s = Snapshot::new(&v, name.as_deref())?;
+            let s = Snapshot::with_id(id.unwrap_or_else(Uuid::new_v4), &v, name.as_deref())?;
             d.create_snapshot(&s)?;
             c.print(&s, || format!("snapshot {} of {}", s.label(), v.label()))
         }
@@ -395,15 +443,15 @@ pub fn run(args: VolumeArgs) -> CliResult {
                 format!("deleted snapshot {}", s.label())
             })
         }
-        VolumeCommand::Snapshots => {
-            let ss = d.list_snapshots()?;
-            c.print(&ss, || {
-                ss.iter().map(snap_line).collect::<Vec<_>>().join("\n")
-            })
-        }
-        VolumeCommand::Clone { source, name, size } => {
+        VolumeCommand::Snapshots => c.print_list("snapshots", &d.list_snapshots()?, snap_line),
+        VolumeCommand::Clone {
+            source,
+            name,
+            size,
+            id,
+        } => {
             let src = c.volume(&source)?;
-            let v = c.new_volume(size.unwrap_or(src.size), name.as_deref())?;
+            let v = c.new_volume(size.unwrap_or(src.size), name.as_deref(), id)?;
             d.create_cloned_volume(&v, &src)?;
             c.print(&v, || format!("cloned {} into {}", src.label(), v.label()))
         }
@@ -411,9 +459,10 @@ pub fn run(args: VolumeArgs) -> CliResult {
             snapshot,
             name,
             size,
+            id,
         } => {
             let s = c.snapshot(&snapshot)?;
-            let v = c.new_volume(size.unwrap_or(s.volume_size), name.as_deref())?;
+            let v = c.new_volume(size.unwrap_or(s.volume_size), name.as_deref(), id)?;
             d.create_volume_from_snapshot(&v, &s)?;
             c.print(&v, || {
                 format!("created {} from snapshot {}", v.label(), s.label())
@@ -428,34 +477,32 @@ pub fn run(args: VolumeArgs) -> CliResult {
                 || format!("reverted {} to {}", v.label(), s.label()),
             )
         }
-        VolumeCommand::Manage { source_name, name } => {
+        VolumeCommand::Manage {
+            source_name,
+            name,
+            id,
+        } => {
             let r = ExistingRef::source_name(&source_name);
             let probe = Volume::new(1, name.as_deref())?;
             let size = d.manage_existing_get_size(&probe, &r)?;
-            let v = c.new_volume(size, name.as_deref())?;
+            let v = c.new_volume(size, name.as_deref(), id)?;
             d.manage_existing(&v, &r)?;
             c.print(&v, || {
                 format!("managed {source_name} as {} ({} GiB)", v.label(), v.size)
             })
         }
         VolumeCommand::Manageable => {
-            let m = d.get_manageable_volumes()?;
-            c.print(&m, || {
-                m.iter()
-                    .map(|x| {
-                        format!(
-                            "{:<40} {:>5} GiB  {}",
-                            x.reference.source_name.as_deref().unwrap_or("?"),
-                            x.size,
-                            if x.safe_to_manage {
-                                "safe to manage".to_owned()
-                            } else {
-                                x.reason_not_safe.clone().unwrap_or_default()
-                            }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+            c.print_list("manageable", &d.get_manageable_volumes()?, |x| {
+                format!(
+                    "{:<40} {:>5} GiB  {}",
+                    x.reference.source_name.as_deref().unwrap_or("?"),
+                    x.size,
+                    if x.safe_to_manage {
+                        "safe to manage".to_owned()
+                    } else {
+                        x.reason_not_safe.clone().unwrap_or_default()
+                    }
+                )
             })
         }
         VolumeCommand::Unmanage { volume } => {
@@ -491,14 +538,34 @@ pub fn run(args: VolumeArgs) -> CliResult {
         }
         VolumeCommand::Connect {
             volume,
+            local: true,
+            host,
+            ..
+        } => {
+            let v = c.volume(&volume)?;
+            let info = local::connect(d.as_ref(), &v)?;
+            d.attach_volume(
+                &v,
+                &Attachment {
+                    host_name: host.or_else(|| Some(ember_drivers::file::hostname())),
+                    ..Default::default()
+                },
+            )?;
+            c.print(&info, || {
+                format!("{} -> {}", v.label(), info.data.device_path.display())
+            })
+        }
+        VolumeCommand::Connect {
+            volume,
             initiator,
             ip,
             host,
             multipath,
+            local: false,
         } => {
             let v = c.volume(&volume)?;
             let conn = Connector {
-                initiator: Some(initiator),
+                initiator,
                 ip,
                 host: host.clone(),
                 multipath,
@@ -523,17 +590,46 @@ pub fn run(args: VolumeArgs) -> CliResult {
                 )
             })
         }
-        VolumeCommand::Disconnect { volume, initiator } => {
+        VolumeCommand::Disconnect {
+            volume,
+            initiator,
+            local,
+        } => {
             let v = c.volume(&volume)?;
-            let conn = Connector {
-                initiator: Some(initiator.clone()),
-                ..Default::default()
+            let who = if local {
+                let n = local::disconnect(d.as_ref(), &v)?;
+                format!("{n} loop device(s) of this host")
+            } else {
+                let conn = Connector {
+                    initiator: initiator.clone(),
+                    ..Default::default()
+                };
+                d.terminate_connection(&v, &conn)?;
+                initiator.unwrap_or_default()
             };
-            d.terminate_connection(&v, &conn)?;
             d.detach_volume(&v, &Attachment::default())?;
             c.print(&serde_json::json!({"disconnected": v.id}), || {
-                format!("disconnected {initiator} from {}", v.label())
+                format!("disconnected {who} from {}", v.label())
             })
+        }
+        VolumeCommand::Migrate {
+            volume,
+            to_backend,
+            to_config,
+        } => {
+            let v = c.volume(&volume)?;
+            let dcfg = match &to_config {
+                Some(p) => Config::load(p)?,
+                None => cfg.clone(),
+            };
+            let dst = driver_for(dcfg.backend(Some(&to_backend))?)?;
+            dst.do_setup()?;
+            dst.check_for_setup_error()?;
+            migrate::migrate(d.as_ref(), dst.as_ref(), &v, bcfg.volume_copy_bps_limit)?;
+            c.print(
+                &serde_json::json!({"migrated": v.id, "backend": to_backend}),
+                || format!("moved {} to backend {to_backend}", v.label()),
+            )
         }
         VolumeCommand::Upload {
             volume,

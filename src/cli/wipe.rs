@@ -97,7 +97,7 @@ pub fn run(a: WipeArgs) -> CliResult {
     }
     let s = res?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        super::json::print(&s)?;
     } else {
         let methods: Vec<String> = {
             let mut m: Vec<String> = s

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{BackendConfig, LvmType, VolumeClear};
-use crate::data::{self, CopyMode, Span};
+use crate::data::{self, CopyMode, DataLayout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
 use crate::file::hostname;
@@ -1236,6 +1236,10 @@ impl VolumeDriver for LvmDriver {
         let _l = self.lock(&vol.name)?;
         self.must_lv("volume", &vol.name)?;
         let mut st = self.state(&vol.name)?;
+        if st.attachments.contains(attachment) {
+            // The same host connecting again (Cinder retries, os-brick reconnects).
+            return Ok(());
+        }
         st.attachments.push(attachment.clone());
         self.set_state(&vol.name, &st)
     }
@@ -1306,6 +1310,17 @@ impl VolumeDriver for LvmDriver {
             });
         }
         Ok(out)
+    }
+
+    fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
+        vol.validate()?;
+        self.check_vg_ready()?;
+        let lv = self.must_lv("volume", &vol.name)?;
+        Ok(DataLayout {
+            spans: self.layout(&lv)?,
+            // A thin LV reads as zeros; a thick one may hold what its extents held before.
+            fresh_reads_zeros: self.thin()?,
+        })
     }
 }
 

@@ -160,3 +160,48 @@ pub fn block_device_busy(path: &std::path::Path) -> io::Result<bool> {
         Err(e) => Err(e),
     }
 }
+
+// Loop-device ioctls (linux/loop.h): "bad" ioctls, their numbers carry no size.
+/// `struct loop_info64` of linux/loop.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+nix::ioctl_read_bad!(ioctl_loop_get_status64, 0x4C05, LoopInfo64);
+nix::ioctl_write_ptr_bad!(ioctl_loop_set_status64, 0x4C04, LoopInfo64);
+nix::ioctl_none_bad!(ioctl_loop_set_capacity, 0x4C07);
+
+/// Makes a loop device show `sizelimit` bytes of its backing file from `offset` (0 = to the
+/// end of the file), re-reading the backing file's size: LOOP_GET_STATUS64, then
+/// LOOP_SET_STATUS64 with the new window (the kernel resizes the device when the window
+/// changes), then LOOP_SET_CAPACITY (for a file that grew under an unchanged window).
+pub fn loop_set_window(fd: BorrowedFd<'_>, offset: u64, sizelimit: u64) -> io::Result<()> {
+    // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays only).
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 through the pointer, which points
+    // at a live local of exactly that layout (#[repr(C)], fields as in linux/loop.h).
+    unsafe { ioctl_loop_get_status64(fd.as_raw_fd(), &mut info) }.map_err(errno)?;
+    if info.lo_offset != offset || info.lo_sizelimit != sizelimit {
+        info.lo_offset = offset;
+        info.lo_sizelimit = sizelimit;
+        // SAFETY: LOOP_SET_STATUS64 reads one struct loop_info64 from the pointer, a live local
+        // filled by LOOP_GET_STATUS64 above with only the window changed.
+        unsafe { ioctl_loop_set_status64(fd.as_raw_fd(), &info) }.map_err(errno)?;
+    }
+    // SAFETY: LOOP_SET_CAPACITY takes no argument and touches no user memory.
+    unsafe { ioctl_loop_set_capacity(fd.as_raw_fd()) }.map_err(errno)?;
+    Ok(())
+}
