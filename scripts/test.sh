@@ -7,4 +7,5 @@ bash scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/cinder-driver-tests.sh   # ember-cinder: unit, Cinder's functional suites, cinderlib (venv in build/)
 cargo bench -p ember-bench --no-run

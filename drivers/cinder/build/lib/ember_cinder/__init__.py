@@ -1,0 +1,1 @@
+"""ember-cinder: a Cinder volume driver delegating to the ``ember`` binary."""
