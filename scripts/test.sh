@@ -7,4 +7,5 @@ bash scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/inspector-parity.sh   # ember image vs OpenStack's format inspector (oslo.utils venv in build/)
 cargo bench -p ember-bench --no-run
