@@ -132,10 +132,7 @@ fn oslo_sees_text(head: &[u8]) -> bool {
         return false;
     };
     let value = &chunk[start + key.len()..];
-    value
-        .iter()
-        .position(|&b| b == b'"')
-        .map_or(true, |n| n < 64)
+    !matches!(value.iter().position(|&b| b == b'"'), Some(n) if n >= 64)
 }
 
 #[derive(Debug, Clone, Copy)]
