@@ -7,5 +7,6 @@ bash scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/inspector-parity.sh      # ember image vs OpenStack's format inspector (oslo.utils venv in build/)
 bash scripts/cinder-driver-tests.sh   # ember-cinder: unit, Cinder's functional suites, cinderlib (venv in build/)
 cargo bench -p ember-bench --no-run

@@ -226,6 +226,11 @@ fn raw_iso_and_partitioned_raw_are_raw_like() {
     v[446 + 8] = 1;
     v[512..520].copy_from_slice(b"EFI PART");
     std::fs::write(&f, &v).unwrap();
+    // oslo's check: the protective entry starts at CHS 0/0/2
+    let e = analyze(&f).unwrap_err().to_string();
+    assert!(e.contains("CHS"), "{e}");
+    v[446 + 2] = 2;
+    std::fs::write(&f, &v).unwrap();
     let a = analyze(&f).unwrap();
     assert_eq!(a.format, Format::Gpt);
     assert!(matches!(a.reader, Reader::Raw));

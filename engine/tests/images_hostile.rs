@@ -345,6 +345,13 @@ fn vmdk_hostile() {
     refused(&img, "createType");
     set_desc(&desc.replace("monolithicSparse", "vmfsSparse"));
     refused(&img, "createType");
+    // two createType lines of different case: oslo reads the first one case-insensitively,
+    // qemu the exact-case one (tests/inspector_parity.py shows qemu following a flat extent)
+    set_desc(&desc.replace(
+        "createType=\"monolithicSparse\"",
+        "CREATETYPE=\"monolithicSparse\"\ncreateType=\"monolithicFlat\"",
+    ));
+    refused(&img, "createType given twice");
     set_desc(&desc.replace(&line, "RW 8192 SPARSE \"a.vmdk\"\nbogus line"));
     refused(&img, "not a key=value");
     set_desc(&(desc.clone() + "parentFileNameHint=\"/var/lib/base.vmdk\"\n"));

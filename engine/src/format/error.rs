@@ -129,6 +129,9 @@ pub enum ImageError {
         "vmdk createType {create_type:?} is not allowed (only monolithicSparse, streamOptimized)"
     )]
     CreateType { create_type: String },
+    /// An MBR or protective MBR whose entries oslo's inspector refuses.
+    #[error("partition table: {reason}")]
+    PartitionTable { reason: String },
     /// An image that is refused for one or more safety reasons.
     #[error("image failed the safety check: {}", reasons.join("; "))]
     Unsafe { reasons: Vec<String> },

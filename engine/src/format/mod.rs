@@ -207,7 +207,7 @@ pub fn probe_all(head: &[u8]) -> Vec<Format> {
     if head.starts_with(b"QED\0") {
         v.push(Format::Qed);
     }
-    if vmdk::probe(head) || vmdk::probe_text(head) {
+    if vmdk::probe(head) || vmdk::probe_cowd(head) || vmdk::probe_text(head) {
         v.push(Format::Vmdk);
     }
     if vhd::probe(head) {
@@ -312,6 +312,12 @@ pub fn analyze(src: &(impl ImageSource + ?Sized), opts: &InspectOptions) -> Imag
             a.reader = Reader::Native(plan);
         }
         Format::Vmdk => {
+            if vmdk::probe_cowd(&head) {
+                return Err(ImageError::Unsupported {
+                    format,
+                    what: "a VMDK3 (COWD) sparse extent".into(),
+                });
+            }
             if !vmdk::probe(&head) {
                 return Err(ImageError::ExternalExtent {
                     name: String::new(),
@@ -338,23 +344,9 @@ pub fn analyze(src: &(impl ImageSource + ?Sized), opts: &InspectOptions) -> Imag
             a.subformat = Some(info.subformat);
             a.reader = Reader::Qemu(format);
         }
-        Format::Gpt => {
-            if !gpt::protective_mbr_ok(&head) {
-                return Err(ImageError::NotFormat {
-                    format,
-                    reason: "protective MBR must be the only partition and start at LBA 1".into(),
-                });
-            }
+        Format::Raw | Format::Iso | Format::Luks | Format::Gpt | Format::Mbr => {
+            a.subformat = check_raw_like(&a.matched, &head)?;
         }
-        Format::Iso => {
-            a.subformat = iso::declared_size(&head).map(|s| format!("volume of {s} bytes"));
-        }
-        Format::Luks => {
-            if let Some(p) = luks::payload_offset(&head) {
-                a.subformat = Some(format!("LUKS1, payload at {p}"));
-            }
-        }
-        Format::Raw | Format::Mbr => {}
     }
     if a.virtual_size > max {
         return Err(ImageError::VirtualSizeTooLarge {
@@ -364,6 +356,32 @@ pub fn analyze(src: &(impl ImageSource + ?Sized), opts: &InspectOptions) -> Imag
         });
     }
     Ok(a)
+}
+
+/// The checks of a raw-like image, whatever it was declared as (a raw declaration does not
+/// skip them, as it does not in oslo): partition entries (a hybrid ISO's MBR included) and the
+/// LUKS version. Returns the subformat to report.
+fn check_raw_like(matched: &[Format], head: &[u8]) -> ImageResult<Option<String>> {
+    if matched
+        .iter()
+        .any(|f| matches!(f, Format::Gpt | Format::Mbr))
+    {
+        gpt::check_entries(head).map_err(|reason| ImageError::PartitionTable { reason })?;
+    }
+    if matched.contains(&Format::Luks) {
+        let version = luks::version(head);
+        if !matches!(version, 1 | 2) {
+            return Err(ImageError::Unsupported {
+                format: Format::Luks,
+                what: format!("LUKS version {version}"),
+            });
+        }
+        return Ok(luks::payload_offset(head).map(|p| format!("LUKS1, payload at {p}")));
+    }
+    if matched.contains(&Format::Iso) {
+        return Ok(iso::declared_size(head).map(|s| format!("volume of {s} bytes")));
+    }
+    Ok(None)
 }
 
 /// Lenient inspection for reporting: a refused image gives `safe: false` and the reason
@@ -445,6 +463,55 @@ mod tests {
         v[446 + 4] = 0x17;
         let r = inspect(v.as_slice(), &InspectOptions::default()).unwrap();
         assert!(r.safe && r.format == Format::Iso, "{r:?}");
+    }
+
+    fn verdict(v: &[u8]) -> Result<Format, String> {
+        analyze(v, &InspectOptions::default())
+            .map(|a| a.format)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn oslo_detection_classes() {
+        // a bare 0x55AA signature is a partition table: with no partition it is refused,
+        // beside a qcow2 magic it is format confusion
+        let mut v = vec![0u8; 4096];
+        v[510] = 0x55;
+        v[511] = 0xaa;
+        assert!(verdict(&v).unwrap_err().contains("no partition"));
+        v[..4].copy_from_slice(b"QFI\xfb");
+        assert!(verdict(&v).unwrap_err().contains("more than one format"));
+        // UDF identifiers beside qcow2
+        for (off, id) in [(0x8001, b"NSR02"), (0x8801, b"NSR03")] {
+            let mut v = vec![0u8; 40000];
+            v[..4].copy_from_slice(b"QFI\xfb");
+            v[off..off + 5].copy_from_slice(id);
+            assert!(verdict(&v).unwrap_err().contains("more than one format"));
+        }
+        // text descriptors without the banner, as qemu and as oslo see them
+        for text in [
+            "version=1\nCID=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"x\" 0\n".to_string(),
+            "   \n# c\nversion=3\r\nRW 8 FLAT \"x\" 0\n".to_string(),
+            format!("{}\ncreatetype=\"twoGbMaxExtentFlat\"\n", "x".repeat(80)),
+        ] {
+            let e = verdict(text.as_bytes()).unwrap_err();
+            assert!(e.contains("another file"), "{text:?}: {e}");
+        }
+        // plain text stays raw, and so does a value of 64 bytes or more (oslo ignores it)
+        let long = format!("createType=\"{}\"\n{}", "a".repeat(64), "y".repeat(80));
+        assert_eq!(verdict(long.as_bytes()), Ok(Format::Raw));
+        assert_eq!(
+            verdict("version=4\n".repeat(10).as_bytes()),
+            Ok(Format::Raw)
+        );
+        assert!(verdict(b"COWD\0\0\0\x01").unwrap_err().contains("COWD"));
+        // LUKS by magic: versions 1 and 2 copied, others refused
+        let mut v = vec![0u8; 1024];
+        v[..6].copy_from_slice(b"LUKS\xba\xbe");
+        v[7] = 2;
+        assert_eq!(verdict(&v), Ok(Format::Luks));
+        v[7] = 3;
+        assert!(verdict(&v).unwrap_err().contains("LUKS version 3"));
     }
 
     #[test]

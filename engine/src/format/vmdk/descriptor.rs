@@ -67,8 +67,19 @@ pub fn parse(bytes: &[u8]) -> ImageResult<Descriptor> {
         {
             return Err(err(format!("line {}: bad key", no + 1)));
         }
+        // qemu finds `createType` case-sensitively (the first one), oslo lower-cases the text:
+        // a second spelling would let each read a different type.
+        if k.eq_ignore_ascii_case("createType") {
+            if k != "createType" || d.create_type.is_some() {
+                return Err(err(format!(
+                    "line {}: createType given twice or spelt {k:?}",
+                    no + 1
+                )));
+            }
+            d.create_type = Some(v);
+            continue;
+        }
         match k {
-            "createType" => d.create_type = Some(v),
             "parentCID" => d.parent_cid = Some(v),
             "parentFileNameHint" => d.parent_hint = Some(v),
             _ => {}
@@ -191,6 +202,12 @@ mod tests {
         assert!(check(&parse(two.as_bytes()).unwrap(), 4096).is_err());
         assert!(parse(b"garbage line\n").is_err());
         assert!(parse("createType=\"monolithicSparse\"\n\u{e9}".as_bytes()).is_err());
+        let twice = GOOD.replace(
+            "createType=\"streamOptimized\"",
+            "CREATETYPE=\"streamOptimized\"\ncreateType=\"monolithicFlat\"",
+        );
+        let e = parse(twice.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("createType given twice"), "{e}");
         let parent = GOOD.replace("parentCID=ffffffff", "parentCID=12345678");
         assert!(check(&parse(parent.as_bytes()).unwrap(), 4096).is_err());
     }

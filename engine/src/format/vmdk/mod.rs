@@ -65,9 +65,74 @@ pub fn probe(head: &[u8]) -> bool {
     head.len() >= 4 && head[..4] == MAGIC
 }
 
-/// True for a text descriptor file (monolithicFlat, twoGbMaxExtent*, vmfs, ...).
+/// True for a VMDK3 ("COWD") sparse extent, which qemu reads and Ember does not.
+pub fn probe_cowd(head: &[u8]) -> bool {
+    head.starts_with(b"COWD")
+}
+
+/// True for a text descriptor file (monolithicFlat, twoGbMaxExtent*, vmfs, ...) as any reader
+/// that might open it sees one: the `# Disk DescriptorFile` banner, qemu's probe or oslo's.
 pub fn probe_text(head: &[u8]) -> bool {
-    head.starts_with(b"# Disk DescriptorFile")
+    head.starts_with(b"# Disk DescriptorFile") || qemu_sees_text(head) || oslo_sees_text(head)
+}
+
+/// qemu's probe of its first 2 KiB: comment lines and lines of spaces, then `version=1|2|3`
+/// ending the line.
+fn qemu_sees_text(head: &[u8]) -> bool {
+    let buf = &head[..head.len().min(2048)];
+    let mut p = 0;
+    while p < buf.len() {
+        match buf[p] {
+            b'#' => {
+                p += buf[p..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(buf.len() - p, |n| n + 1);
+            }
+            b' ' => {
+                while buf.get(p) == Some(&b' ') {
+                    p += 1;
+                }
+                if buf.get(p) == Some(&b'\r') {
+                    p += 1;
+                }
+                if buf.get(p) != Some(&b'\n') {
+                    return false;
+                }
+                p += 1;
+            }
+            _ => {
+                let line = &buf[p..];
+                return [b"1", b"2", b"3"].iter().any(|v| {
+                    line.strip_prefix(b"version=")
+                        .and_then(|l| l.strip_prefix(&v[..]))
+                        .is_some_and(|l| l.starts_with(b"\n") || l.starts_with(b"\r\n"))
+                });
+            }
+        }
+    }
+    false
+}
+
+/// oslo's rule: at least 64 bytes, the first 512 of which are printable ASCII or whitespace
+/// (Python's `isprintable`/`isspace`), and `createType="` (any case) in the first 4 KiB before
+/// a NUL, its value shorter than 64 bytes or unterminated.
+fn oslo_sees_text(head: &[u8]) -> bool {
+    let text = |b: &u8| matches!(b, 0x20..=0x7e | 0x09..=0x0d | 0x1c..=0x1f);
+    if head.len() < 64 || !head[..head.len().min(512)].iter().all(text) {
+        return false;
+    }
+    let chunk = &head[..head.len().min(4096)];
+    let chunk = &chunk[..chunk.iter().position(|&b| b == 0).unwrap_or(chunk.len())];
+    let key = b"createtype=\"";
+    let Some(start) = chunk
+        .windows(key.len())
+        .position(|w| w.eq_ignore_ascii_case(key))
+    else {
+        return false;
+    };
+    let value = &chunk[start + key.len()..];
+    !matches!(value.iter().position(|&b| b == b'"'), Some(n) if n >= 64)
 }
 
 #[derive(Debug, Clone, Copy)]
