@@ -264,6 +264,14 @@ fn flipped_byte_on_read_is_copied_and_only_compare_finds_it() {
         .times(1)]);
     copy::copy(&src, &dst, &opts(&faults)).expect("the copy cannot see silent corruption");
     assert_eq!(faults.stats().corrupted, 1);
+    // Independent of the engine: std reads see the one flipped byte, and compare reports it.
+    assert_eq!(
+        ember_engine::test_util::first_difference(&src, &dst),
+        Some(bad)
+    );
+    let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    let differing = s.iter().zip(&d).filter(|(x, y)| x != y).count();
+    assert_eq!(differing, 1, "exactly one byte was flipped");
     let c = copy::compare(&src, &dst).unwrap();
     assert!(!c.identical);
     assert_eq!(c.first_difference, Some(bad));
