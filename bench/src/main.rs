@@ -89,7 +89,7 @@ struct CompareArgs {
     /// the harness.
     #[arg(long)]
     quick: bool,
-    /// Where compare-<timestamp>.json (and latest.json for full-scale runs) are written
+    /// Where compare-<timestamp>.json and latest.json (a copy of the latest run) are written
     /// [default: bench/results; with --quick: DIR/results].
     #[arg(long)]
     results: Option<PathBuf>,
@@ -305,6 +305,7 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
                 status: status.clone(),
                 ember_summary: None,
                 fio_wall_seconds: None,
+                validation: None,
             };
             if tool.role == Role::Ember {
                 rec.ember_summary = serde_json::from_str(o.stdout.trim()).ok();
@@ -327,19 +328,21 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
                         Err(e) => eprintln!("  warning: {}", error_chain(&e)),
                     }
                 }
-                if res.validation.is_none() {
-                    let v = case
-                        .validate(tool, ctx)
-                        .unwrap_or_else(|e| Validation::NotChecked {
-                            reason: format!("validation failed to run: {}", error_chain(&e)),
-                        });
-                    if let Validation::Differs { detail } = &v {
-                        eprintln!("  !! {} output differs: {detail}", tool.name);
-                        res.status = "differs".into();
-                        res.note = Some(detail.clone());
-                    }
-                    res.validation = Some(v);
+                // Every run's output is checked (cheap next to the run): a tool that is right
+                // once and wrong later must not pass.
+                let v = case
+                    .validate(tool, ctx)
+                    .unwrap_or_else(|e| Validation::NotChecked {
+                        reason: format!("validation failed to run: {}", error_chain(&e)),
+                    });
+                rec.validation = Some(v.clone());
+                let v = Validation::merge(res.validation.take(), run, v);
+                if let Validation::Differs { detail } = &v {
+                    eprintln!("  !! {} output differs: {detail}", tool.name);
+                    res.status = "differs".into();
+                    res.note = Some(detail.clone());
                 }
+                res.validation = Some(v);
             } else {
                 eprintln!(
                     "  {} {status}: {}",
@@ -514,7 +517,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
         ember_binary: ember_path.display().to_string(),
         environment,
         definitions: serde_json::json!({
-            "median_seconds": "median wall time over the successful runs, spawn to exit of the last step, data made durable (fdatasync/O_DIRECT+flush or `sync -f`)",
+            "median_seconds": "median wall time over the successful runs, spawn to exit of the last step, data made durable (fdatasync/O_DIRECT+flush or `sync FILE`, an fsync of what the peer wrote)",
             "mb_per_s": "data_bytes / 1e6 / median_seconds; data_bytes is the allocated source data for sparse sources and the logical size otherwise",
             "time_vs_ember": "tool median time / ember median time (> 1 means ember is faster)",
             "peak_rss_kib": "max over runs of wait4 ru_maxrss (covers every step and the processes it reaped; includes rss_floor_kib, the harness's resident anonymous memory copied at fork)",
@@ -535,11 +538,11 @@ fn compare(args: CompareArgs) -> Result<bool> {
     let file = results_dir.join(format!("{prefix}-{stamp}.json"));
     std::fs::write(&file, &json).map_err(io_err("write", &file))?;
     println!("\nresults: {}", file.display());
-    if !args.quick && !interrupted {
-        let latest = results_dir.join("latest.json");
-        std::fs::write(&latest, &json).map_err(io_err("write", &latest))?;
-        println!("         {}", latest.display());
-    }
+    // latest.json is always the latest run written to this folder (a partial, quick or
+    // interrupted one too: the document says which); older runs are quoted by file name.
+    let latest = results_dir.join("latest.json");
+    std::fs::write(&latest, &json).map_err(io_err("write", &latest))?;
+    println!("         {}", latest.display());
     Ok(!interrupted && results.iter().all(|c| c.error.is_none()))
 }
 

@@ -39,6 +39,9 @@ pub struct RunRecord {
     /// fio only: wall time of the fio process (`seconds` is fio's job time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fio_wall_seconds: Option<f64>,
+    /// This run's output checked against the source (every successful run is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +62,7 @@ pub struct ToolResult {
     pub dst_allocated: Option<u64>,
     /// Largest destination SEEK_DATA-mapped bytes seen over the runs.
     pub dst_mapped: Option<u64>,
+    /// The verdict over every run (see [`Validation::merge`]).
     pub validation: Option<Validation>,
 }
 
@@ -458,6 +462,7 @@ mod tests {
                     },
                     ember_summary: None,
                     fio_wall_seconds: None,
+                    validation: Some(Validation::Identical),
                 })
                 .collect(),
             median_seconds: None,

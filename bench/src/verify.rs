@@ -22,6 +22,22 @@ pub enum Validation {
 }
 
 impl Validation {
+    /// The verdict over several runs, adding run `run`'s: the first difference (named by its
+    /// run) wins, then a run that could not be checked; identical only when every run was.
+    pub fn merge(prev: Option<Validation>, run: usize, next: Validation) -> Validation {
+        match (prev, next) {
+            (Some(d @ Validation::Differs { .. }), _) => d,
+            (_, Validation::Differs { detail }) => Validation::Differs {
+                detail: format!("run {run}: {detail}"),
+            },
+            (Some(n @ Validation::NotChecked { .. }), _) => n,
+            (_, Validation::NotChecked { reason }) => Validation::NotChecked {
+                reason: format!("run {run}: {reason}"),
+            },
+            (_, Validation::Identical) => Validation::Identical,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Validation::Identical => "ok",
@@ -143,6 +159,25 @@ pub fn compare_qcow2(raw: &Path, qcow2: &Path, timeout: Duration) -> Validation 
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn every_run_counts_and_the_first_difference_wins() {
+        let differs = |d: &str| Validation::Differs { detail: d.into() };
+        let unchecked = Validation::NotChecked { reason: "r".into() };
+        let mut v = Validation::merge(None, 1, Validation::Identical);
+        assert_eq!(v, Validation::Identical);
+        v = Validation::merge(Some(v), 2, unchecked);
+        assert!(matches!(&v, Validation::NotChecked { reason } if reason == "run 2: r"));
+        v = Validation::merge(Some(v), 3, differs("at 7"));
+        assert_eq!(v, differs("run 3: at 7"));
+        v = Validation::merge(Some(v), 4, Validation::Identical);
+        v = Validation::merge(Some(v), 5, differs("at 9"));
+        assert_eq!(
+            v,
+            differs("run 3: at 7"),
+            "a later identical run hides nothing"
+        );
+    }
 
     #[test]
     fn holes_compare_equal_to_zeros_and_differences_are_found() {

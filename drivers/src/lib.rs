@@ -16,6 +16,7 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod file;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod image;

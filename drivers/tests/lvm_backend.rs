@@ -1,6 +1,10 @@
 //! The LVM backend end to end as root: real lvm2 on loop-device PVs with a private
 //! LVM_SYSTEM_DIR (activation disabled, a device filter on the test loop devices). Where
 //! device-mapper is absent (this machine) every data operation runs on the LVs' PV byte ranges.
+//!
+//! The oracle of every read is lvm2's own report, parsed here (`Vg::lv_extents`: extent size,
+//! `pe_start`, segment PE ranges), never the driver's mapping, which must agree with it; after
+//! the writes `vgck` and `pvck` must find the metadata intact (`Vg::check_metadata`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -9,8 +13,7 @@ use std::sync::Arc;
 
 mod common;
 
-use common::Vg;
-use ember_drivers::data::Span;
+use common::{read_lv, PvRange, Vg};
 use ember_drivers::lvm::LvmDriver;
 use ember_drivers::stats::{POOL_KEYS, TOP_LEVEL_KEYS};
 use ember_drivers::*;
@@ -32,7 +35,10 @@ fn ready() -> bool {
     true
 }
 
-fn lv_spans(d: &LvmDriver, name: &str) -> Vec<Span> {
+/// Where LV `name` lives according to lvm2 itself (see [`Vg::lv_extents`]): the oracle of
+/// every read below. The driver's own LV -> PV mapping must agree with it.
+fn lv_ranges(vg: &Vg, d: &LvmDriver, name: &str) -> Vec<PvRange> {
+    let want = vg.lv_extents(name);
     let out = d
         .runner()
         .run(
@@ -54,29 +60,21 @@ fn lv_spans(d: &LvmDriver, name: &str) -> Vec<Span> {
         .into_iter()
         .find(|l| l.name == name)
         .unwrap_or_else(|| panic!("no LV {name}"));
-    d.layout(&lv).unwrap()
-}
-
-/// Reads `len` bytes at logical offset `off` of a layout.
-fn read_layout(spans: &[Span], mut off: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for s in spans {
-        if off >= s.len {
-            off -= s.len;
-            continue;
-        }
-        let n = ((s.len - off) as usize).min(len - out.len());
-        let mut f = File::open(&s.path).unwrap();
-        f.seek(SeekFrom::Start(s.offset + off)).unwrap();
-        let mut b = vec![0u8; n];
-        f.read_exact(&mut b).unwrap();
-        out.extend(b);
-        off = 0;
-        if out.len() == len {
-            break;
-        }
-    }
-    out
+    let got: Vec<PvRange> = d
+        .layout(&lv)
+        .unwrap()
+        .into_iter()
+        .map(|s| PvRange {
+            pv: s.path,
+            offset: s.offset,
+            len: s.len,
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "the driver's layout of {name} differs from lvm2's"
+    );
+    want
 }
 
 fn image(dir: &Path, name: &str, len: u64, at: &[(u64, u8)]) -> ImageFile {
@@ -138,9 +136,17 @@ fn lifecycle_metadata_only() {
     d.create_volume(&vol).unwrap();
     let img = image(tmp, "img.raw", 64 * MIB, &[(0, 0xa1), (50 * MIB, 0xb2)]);
     d.copy_image_to_volume(&vol, &img).unwrap();
-    let sp = lv_spans(&d, &vol.name);
-    assert_eq!(read_layout(&sp, 50 * MIB, 3), vec![0xb2; 3]);
-    assert_eq!(read_layout(&sp, 10 * MIB, 3), vec![0; 3]);
+    let sp = lv_ranges(&vg, &d, &vol.name);
+    // The whole image, byte for byte, where lvm2 says the LV is (a wrong pe_start or extent
+    // arithmetic would shift or split it); and lvm2's metadata survived the writes.
+    let want = std::fs::read(&img.path).unwrap();
+    assert!(
+        read_lv(&sp, 0, want.len()) == want,
+        "LV bytes differ from the image"
+    );
+    assert_eq!(read_lv(&sp, 50 * MIB, 3), vec![0xb2; 3]);
+    assert_eq!(read_lv(&sp, 10 * MIB, 3), vec![0; 3]);
+    vg.check_metadata();
 
     let s = serde_json::to_value(d.get_volume_stats(true).unwrap()).unwrap();
     assert_eq!(s["provisioned_capacity_gb"], 1.0);
@@ -160,9 +166,9 @@ fn lifecycle_metadata_only() {
     assert_eq!(snaps[0].display_name.as_deref(), Some("snap1"));
     let img2 = image(tmp, "img2.raw", MIB, &[(0, 0xcc)]);
     d.copy_image_to_volume(&vol, &img2).unwrap();
-    assert_eq!(read_layout(&lv_spans(&d, &vol.name), 0, 2), vec![0xcc; 2]);
-    let ssp = lv_spans(&d, &format!("_{}", snap.name));
-    assert_eq!(read_layout(&ssp, 0, 2), vec![0xa1; 2]);
+    assert_eq!(read_lv(&lv_ranges(&vg, &d, &vol.name), 0, 2), vec![0xcc; 2]);
+    let ssp = lv_ranges(&vg, &d, &format!("_{}", snap.name));
+    assert_eq!(read_lv(&ssp, 0, 2), vec![0xa1; 2]);
 
     // Delete with a snapshot: busy.
     assert_eq!(
@@ -173,19 +179,22 @@ fn lifecycle_metadata_only() {
     // Clone (bigger) and from snapshot; holes in the source read as zeros in the destination.
     let clone = Volume::new(2, Some("db-clone")).unwrap();
     d.create_cloned_volume(&clone, &vol).unwrap();
-    let csp = lv_spans(&d, &clone.name);
-    assert_eq!(read_layout(&csp, 0, 2), vec![0xcc; 2]);
-    assert_eq!(read_layout(&csp, 50 * MIB, 2), vec![0xb2; 2]);
-    assert_eq!(read_layout(&csp, GIB + MIB, 2), vec![0; 2]);
+    let csp = lv_ranges(&vg, &d, &clone.name);
+    assert_eq!(read_lv(&csp, 0, 2), vec![0xcc; 2]);
+    assert_eq!(read_lv(&csp, 50 * MIB, 2), vec![0xb2; 2]);
+    assert_eq!(read_lv(&csp, GIB + MIB, 2), vec![0; 2]);
     let from = Volume::new(1, None).unwrap();
     d.create_volume_from_snapshot(&from, &snap).unwrap();
-    assert_eq!(read_layout(&lv_spans(&d, &from.name), 0, 2), vec![0xa1; 2]);
+    assert_eq!(
+        read_lv(&lv_ranges(&vg, &d, &from.name), 0, 2),
+        vec![0xa1; 2]
+    );
 
     // Extend keeps the data (the LV may gain a segment on the other PV).
     d.extend_volume(&vol, 2).unwrap();
-    let sp = lv_spans(&d, &vol.name);
-    assert_eq!(ember_drivers::data::layout_len(&sp), 2 * GIB);
-    assert_eq!(read_layout(&sp, 50 * MIB, 2), vec![0xb2; 2]);
+    let sp = lv_ranges(&vg, &d, &vol.name);
+    assert_eq!(sp.iter().map(|r| r.len).sum::<u64>(), 2 * GIB);
+    assert_eq!(read_lv(&sp, 50 * MIB, 2), vec![0xb2; 2]);
     assert!(d.extend_volume(&vol, 1).is_err());
 
     // Revert by copy: the start is back, the extended tail reads as zeros.
@@ -194,9 +203,9 @@ fn lifecycle_metadata_only() {
         ..vol.clone()
     };
     d.revert_to_snapshot(&vol3, &snap).unwrap();
-    let sp = lv_spans(&d, &vol.name);
-    assert_eq!(read_layout(&sp, 0, 2), vec![0xa1; 2]);
-    assert_eq!(read_layout(&sp, GIB + 10, 2), vec![0; 2]);
+    let sp = lv_ranges(&vg, &d, &vol.name);
+    assert_eq!(read_lv(&sp, 0, 2), vec![0xa1; 2]);
+    assert_eq!(read_lv(&sp, GIB + 10, 2), vec![0; 2]);
 
     // Download.
     let out = ImageFile {
@@ -210,6 +219,14 @@ fn lifecycle_metadata_only() {
     let mut b = [0u8; 2];
     f.read_exact(&mut b).unwrap();
     assert_eq!(b, [0xb2; 2]);
+    let mut head = vec![0u8; (64 * MIB) as usize];
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_exact(&mut head).unwrap();
+    assert!(
+        head == read_lv(&lv_ranges(&vg, &d, &vol.name), 0, head.len()),
+        "the download differs from the LV's bytes"
+    );
+    vg.check_metadata();
 
     // Listing.
     let mut names: Vec<_> = d
@@ -231,6 +248,7 @@ fn lifecycle_metadata_only() {
     }
     assert!(d.list_volumes().unwrap().is_empty());
     assert!(d.list_snapshots().unwrap().is_empty());
+    vg.check_metadata();
 }
 
 /// create, fill, delete, create a new LV on the same extents, read it back: zeros. And the same
@@ -257,21 +275,29 @@ fn delete_wipes_so_no_data_leaks_into_the_next_lv() {
         let a = Volume::new(1, None).unwrap();
         d.create_volume(&a).unwrap();
         d.copy_image_to_volume(&a, &fill).unwrap();
-        let spa = lv_spans(&d, &a.name);
+        let spa = lv_ranges(&vg, &d, &a.name);
         for (off, b) in probe {
-            assert_eq!(read_layout(&spa, off + 65536, 1), vec![b]);
+            assert_eq!(read_lv(&spa, off + 65536, 1), vec![b]);
         }
         d.delete_volume(&a).unwrap();
         let b = Volume::new(1, None).unwrap();
         d.create_volume(&b).unwrap();
-        let spb = lv_spans(&d, &b.name);
+        let spb = lv_ranges(&vg, &d, &b.name);
         assert_eq!(spa, spb, "the new LV sits on the same extents");
         for (off, byte) in probe {
-            let got = read_layout(&spb, off + 65536, 1)[0];
+            let got = read_lv(&spb, off + 65536, 1)[0];
             if leaks {
                 assert_eq!(got, byte, "volume_clear = none leaves the data (control)");
             } else {
                 assert_eq!(got, 0, "data leaked at {off} after a zero-wipe delete");
+            }
+        }
+        if !leaks {
+            // Every byte of the new LV, not only the probes, where lvm2 puts it.
+            for chunk in 0..GIB / (64 * MIB) {
+                let b = read_lv(&spb, chunk * 64 * MIB, (64 * MIB) as usize);
+                let nz = b.iter().position(|&x| x != 0);
+                assert_eq!(nz, None, "data leaked in the {chunk}th 64 MiB after a wipe");
             }
         }
         d.delete_volume(&b).unwrap();
@@ -284,16 +310,16 @@ fn delete_wipes_so_no_data_leaks_into_the_next_lv() {
     d.copy_image_to_volume(&a, &fill).unwrap();
     let snap = Snapshot::new(&a, None).unwrap();
     d.create_snapshot(&snap).unwrap();
-    let sps = lv_spans(&d, &format!("_{}", snap.name));
-    assert_eq!(read_layout(&sps, 300 * MIB + 65536, 1), vec![0x22]);
+    let sps = lv_ranges(&vg, &d, &format!("_{}", snap.name));
+    assert_eq!(read_lv(&sps, 300 * MIB + 65536, 1), vec![0x22]);
     d.delete_snapshot(&snap).unwrap();
     let b = Volume::new(1, None).unwrap();
     d.create_volume(&b).unwrap();
-    let spb = lv_spans(&d, &b.name);
+    let spb = lv_ranges(&vg, &d, &b.name);
     assert_eq!(sps, spb, "the new LV sits on the snapshot's extents");
     for (off, _) in probe {
         assert_eq!(
-            read_layout(&spb, off + 65536, 1),
+            read_lv(&spb, off + 65536, 1),
             vec![0],
             "snapshot data leaked at {off}"
         );
@@ -311,10 +337,11 @@ fn delete_wipes_so_no_data_leaks_into_the_next_lv() {
     d.delete_volume(&a).unwrap();
     let b = Volume::new(1, None).unwrap();
     d.create_volume(&b).unwrap();
-    let spb = lv_spans(&d, &b.name);
-    assert_eq!(read_layout(&spb, 65536, 1), vec![0]);
-    assert_eq!(read_layout(&spb, 300 * MIB + 10, 1), vec![0x22]);
+    let spb = lv_ranges(&vg, &d, &b.name);
+    assert!(read_lv(&spb, 0, MIB as usize).iter().all(|&x| x == 0));
+    assert_eq!(read_lv(&spb, 300 * MIB + 10, 1), vec![0x22]);
     d.delete_volume(&b).unwrap();
+    vg.check_metadata();
 }
 
 #[test]
@@ -504,8 +531,8 @@ fn concurrent_operations_on_different_volumes() {
     }
     let clones: Vec<Volume> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     for c in &clones {
-        let sp = lv_spans(&d, &c.name);
-        assert_eq!(read_layout(&sp, 4 * MIB, 2), vec![0x6b; 2]);
+        let sp = lv_ranges(&vg, &d, &c.name);
+        assert_eq!(read_lv(&sp, 4 * MIB, 2), vec![0x6b; 2]);
     }
     let mut listed: Vec<_> = d
         .list_volumes()
@@ -517,6 +544,7 @@ fn concurrent_operations_on_different_volumes() {
     listed.sort();
     want.sort();
     assert_eq!(listed, want);
+    vg.check_metadata();
 }
 
 #[test]
@@ -576,12 +604,13 @@ fn qcow2_images_into_and_out_of_lvs() {
     let b = Volume::new(1, None).unwrap();
     d.create_volume(&b).unwrap();
     d.copy_image_to_volume(&b, &q).unwrap();
-    let sp = lv_spans(&d, &b.name);
-    assert_eq!(read_layout(&sp, MIB, 2), vec![0x61; 2]);
-    assert_eq!(read_layout(&sp, 9 * MIB, 2), vec![0x62; 2]);
-    assert_eq!(read_layout(&sp, 5 * MIB, 2), vec![0; 2]);
+    let sp = lv_ranges(&vg, &d, &b.name);
+    assert_eq!(read_lv(&sp, MIB, 2), vec![0x61; 2]);
+    assert_eq!(read_lv(&sp, 9 * MIB, 2), vec![0x62; 2]);
+    assert_eq!(read_lv(&sp, 5 * MIB, 2), vec![0; 2]);
     let staging = vg.dir.path().join("state/staging");
     assert!(!staging.exists() || std::fs::read_dir(staging).unwrap().count() == 0);
+    vg.check_metadata();
     d.delete_volume(&a).unwrap();
     d.delete_volume(&b).unwrap();
 }

@@ -10,6 +10,7 @@ pub mod bitmap;
 pub mod error;
 pub mod extent;
 pub mod format;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod zero;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod staged;
 pub mod sys;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod test_util;
 pub mod uring;

@@ -172,6 +172,7 @@ fn eio_on_read_into_existing_file_with_force_fails() {
     let e = copy::copy(&src, &dst, &o).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io);
     assert_eq!(io_fields(&e).0, "read");
+    assert!(dst.exists(), "an existing destination is not deleted");
 }
 
 #[test]
@@ -216,6 +217,12 @@ fn zero_byte_read_before_the_end_is_an_error_not_a_hole() {
     let e = copy::copy(&src, &dst, &opts(&faults)).unwrap_err();
     let (op, path, offset, _) = io_fields(&e);
     assert_eq!((op, path, offset), ("read", src, MIB));
+    match &e {
+        Error::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof, "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(!dst.exists());
 }
 
@@ -249,6 +256,15 @@ fn hung_write_times_out_within_bounded_time() {
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(30));
     assert!(e.to_string().contains(dst.to_str().unwrap()), "{e}");
+    match &e {
+        Error::TimedOut {
+            op, path, offset, ..
+        } => {
+            assert_eq!((*op, path), ("write", &dst));
+            assert!(*offset % BS as u64 == 0 && *offset < 2 * MIB, "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(!dst.exists());
 }
 
@@ -264,6 +280,14 @@ fn flipped_byte_on_read_is_copied_and_only_compare_finds_it() {
         .times(1)]);
     copy::copy(&src, &dst, &opts(&faults)).expect("the copy cannot see silent corruption");
     assert_eq!(faults.stats().corrupted, 1);
+    // Independent of the engine: std reads see the one flipped byte, and compare reports it.
+    assert_eq!(
+        ember_engine::test_util::first_difference(&src, &dst),
+        Some(bad)
+    );
+    let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    let differing = s.iter().zip(&d).filter(|(x, y)| x != y).count();
+    assert_eq!(differing, 1, "exactly one byte was flipped");
     let c = copy::compare(&src, &dst).unwrap();
     assert!(!c.identical);
     assert_eq!(c.first_difference, Some(bad));

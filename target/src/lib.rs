@@ -19,6 +19,7 @@
 
 pub mod chap;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod iqn;

@@ -151,9 +151,9 @@ fn overwrite_needs_force_and_then_matches_exactly() {
     fill_pattern_new(&dst, 32 << 20, 0xAB);
     let err = fails(&["copy", s(&src), s(&dst)]);
     assert!(err.contains("--force"), "{err}");
-    assert_eq!(
-        read_range(&dst, 0, 1)[0],
-        0xAB,
+    let kept = std::fs::read(&dst).unwrap();
+    assert!(
+        kept.len() == 32 << 20 && kept.iter().all(|b| *b == 0xAB),
         "refused copy must not touch the destination"
     );
     ok(&["copy", s(&src), s(&dst), "--force"]);
@@ -175,18 +175,17 @@ fn clear_errors_for_bad_input() {
     let missing = dir.path().join("missing");
     let e = fails(&["copy", s(&missing), s(&dir.path().join("x"))]);
     assert!(e.contains("missing") && e.contains("No such file"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
     assert!(!dir.path().join("x").exists());
+    let before = std::fs::read(&src).unwrap();
     let e = fails(&["copy", s(&src), s(&src), "--force"]);
     assert!(e.contains("same file"), "{e}");
-    assert_eq!(
-        std::fs::metadata(&src).unwrap().len(),
-        1 << 20,
-        "source untouched"
-    );
+    assert!(std::fs::read(&src).unwrap() == before, "source untouched");
     let link = dir.path().join("link");
     std::fs::hard_link(&src, &link).unwrap();
     let e = fails(&["copy", s(&src), s(&link), "--force"]);
     assert!(e.contains("same file"), "{e}");
+    assert!(std::fs::read(&src).unwrap() == before, "source untouched");
     let e = fails(&[
         "copy",
         s(&src),
@@ -211,6 +210,10 @@ fn clear_errors_for_bad_input() {
         "lots",
     ]);
     assert!(e.contains("invalid size"), "{e}");
+    assert!(
+        !dir.path().join("y").exists(),
+        "refused options create nothing"
+    );
     let e = fails(&["copy", s(&src), s(&dir.path().join("no/such/dir/y"))]);
     assert!(e.contains("No such file"), "{e}");
     let e = fails(&["copy", s(dir.path()), s(&dir.path().join("z"))]);
@@ -258,7 +261,10 @@ fn throttled_copy_is_cancelled_cleanly_by_sigint() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cancelled after"), "{err}");
+    assert!(
+        err.contains("cancelled after") && err.contains(&format!(" of {} bytes", 64 << 20)),
+        "{err}"
+    );
     assert!(
         !dst.exists(),
         "a cancelled copy must not leave a file that looks complete"
@@ -303,11 +309,26 @@ fn loop_device_destination_reads_zeros_over_old_data() {
     assert!(read_range(&lo.dev, n, (48 << 20) - n)
         .iter()
         .all(|b| *b == 0xEE));
-    // A destination smaller than the source is refused before any write.
+    // A destination smaller than the source is refused before any write: the device is first
+    // filled with a marker byte (through the device), and after the refusal every byte of it
+    // still holds the marker, so no data, zero or hole-punch write reached it.
+    let dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lo.dev)
+        .unwrap();
+    dev.write_all_at(&vec![0x5A; 48 << 20], 0).unwrap();
+    dev.sync_all().unwrap();
+    drop(dev);
     let big = dir.path().join("big");
     sparse_file(&big, 64 << 20, 3, 5);
     let e = fails(&["copy", s(&big), s(&lo.dev)]);
     assert!(e.contains("smaller than the source"), "{e}");
+    let after = read_range(&lo.dev, 0, 48 << 20);
+    assert!(
+        after.iter().all(|b| *b == 0x5A),
+        "the refused copy wrote at offset {:?}",
+        after.iter().position(|b| *b != 0x5A)
+    );
     // --dest-zeroed trusts the caller: holes are not zeroed.
     let j: serde_json::Value = serde_json::from_str(&ok(&[
         "copy",

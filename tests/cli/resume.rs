@@ -124,8 +124,15 @@ fn a_checkpoint_for_another_copy_is_refused() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait_with_output();
     assert!(cp.exists());
+    // Refused before any write: the destination and the checkpoint are left as they are.
+    let (x0, cp0) = (std::fs::read(&x).ok(), std::fs::read(&cp).unwrap());
     let e = fails(&["copy", s(&b), s(&x), "--resume", s(&cp)]);
     assert!(e.contains("another copy"), "{e}");
+    assert!(
+        std::fs::read(&x).ok() == x0,
+        "the refused resume wrote to the destination"
+    );
+    assert!(std::fs::read(&cp).unwrap() == cp0, "the checkpoint changed");
     let e = fails(&[
         "copy",
         s(&a),
@@ -134,7 +141,12 @@ fn a_checkpoint_for_another_copy_is_refused() {
         s(&dir.path().join("none.ckp")),
     ]);
     assert!(e.contains("does not exist"), "{e}");
+    assert!(std::fs::read(&x).ok() == x0);
     std::fs::write(&cp, b"garbage").unwrap();
     let e = fails(&["copy", s(&a), s(&x), "--resume", s(&cp)]);
     assert!(e.contains("unusable"), "{e}");
+    assert!(
+        std::fs::read(&x).ok() == x0,
+        "the refused resume wrote to the destination"
+    );
 }

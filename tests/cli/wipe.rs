@@ -2,6 +2,7 @@
 
 use crate::util::*;
 use ember_engine::{require_root, require_tool};
+use std::io::Write;
 
 const MIB: u64 = 1 << 20;
 
@@ -92,6 +93,10 @@ fn bad_wipe_input_gives_clear_errors() {
     assert!(e.contains("past the end"), "{e}");
     let e = fails(&["wipe", s(&dir.path().join("missing"))]);
     assert!(e.contains("No such file"), "{e}");
+    assert!(
+        !dir.path().join("missing").exists(),
+        "a missing target is not created"
+    );
     let e = fails(&["wipe", s(&f), "--method", "zeroout"]);
     assert!(e.contains("block device"), "{e}");
     assert!(
@@ -167,15 +172,19 @@ fn read_only_and_mounted_devices_are_refused() {
         let lo = LoopDev::new(&backing, true);
         let e = fails(&["wipe", s(&lo.dev)]);
         assert!(e.contains("Read-only") || e.contains("Permission"), "{e}");
+        assert!(read_range(&lo.dev, 0, 16 * MIB).iter().all(|b| *b == 9));
     }
+    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 9));
     let fsimg = dir.path().join("fs");
     std::fs::File::create(&fsimg)
         .unwrap()
         .set_len(32 * MIB)
         .unwrap();
     let lo = LoopDev::new(&fsimg, false);
+    // No lazy inode-table or journal init: nothing writes to the device in the background
+    // while it is mounted, so its bytes can be compared before and after the refused wipe.
     assert!(std::process::Command::new("mkfs.ext4")
-        .arg("-q")
+        .args(["-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
         .arg(&lo.dev)
         .status()
         .unwrap()
@@ -189,7 +198,27 @@ fn read_only_and_mounted_devices_are_refused() {
         .unwrap()
         .success());
     let _m = Mount(mnt.clone());
+    // A file on the mounted filesystem, flushed; then the device's bytes as they are.
+    let payload: Vec<u8> = (0..MIB as usize).map(|i| (i % 253) as u8).collect();
+    let file = mnt.join("payload");
+    let mut f = std::fs::File::create(&file).unwrap();
+    f.write_all(&payload).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert!(std::process::Command::new("sync")
+        .status()
+        .unwrap()
+        .success());
+    let before = read_range(&lo.dev, 0, 32 * MIB);
+    assert!(!all_zero(&before));
     let e = fails(&["wipe", s(&lo.dev)]);
     assert!(e.contains("in use"), "{e}");
-    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 9));
+    // The mounted device itself is untouched, byte for byte, and its file reads back.
+    let after = read_range(&lo.dev, 0, 32 * MIB);
+    assert!(
+        before == after,
+        "the refused wipe changed the mounted device at offset {:?}",
+        before.iter().zip(&after).position(|(a, b)| a != b)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), payload);
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
+use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
 
 use crate::fixture::MIB;
@@ -119,8 +119,8 @@ impl Case for CopyCase {
         let Some(src) = &self.src else {
             return Vec::new();
         };
-        // d: where the tools write; f: the file whose file system `sync -f` flushes.
-        let (s, d, f) = (&src.path, self.target(), &self.dst);
+        // d: where the tools write, and what peers that do not flush fsync afterwards.
+        let (s, d) = (&src.path, self.target());
         vec![
             ctx.ember.tool("ember", &["copy"], vec![os(s), os(d)]),
             // The cost of end-to-end verification (CRC32C at read time, read-back after the
@@ -144,7 +144,7 @@ impl Case for CopyCase {
                         arg("oflag=direct"),
                         arg("conv=sparse"),
                     ],
-                    sync_f(f),
+                    sync_file(d),
                 ],
             ),
             Tool::new(
@@ -152,7 +152,7 @@ impl Case for CopyCase {
                 Role::Peer,
                 vec![
                     vec![arg("cp"), arg("--sparse=always"), os(s), os(d)],
-                    sync_f(f),
+                    sync_file(d),
                 ],
             ),
             Tool::new(
@@ -187,13 +187,13 @@ impl Case for CopyCase {
                         os(s),
                         os(d),
                     ],
-                    sync_f(f),
+                    sync_file(d),
                 ],
             ),
             Tool::new(
                 "nbdcopy",
                 Role::Peer,
-                vec![vec![arg("nbdcopy"), os(s), os(d)], sync_f(f)],
+                vec![vec![arg("nbdcopy"), os(s), os(d)], sync_file(d)],
             ),
             fio_ceiling(
                 Some((self.ceiling_src.as_deref().unwrap_or(s), src.data_bytes())),

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
+use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
 use crate::fixture::{self, Fill, Fixture, FixtureSpec, MIB};
 use crate::runner;
@@ -226,7 +226,7 @@ impl Case for ImageCase {
                             os(&raw.path),
                             os(&t),
                         ],
-                        sync_f(&t),
+                        sync_file(&t),
                     ],
                 ),
                 ceiling,

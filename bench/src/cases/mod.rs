@@ -275,9 +275,12 @@ pub fn arg(s: impl Into<String>) -> OsString {
     OsString::from(s.into())
 }
 
-/// `sync -f PATH`: flush the file system holding PATH (for peers that do not flush).
-pub fn sync_f(path: &Path) -> Vec<OsString> {
-    vec![arg("sync"), arg("-f"), os(path)]
+/// `sync PATH`: an fsync of the file or device a peer wrote (for peers that do not flush), so
+/// they pay what Ember's fdatasync of its destination costs, no more (`sync -f` would flush the
+/// whole file system, other processes' dirty data included) and no less (a loop device's own
+/// page cache is flushed too, which a sync of its backing file's file system skips).
+pub fn sync_file(path: &Path) -> Vec<OsString> {
+    vec![arg("sync"), os(path)]
 }
 
 /// fio device ceiling: a reader job (`read` = file, bytes) and a writer job (`write` = file,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{arg, fio_ceiling, os, sync_f, Case, CaseInfo, Ctx, Role, Tool};
+use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
 use crate::fixture;
 use crate::util::{self, LoopDevice};
@@ -52,7 +52,7 @@ impl Case for WipeCase {
         if self.on_loop {
             let dev = LoopDevice::over_new_sparse(&self.name, ctx.root, &self.file, self.size)?;
             notes.push(format!(
-                "{} over {} (losetup --direct-io=on); peers that do not flush get `sync -f` of the backing file",
+                "{} over {} (losetup --direct-io=on); peers that do not flush get `sync` (fsync) of the device",
                 dev.device.display(),
                 self.file.display()
             ));
@@ -99,7 +99,7 @@ impl Case for WipeCase {
                         arg("iflag=count_bytes"),
                         arg("oflag=direct"),
                     ],
-                    sync_f(&self.file),
+                    sync_file(t),
                 ],
             ),
         ];
@@ -107,10 +107,7 @@ impl Case for WipeCase {
             v.push(Tool::new(
                 "blkdiscard -z",
                 Role::Peer,
-                vec![
-                    vec![arg("blkdiscard"), arg("-z"), os(t)],
-                    sync_f(&self.file),
-                ],
+                vec![vec![arg("blkdiscard"), arg("-z"), os(t)], sync_file(t)],
             ));
         } else {
             v.push(Tool::skipped(

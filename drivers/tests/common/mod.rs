@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,6 +85,93 @@ impl Vg {
         vg
     }
 
+    /// Runs an lvm2 report command and returns its `|`-separated rows (no headings, sizes in
+    /// bytes without suffix).
+    fn report(&self, args: &[&str]) -> Vec<Vec<String>> {
+        let mut all = args.to_vec();
+        all.extend([
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "--separator",
+            "|",
+        ]);
+        let out = self.lvm(&all);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().split('|').map(str::to_owned).collect())
+            .collect()
+    }
+
+    /// Where LV `name`'s bytes live, in LV order, computed here from lvm2's own report and
+    /// nothing of the driver: the VG's extent size (`vgs`), each PV's `pe_start` (`pvs`) and the
+    /// LV's segments with their PV extent ranges (`lvs --segments -o seg_pe_ranges`).
+    pub fn lv_extents(&self, name: &str) -> Vec<PvRange> {
+        let num = |s: &str| -> u64 { s.trim().parse().unwrap_or_else(|_| panic!("number {s:?}")) };
+        let extent = num(&self.report(&["vgs", "-o", "vg_extent_size", &self.name])[0][0]);
+        let pe_start: std::collections::HashMap<String, u64> = self
+            .report(&["pvs", "-o", "pv_name,pe_start"])
+            .into_iter()
+            .map(|r| (r[0].trim().to_owned(), num(&r[1])))
+            .collect();
+        let mut segs: Vec<(u64, Vec<PvRange>)> = Vec::new();
+        for r in self.report(&[
+            "lvs",
+            "-a",
+            "--segments",
+            "-o",
+            "lv_name,seg_start_pe,seg_pe_ranges",
+            &self.name,
+        ]) {
+            // Hidden LVs are listed as [name].
+            if r[0].trim().trim_start_matches('[').trim_end_matches(']') != name {
+                continue;
+            }
+            // "/dev/loop3:0-254" (one range per stripe; linear LVs have one).
+            let ranges = r[2]
+                .split_whitespace()
+                .map(|pr| {
+                    let (pv, pes) = pr.rsplit_once(':').unwrap();
+                    let (a, b) = pes.split_once('-').unwrap();
+                    let (a, b) = (num(a), num(b));
+                    PvRange {
+                        pv: PathBuf::from(pv),
+                        offset: pe_start[pv] + a * extent,
+                        len: (b - a + 1) * extent,
+                    }
+                })
+                .collect();
+            segs.push((num(&r[1]), ranges));
+        }
+        assert!(!segs.is_empty(), "lvm2 reports no LV {name}");
+        segs.sort_by_key(|s| s.0);
+        segs.into_iter().flat_map(|s| s.1).collect()
+    }
+
+    /// Fails unless lvm2's own checkers find the VG metadata intact: `vgck` exits 0 without a
+    /// warning (it exits 0 when one PV's copy is bad but another is good), `pvck` exits 0 with
+    /// no `CHECK:` finding on every PV.
+    pub fn check_metadata(&self) {
+        let quiet = |out: &std::process::Output, what: &str, bad: &str| {
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            let found: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(bad) && !l.contains("Activation disabled"))
+                .collect();
+            assert!(found.is_empty(), "{what}: {found:#?}");
+        };
+        let out = self.lvm(&["vgck", &self.name]);
+        quiet(&out, "vgck", "WARNING");
+        for l in &self.loops {
+            let out = self.lvm(&["pvck", l]);
+            quiet(&out, "pvck", "CHECK");
+        }
+    }
+
     pub fn config(&self) -> BackendConfig {
         let mut c = BackendConfig::lvm("lvm", &self.name);
         c.lvm_conf_file = Some(self.dir.path().join("etc/lvm.conf"));
@@ -101,6 +189,39 @@ impl Vg {
     pub fn driver(&self) -> LvmDriver {
         self.driver_with(self.config())
     }
+}
+
+/// A byte range of a PV holding part of an LV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvRange {
+    pub pv: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Reads `len` bytes at LV offset `off` through `ranges` (from [`Vg::lv_extents`]) with plain
+/// positioned reads of the PVs.
+pub fn read_lv(ranges: &[PvRange], mut off: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    for r in ranges {
+        if out.len() == len {
+            break;
+        }
+        if off >= r.len {
+            off -= r.len;
+            continue;
+        }
+        let n = ((r.len - off) as usize).min(len - out.len());
+        let mut b = vec![0u8; n];
+        File::open(&r.pv)
+            .unwrap()
+            .read_exact_at(&mut b, r.offset + off)
+            .unwrap();
+        out.extend(b);
+        off = 0;
+    }
+    assert_eq!(out.len(), len, "read past the end of the LV");
+    out
 }
 
 impl Drop for Vg {

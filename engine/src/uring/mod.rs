@@ -20,6 +20,7 @@
 //! requests with `pread`/`pwrite` where io_uring is unavailable (e.g. blocked by seccomp).
 
 mod buffer;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod faulty;
 mod ring;

@@ -14,7 +14,7 @@
 //! the dictionary so no match reaches further back.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -315,7 +315,8 @@ fn compressed_body(
                 .collect();
             s.zero_clusters_skipped += (batch.len() - nonzero.len()) as u64;
             outbuf.clear();
-            let packed = compress_all(&nonzero, &buf, threads);
+            let packed = compress_all(&nonzero, &buf, threads)
+                .map_err(|e| Error::io("compress", src, batch[0] * CLUSTER, e))?;
             for (&k, z) in nonzero.iter().zip(packed) {
                 match z {
                     Some(z) => {
@@ -436,12 +437,12 @@ fn advise(f: &File, advice: PosixFadviseAdvice, offset: u64, len: u64) {
     let _ = posix_fadvise(f.as_raw_fd(), offset as i64, len as i64, advice);
 }
 
-/// Compresses the clusters `idx` of `buf`; `None` where compression saves nothing.
-fn compress_all(idx: &[usize], buf: &[u8], threads: usize) -> Vec<Option<Vec<u8>>> {
+/// Compresses the clusters `idx` of `buf`; `None` where compression saves nothing. A worker
+/// that panics (a bug) is an error naming the panic: the image is not written half compressed.
+fn compress_all(idx: &[usize], buf: &[u8], threads: usize) -> io::Result<Vec<Option<Vec<u8>>>> {
     let cs = CLUSTER as usize;
     let threads = threads.clamp(1, 64).min(idx.len().max(1));
     let per = idx.len().div_ceil(threads).max(1);
-    let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(idx.len());
     std::thread::scope(|sc| {
         let handles: Vec<_> = idx
             .chunks(per)
@@ -453,15 +454,38 @@ fn compress_all(idx: &[usize], buf: &[u8], threads: usize) -> Vec<Option<Vec<u8>
                 })
             })
             .collect();
-        for h in handles {
-            // A panic in a worker is a bug; store those clusters uncompressed rather than lose them.
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(_) => unreachable!("compression worker panicked"),
+        join_workers(handles)
+    })
+    .map(|parts| parts.into_iter().flatten().collect())
+}
+
+/// Joins every worker of a scope in order (a scope re-raises a panic nobody joined) and returns
+/// their results, or an error naming the first worker's panic.
+fn join_workers<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> io::Result<Vec<T>> {
+    let mut out = Vec::with_capacity(handles.len());
+    let mut panicked = None;
+    for h in handles {
+        match h.join() {
+            Ok(v) => out.push(v),
+            Err(p) => {
+                panicked.get_or_insert(panic_message(p.as_ref()));
             }
         }
-    });
-    out
+    }
+    match panicked {
+        None => Ok(out),
+        Some(msg) => Err(io::Error::other(format!(
+            "compression worker panicked: {msg}"
+        ))),
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// Raw deflate with matches limited to 4 KiB back (full flush every 4 KiB).
@@ -633,6 +657,25 @@ fn write_metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_worker_is_an_error_naming_the_panic_not_a_crash() {
+        let r = std::thread::scope(|sc| {
+            let handles = vec![
+                sc.spawn(|| 1),
+                sc.spawn(|| -> i32 { panic!("worker {} broke", 2) }),
+                sc.spawn(|| 3),
+            ];
+            join_workers(handles)
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("compression worker panicked: worker 2 broke"),
+            "{e}"
+        );
+        let ok = std::thread::scope(|sc| join_workers(vec![sc.spawn(|| 1), sc.spawn(|| 2)]));
+        assert_eq!(ok.unwrap(), vec![1, 2]);
+    }
 
     #[test]
     fn plain_runs_merge_only_when_guest_and_host_both_continue() {
