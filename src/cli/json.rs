@@ -5,6 +5,7 @@
 //! removes or retypes a key raises [`SCHEMA`]; adding keys does not.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -29,9 +30,19 @@ pub fn document<T: Serialize>(value: &T) -> serde_json::Result<Value> {
     Ok(Value::Object(map))
 }
 
+/// Set once a document went out: a call prints one document, so a command that printed its
+/// report and then fails (an unsafe image's inspection) prints no error document after it.
+static PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// True when this process already printed its document.
+pub fn printed() -> bool {
+    PRINTED.load(Ordering::Relaxed)
+}
+
 /// Prints `value` as a schema document on stdout (a reader that went away is not an error).
 pub fn print<T: Serialize>(value: &T) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(&document(value)?)?;
+    PRINTED.store(true, Ordering::Relaxed);
     match writeln!(std::io::stdout().lock(), "{text}") {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r,

@@ -67,7 +67,7 @@ pub fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if json {
+            if json && !json::printed() {
                 let doc = json::error_document(e.as_ref(), common::error_chain(e.as_ref()));
                 println!("{doc}");
             }

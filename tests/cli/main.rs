@@ -1,5 +1,6 @@
 //! End-to-end tests of the `ember` command against real files and loop devices.
 
+mod contract;
 mod copy;
 mod image;
 mod resume;

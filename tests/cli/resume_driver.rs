@@ -75,9 +75,10 @@ impl Home {
 
     /// The backend name (`volume-<uuid>`) of the volume shown as `display`.
     fn volume_name(&self, display: &str) -> Option<String> {
-        let list: serde_json::Value =
+        let doc: serde_json::Value =
             serde_json::from_str(&self.ok(&self.fast, &["list", "--json"])).unwrap();
-        list.as_array()
+        doc["volumes"]
+            .as_array()
             .unwrap()
             .iter()
             .find(|v| v["display_name"] == display)
@@ -207,9 +208,8 @@ fn interrupted_clone_whose_source_is_gone_is_rolled_back() {
         .unwrap();
     d.delete_volume(&v).unwrap();
     assert!(!h.data(&src).exists());
-    let list: serde_json::Value =
-        serde_json::from_str(&h.ok(&h.slow, &["list", "--json"])).unwrap();
-    assert_eq!(list, serde_json::json!([]));
+    let doc: serde_json::Value = serde_json::from_str(&h.ok(&h.slow, &["list", "--json"])).unwrap();
+    assert_eq!(doc["volumes"], serde_json::json!([]));
     assert!(!h.data(&dst).exists(), "half-copied data left");
     assert!(!h.root.join("meta").join(format!("{dst}.json")).exists());
     assert_eq!(resume_left(&h.root), 0, "resume folder left behind");

@@ -159,8 +159,7 @@ fn many_processes_random_cycles_then_consistency() {
     // Listings: exactly the expected names, sizes, snapshot origins.
     let vols = vols.lock().unwrap();
     let snaps = snaps.lock().unwrap();
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&vol(&cfg, &["list", "--json"])).unwrap();
+    let list: Vec<serde_json::Value> = listed_json(&vol(&cfg, &["list", "--json"]), "volumes");
     let listed: BTreeMap<String, (u64, String)> = list
         .iter()
         .map(|v| {
@@ -183,7 +182,7 @@ fn many_processes_random_cycles_then_consistency() {
         assert_eq!(listed[name].0, *size, "size of {name}");
     }
     let slist: Vec<serde_json::Value> =
-        serde_json::from_str(&vol(&cfg, &["snapshots", "--json"])).unwrap();
+        listed_json(&vol(&cfg, &["snapshots", "--json"]), "snapshots");
     let slisted: BTreeMap<String, (u64, String)> = slist
         .iter()
         .map(|v| {
@@ -336,8 +335,7 @@ fn processes_killed_mid_operation_leave_nothing_behind() {
     vol(&fast, &["download", s(&img_b), "src3"]);
     let q = work.join("b.qcow2");
     vol(&fast, &["upload", "src3", s(&q), "--format", "qcow2"]);
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&vol(&fast, &["list", "--json"])).unwrap();
+    let list: Vec<serde_json::Value> = listed_json(&vol(&fast, &["list", "--json"]), "volumes");
     let names: BTreeMap<String, String> = list
         .iter()
         .map(|v| {
@@ -392,8 +390,7 @@ fn processes_killed_mid_operation_leave_nothing_behind() {
     );
 
     // The next process recovers; then exactly the four sources and two snapshots remain.
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&vol(&fast, &["list", "--json"])).unwrap();
+    let list: Vec<serde_json::Value> = listed_json(&vol(&fast, &["list", "--json"]), "volumes");
     let mut listed: Vec<_> = list
         .iter()
         .map(|v| v["display_name"].as_str().unwrap().to_owned())
@@ -413,7 +410,7 @@ fn processes_killed_mid_operation_leave_nothing_behind() {
         );
     }
     let snaps: Vec<serde_json::Value> =
-        serde_json::from_str(&vol(&fast, &["snapshots", "--json"])).unwrap();
+        listed_json(&vol(&fast, &["snapshots", "--json"]), "snapshots");
     let mut slisted: Vec<_> = snaps
         .iter()
         .map(|v| v["display_name"].as_str().unwrap().to_owned())
@@ -450,4 +447,11 @@ fn processes_killed_mid_operation_leave_nothing_behind() {
         "staging folder: {:?}",
         ls(&staging)
     );
+}
+
+/// The list under `key` of a `--json` list document (schema 1: `{"schema": 1, key: [...]}`).
+fn listed_json(out: &str, key: &str) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_str(out).unwrap();
+    assert_eq!(doc["schema"], 1);
+    doc[key].as_array().unwrap().clone()
 }

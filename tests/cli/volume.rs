@@ -26,6 +26,11 @@ fn ok(home: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// `ember volume list --json` as a document.
+fn no_volumes(home: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(home, &["list", "--json"])).unwrap()
+}
+
 fn fails(home: &Path, args: &[&str]) -> String {
     let o = vol(home, args);
     assert!(!o.status.success(), "ember volume {args:?} succeeded");
@@ -49,7 +54,7 @@ fn lifecycle_without_root_or_config() {
     ok(h, &["clone", "db", "db2"]);
     ok(h, &["extend", "db2", "--size", "2"]);
     let list: serde_json::Value = serde_json::from_str(&ok(h, &["list", "--json"])).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list["volumes"].as_array().unwrap().len(), 2);
     let stats: serde_json::Value = serde_json::from_str(&ok(h, &["stats", "--json"])).unwrap();
     for k in ember_drivers::stats::TOP_LEVEL_KEYS {
         assert!(stats.get(*k).is_some(), "stats lack {k}");
@@ -73,12 +78,18 @@ fn lifecycle_without_root_or_config() {
     ok(h, &["snapshot-delete", "snap1"]);
     ok(h, &["delete", "db"]);
     ok(h, &["delete", "db2"]);
-    assert_eq!(ok(h, &["list", "--json"]).trim(), "[]");
+    assert_eq!(
+        no_volumes(h),
+        serde_json::json!({"schema": 1, "volumes": []})
+    );
     // Bad input: one clear line, nothing created.
     assert!(fails(h, &["create", "a;b", "--size", "1"]).contains("not allowed"));
     assert!(fails(h, &["create", "x", "--size", "0"]).contains("at least 1 GiB"));
     assert!(fails(h, &["show", "nope"]).contains("not found"));
-    assert_eq!(ok(h, &["list", "--json"]).trim(), "[]");
+    assert_eq!(
+        no_volumes(h),
+        serde_json::json!({"schema": 1, "volumes": []})
+    );
 }
 
 #[test]
@@ -139,9 +150,9 @@ fn parallel_processes_share_one_backend_safely() {
         c.join().unwrap();
     }
     let list: serde_json::Value = serde_json::from_str(&ok(&h, &["list", "--json"])).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 13);
+    assert_eq!(list["volumes"].as_array().unwrap().len(), 13);
     let snaps: serde_json::Value = serde_json::from_str(&ok(&h, &["snapshots", "--json"])).unwrap();
-    assert_eq!(snaps.as_array().unwrap().len(), 6);
+    assert_eq!(snaps["snapshots"].as_array().unwrap().len(), 6);
 }
 
 #[test]
@@ -160,7 +171,7 @@ fn concurrent_creates_of_one_name_make_exactly_one_volume() {
     assert_eq!(results.iter().filter(|ok| **ok).count(), 1, "{results:?}");
     let list = ok(&h, &["list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let named = v
+    let named = v["volumes"]
         .as_array()
         .unwrap()
         .iter()
