@@ -1,1 +1,0 @@
-"""ember-cinder: a Cinder volume driver delegating to the ``ember`` binary."""
