@@ -4,6 +4,8 @@ Through cinderlib (Cinder 29's driver calls, file backend, volume_clear = zero):
   create-from-image  1 GiB qcow2, 10% data: EmberVolumeDriver.copy_image_to_volume (fetch,
                      inspect, write) vs Cinder's generic path: the same fetch, then
                      `qemu-img convert -O raw -t none` onto the volume's file;
+  image-write        the same without the fetch (both read the fetched file): the data path
+                     alone;
   clone              4 GiB volume, 10% data: create_cloned_volume vs Cinder's copy_volume
                      (`dd ... bs=1M iflag=count_bytes,direct oflag=direct conv=sparse`);
   delete             4 GiB volume with volume_clear = zero: delete_volume vs Cinder's clear
@@ -102,7 +104,8 @@ def main(runs):
     def vol_file(v):
         return os.path.join(data_dir, 'data', 'volume-%s.raw' % v.id)
 
-    results = {'create-from-image': ([], []), 'clone': ([], []),
+    results = {'create-from-image': ([], []), 'image-write': ([], []),
+               'clone': ([], []),
                'delete': ([], [])}
     from cinder.image import image_utils
     for _ in range(runs):
@@ -120,6 +123,15 @@ def main(runs):
                 sh('qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', '-t',
                    'none', '-n', tmp, g)
         results['create-from-image'][1].append(timed(generic_image))
+        sh('cmp', g, raw_img)
+        # the data path alone, from the already fetched image
+        meta = service.show(ctx, 'img')
+        results['image-write'][0].append(timed(
+            lambda: drv._download(qcow, v._ovo, meta, 'img')))
+        sh('cmp', vol_file(v), raw_img)
+        results['image-write'][1].append(timed(lambda: sh(
+            'qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', '-t', 'none',
+            '-n', qcow, g)))
         sh('cmp', g, raw_img)
         os.unlink(g)
         v.delete()

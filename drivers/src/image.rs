@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use ember_engine::copy::{CopyOptions, Window};
 use ember_engine::format::convert::{
-    image_to_volume, volume_to_image, FromVolumeOptions, ToVolumeOptions,
+    image_to_volume, image_to_window, volume_to_image, FromVolumeOptions, ToVolumeOptions,
 };
 use ember_engine::format::{analyze, FileSource, Format, InspectOptions, Reader};
 
@@ -96,6 +97,30 @@ pub fn image_into_layout(
                 vol.size
             ),
         });
+    }
+    // A volume that is one span from offset 0 of a file or device (a file volume) gets the
+    // image written straight into it: one pass, no staged copy. qemu-img's formats, and LVs
+    // that are a window of a PV, go through a staged raw file.
+    if let [span] = dst {
+        if span.offset == 0 && !matches!(a.reader, Reader::Qemu(_)) {
+            image_to_window(
+                &image.path,
+                &Window {
+                    path: span.path.clone(),
+                    offset: 0,
+                    len: Some(a.virtual_size),
+                },
+                &ToVolumeOptions {
+                    inspect,
+                    copy: CopyOptions {
+                        bps_limit: (bps_limit > 0).then_some(bps_limit),
+                        ..CopyOptions::default()
+                    },
+                    ..ToVolumeOptions::default()
+                },
+            )?;
+            return Ok(());
+        }
     }
     let mut staged = Staged(None);
     let from = match a.reader {

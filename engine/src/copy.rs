@@ -251,7 +251,7 @@ pub fn copy_open_to_staged(
     copy_open_into(src, src_path, DestRef::Staged(dst), opts)
 }
 
-fn copy_open_into(
+pub(crate) fn copy_open_into(
     src: File,
     src_path: &Path,
     to: DestRef<'_>,
@@ -349,7 +349,7 @@ pub fn execute_plan_open_to_staged(
     execute_plan_open_into(src, src_path, plan, DestRef::Staged(dst), opts)
 }
 
-fn execute_plan_open_into(
+pub(crate) fn execute_plan_open_into(
     src: File,
     src_path: &Path,
     plan: &Plan,

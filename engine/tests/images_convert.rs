@@ -483,3 +483,63 @@ fn the_inspected_file_is_read_even_when_its_path_is_replaced() {
     execute_plan_open(src.into_file(), &img, &plan, &out, &CopyOptions::default()).unwrap();
     assert_same(&out, &a);
 }
+
+#[test]
+fn to_window_writes_the_image_into_a_larger_volume_and_keeps_its_tail() {
+    ember_engine::require_tool!("qemu-img");
+    let d = tmp();
+    let src = path(&d, "src.raw");
+    let size: u64 = 8 << 20;
+    sparse_source(&src, size, 5);
+    let theirs = path(&d, "theirs.raw");
+    let vol = path(&d, "volume.raw");
+    for (name, fmt, compress) in [
+        ("p.qcow2", "qcow2", false),
+        ("c.qcow2", "qcow2", true),
+        ("s.vmdk", "vmdk", false),
+        ("r.raw", "raw", false),
+    ] {
+        let img = path(&d, name);
+        let mut args = vec!["convert", "-f", "raw", "-O", fmt];
+        if compress {
+            args.push("-c");
+        }
+        args.extend([p(&src), p(&img)]);
+        qemu_img(&args);
+        qemu_img(&["convert", "-O", "raw", p(&img), p(&theirs)]);
+        // A 32 MiB volume full of old bytes: the image's holes must read as zeros, the bytes
+        // past the image must stay, and the volume keeps its size.
+        std::fs::write(&vol, vec![0xA5u8; 32 << 20]).unwrap();
+        let w = ember_engine::copy::Window {
+            path: vol.clone(),
+            offset: 0,
+            len: Some(size),
+        };
+        ember_engine::format::convert::image_to_window(&img, &w, &ToVolumeOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = std::fs::read(&vol).unwrap();
+        assert_eq!(got.len(), 32 << 20, "{name}: size kept");
+        assert_eq!(
+            &got[..size as usize],
+            &std::fs::read(&theirs).unwrap()[..],
+            "{name}"
+        );
+        assert!(
+            got[size as usize..].iter().all(|b| *b == 0xA5),
+            "{name}: tail kept"
+        );
+    }
+    // qemu-img's formats are not written into a window: refused before any write.
+    let vhd = path(&d, "a.vhd");
+    qemu_img(&["convert", "-f", "raw", "-O", "vpc", p(&src), p(&vhd)]);
+    std::fs::write(&vol, vec![0xA5u8; 32 << 20]).unwrap();
+    let w = ember_engine::copy::Window {
+        path: vol.clone(),
+        offset: 0,
+        len: Some(size),
+    };
+    let e = ember_engine::format::convert::image_to_window(&vhd, &w, &ToVolumeOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("qemu-img"), "{e}");
+    assert!(std::fs::read(&vol).unwrap().iter().all(|b| *b == 0xA5));
+}

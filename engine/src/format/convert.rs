@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::qcow2::writer::{write_qcow2, WriteOptions, WriteSummary};
 use super::{analyze, verify_compressed, Analysis, FileSource, Format, InspectOptions, Reader};
-use crate::copy::{self, CopyOptions, Summary};
+use crate::copy::{self, CopyOptions, DestRef, Summary, Window};
 use crate::plan::Op;
 use crate::staged::{check_output, exists, Staged};
 use crate::{Error, Result};
@@ -62,6 +62,28 @@ pub fn image_to_volume(
     dest: &Path,
     opts: &ToVolumeOptions,
 ) -> Result<ToVolumeSummary> {
+    image_to_window(image, &Window::whole(dest), opts)
+}
+
+/// [`image_to_volume`] into the first bytes of an existing file or device, `dest.path` from
+/// offset 0 (a volume larger than the image): the image's holes read as zeros there, the
+/// bytes past the image stay as they are. vhd, vhdx and vdi (written by qemu-img) are refused
+/// here: qemu-img writes whole files.
+pub fn image_to_window(
+    image: &Path,
+    dest: &Window,
+    opts: &ToVolumeOptions,
+) -> Result<ToVolumeSummary> {
+    let windowed = dest.offset != 0 || dest.len.is_some();
+    if dest.offset != 0 {
+        return Err(Error::invalid(format!(
+            "an image is written from offset 0 of {}, not {}",
+            dest.path.display(),
+            dest.offset
+        )));
+    }
+    let to = DestRef::Path(dest);
+    let dest = dest.path.as_path();
     let started = Instant::now();
     opts.copy.validate()?;
     let src = FileSource::open(image).map_err(|e| Error::open("open", image, e))?;
@@ -73,7 +95,15 @@ pub fn image_to_volume(
     // each unit is decoded once. Anything else (a block device, an existing file, a resumable
     // job) is written in place, so every unit is decoded first, without writing. qemu-img
     // (vhd, vhdx, vdi) writes a staged file through an inherited descriptor the same way.
-    let staged = opts.copy.checkpoint.is_none() && !exists(dest);
+    let staged = opts.copy.checkpoint.is_none() && !windowed && !exists(dest);
+    if windowed && matches!(a.reader, Reader::Qemu(_)) {
+        return Err(Error::invalid(format!(
+            "{} is {}: qemu-img writes it into whole files or devices, not into the first bytes of {}",
+            image.display(),
+            a.format,
+            dest.display()
+        )));
+    }
     if decodes && !staged {
         if let Reader::Native(plan) = &a.reader {
             let threads = if opts.threads == 0 {
@@ -105,7 +135,7 @@ pub fn image_to_volume(
                 out.publish(false)?;
                 s
             } else {
-                copy::copy_open(file, image, dest, &opts.copy)?
+                copy::copy_open_into(file, image, to, &opts.copy)?
             });
         }
         Reader::Native(plan) => {
@@ -134,7 +164,7 @@ pub fn image_to_volume(
                 out.publish(false)?;
                 s
             } else {
-                copy::execute_plan_open(file, image, plan, dest, &c)?
+                copy::execute_plan_open_into(file, image, plan, to, &c)?
             });
         }
         Reader::Qemu(fmt) => {
