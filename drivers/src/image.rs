@@ -98,16 +98,16 @@ pub fn image_into_layout(
             ),
         });
     }
-    // A volume that is one span from offset 0 of a file or device (a file volume) gets the
-    // image written straight into it: one pass, no staged copy. qemu-img's formats, and LVs
-    // that are a window of a PV, go through a staged raw file.
+    // A volume that is one span of a file or device (a file volume, an LV in one PV range)
+    // gets the image written straight into it: one pass, no staged copy. qemu-img's formats,
+    // and LVs split over several ranges, go through a staged raw file.
     if let [span] = dst {
-        if span.offset == 0 && !matches!(a.reader, Reader::Qemu(_)) {
+        if !matches!(a.reader, Reader::Qemu(_)) {
             image_to_window(
                 &image.path,
                 &Window {
                     path: span.path.clone(),
-                    offset: 0,
+                    offset: span.offset,
                     len: Some(a.virtual_size),
                 },
                 &ToVolumeOptions {

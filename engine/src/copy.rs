@@ -375,12 +375,13 @@ fn execute_plan_from(
         path: src.to_path_buf(),
         reason,
     })?;
-    if plan.dst_base != 0 {
-        return Err(Error::invalid(
-            "an image plan must start at destination offset 0",
-        ));
-    }
     let mut dest = Destination::open_ref(to, plan.logical_size, opts)?;
+    if plan.dst_base != dest.window.offset {
+        return Err(Error::invalid(format!(
+            "an image plan for destination offset {} must start there, not at {}",
+            dest.window.offset, plan.dst_base
+        )));
+    }
     let dst = dest.window.path.clone();
     let res = (|| {
         if s.identity == dest.ep.identity {

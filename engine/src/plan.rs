@@ -82,6 +82,55 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The same plan writing `offset` bytes further into the destination (an image written into
+    /// a window that starts there). Offsets past `u64::MAX` are refused.
+    pub fn shifted(&self, offset: u64) -> Result<Plan, String> {
+        let add = |v: u64| {
+            v.checked_add(offset)
+                .ok_or_else(|| format!("destination offset {v} + {offset} overflows"))
+        };
+        let ops = self
+            .ops
+            .iter()
+            .map(|o| {
+                Ok(match *o {
+                    Op::Copy { src, dst, len } => Op::Copy {
+                        src,
+                        dst: add(dst)?,
+                        len,
+                    },
+                    Op::Zero { dst, len } => Op::Zero {
+                        dst: add(dst)?,
+                        len,
+                    },
+                    Op::Skip { dst, len } => Op::Skip {
+                        dst: add(dst)?,
+                        len,
+                    },
+                    Op::Decode {
+                        src,
+                        src_len,
+                        dst,
+                        len,
+                        codec,
+                    } => Op::Decode {
+                        src,
+                        src_len,
+                        dst: add(dst)?,
+                        len,
+                        codec,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        add(self.dst_base.saturating_add(self.logical_size))?;
+        Ok(Plan {
+            dst_base: add(self.dst_base)?,
+            ops,
+            ..self.clone()
+        })
+    }
+
     /// A copy plan: `data` (absolute source offsets inside `src_base..src_base+len`) is copied
     /// to the same relative place at `dst_base`; everything else becomes `Zero`.
     pub fn from_data(data: &ExtentMap, src_base: u64, dst_base: u64, len: u64) -> Plan {

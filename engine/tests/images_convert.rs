@@ -507,27 +507,29 @@ fn to_window_writes_the_image_into_a_larger_volume_and_keeps_its_tail() {
         args.extend([p(&src), p(&img)]);
         qemu_img(&args);
         qemu_img(&["convert", "-O", "raw", p(&img), p(&theirs)]);
-        // A 32 MiB volume full of old bytes: the image's holes must read as zeros, the bytes
-        // past the image must stay, and the volume keeps its size.
-        std::fs::write(&vol, vec![0xA5u8; 32 << 20]).unwrap();
-        let w = ember_engine::copy::Window {
-            path: vol.clone(),
-            offset: 0,
-            len: Some(size),
-        };
-        ember_engine::format::convert::image_to_window(&img, &w, &ToVolumeOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let got = std::fs::read(&vol).unwrap();
-        assert_eq!(got.len(), 32 << 20, "{name}: size kept");
-        assert_eq!(
-            &got[..size as usize],
-            &std::fs::read(&theirs).unwrap()[..],
-            "{name}"
-        );
-        assert!(
-            got[size as usize..].iter().all(|b| *b == 0xA5),
-            "{name}: tail kept"
-        );
+        // A 32 MiB file full of old bytes (a volume, or a PV whose window from 5 MiB is the
+        // volume): the image's holes must read as zeros, the bytes around it must stay, and
+        // the file keeps its size.
+        for at in [0u64, 5 << 20] {
+            std::fs::write(&vol, vec![0xA5u8; 32 << 20]).unwrap();
+            let w = ember_engine::copy::Window {
+                path: vol.clone(),
+                offset: at,
+                len: Some(size),
+            };
+            ember_engine::format::convert::image_to_window(&img, &w, &ToVolumeOptions::default())
+                .unwrap_or_else(|e| panic!("{name} at {at}: {e}"));
+            let got = std::fs::read(&vol).unwrap();
+            let (at, end) = (at as usize, (at + size) as usize);
+            assert_eq!(got.len(), 32 << 20, "{name}: size kept");
+            assert_eq!(
+                &got[at..end],
+                &std::fs::read(&theirs).unwrap()[..],
+                "{name} at {at}"
+            );
+            assert!(got[..at].iter().all(|b| *b == 0xA5), "{name}: head kept");
+            assert!(got[end..].iter().all(|b| *b == 0xA5), "{name}: tail kept");
+        }
     }
     // qemu-img's formats are not written into a window: refused before any write.
     let vhd = path(&d, "a.vhd");

@@ -65,23 +65,17 @@ pub fn image_to_volume(
     image_to_window(image, &Window::whole(dest), opts)
 }
 
-/// [`image_to_volume`] into the first bytes of an existing file or device, `dest.path` from
-/// offset 0 (a volume larger than the image): the image's holes read as zeros there, the
-/// bytes past the image stay as they are. vhd, vhdx and vdi (written by qemu-img) are refused
-/// here: qemu-img writes whole files.
+/// [`image_to_volume`] into a window of an existing file or device (a volume larger than the
+/// image, or one that is a byte range of a PV): the image's holes read as zeros there, the
+/// bytes around the image stay as they are. vhd, vhdx and vdi (written by qemu-img) are
+/// refused here: qemu-img writes whole files.
 pub fn image_to_window(
     image: &Path,
     dest: &Window,
     opts: &ToVolumeOptions,
 ) -> Result<ToVolumeSummary> {
     let windowed = dest.offset != 0 || dest.len.is_some();
-    if dest.offset != 0 {
-        return Err(Error::invalid(format!(
-            "an image is written from offset 0 of {}, not {}",
-            dest.path.display(),
-            dest.offset
-        )));
-    }
+    let offset = dest.offset;
     let to = DestRef::Path(dest);
     let dest = dest.path.as_path();
     let started = Instant::now();
@@ -156,6 +150,13 @@ pub fn image_to_window(
             while (c.block_size as u64) < biggest && c.block_size < copy::MAX_BLOCK_SIZE {
                 c.block_size *= 2;
             }
+            let shifted;
+            let plan = if offset == 0 {
+                plan
+            } else {
+                shifted = plan.shifted(offset).map_err(Error::invalid)?;
+                &shifted
+            };
             summary.copy = Some(if staged {
                 // Written unnamed (or hidden) and put in place only when whole and flushed; a
                 // file that appeared at `dest` meanwhile is someone else's and is kept.
