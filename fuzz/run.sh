@@ -4,6 +4,7 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET]      default 600
 #   fuzz/run.sh --totals                  executions per target summed over the table
+#   fuzz/run.sh --select                  only check in a selection of the kept working corpora
 #
 # Environment:
 #   EMBER_FUZZ_JOBS=N      libFuzzer processes (default 2 = both cores, `-fork=N`); 1 runs a
@@ -20,9 +21,9 @@
 # Corpora: fuzz/build/corpus/<target>/ is the working corpus (git-ignored, minimised with
 # libFuzzer's -merge=1 after each run and kept for the next one). The image targets are also
 # fed fuzz/build/seeds/<target>/ from seeds.sh (real qemu-img images of every format and the
-# hostile catalogue). New inputs that add coverage beyond the checked-in corpus
-# fuzz/corpus/<target>/ (which `cargo test` replays) are copied there, smallest first, at
-# most EMBER_FUZZ_KEEP per run: review `git status fuzz/corpus` before committing.
+# hostile catalogue). Inputs that add coverage beyond the checked-in corpus fuzz/corpus/<target>/
+# (which `cargo test` replays) are copied there, greedily (most new coverage features first),
+# at most EMBER_FUZZ_KEEP per run: review `git status fuzz/corpus` before committing.
 # Build: no sanitizer by default. Every fuzzed path is safe Rust (no `unsafe` in format/,
 # extent.rs, bitmap.rs, alloc.rs, drivers or target), so ASan adds nothing that the panics,
 # overflow checks and debug assertions (kept on: cargo fuzz's default) miss, and costs 3-5x.
@@ -44,6 +45,8 @@ if [ "${1:-}" = "--totals" ]; then
     exit 0
 fi
 
+select_only=0
+if [ "${1:-}" = "--select" ]; then select_only=1; shift; fi
 secs=600
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then secs=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
@@ -77,6 +80,58 @@ else
     echo "run.sh: qemu-img not found: the image targets get no image seeds" >&2
 fi
 
+# select_inputs TARGET BIN WORK LOG: copies into corpus/TARGET at most $keep inputs of WORK (each
+# at most $keep_bytes) that add coverage features beyond the checked-in corpus, greedily: the
+# input that adds the most features not yet covered first. Prints how many it copied.
+select_inputs() {
+    local t=$1 bin=$2 work=$3 log=$4 sel f name sum s added=0
+    sel=$(mktemp -d)
+    mkdir "$sel/out"
+    cp corpus/"$t"/* "$sel/out"/ 2>/dev/null || true
+    # The merge's control file lists every input and its features; the checked-in copies
+    # (its first corpus) count as covered already.
+    nice -n "$nice_level" "$bin" -merge=1 -timeout=10 -merge_control_file="$sel/control" \
+        "$sel/out" "$work" > "$log" 2>&1 || true
+    while read -r f; do
+        name=$(basename "$f")
+        # name a seed after what it is
+        if [ -d "build/seeds/$t" ]; then
+            sum=$(sha1sum < "$f" | cut -c1-40)
+            for s in build/seeds/"$t"/*; do
+                if [ "$(sha1sum < "$s" | cut -c1-40)" = "$sum" ]; then name=seed-$(basename "$s"); break; fi
+            done
+        fi
+        [ -e "corpus/$t/$name" ] && continue
+        cp "$f" "corpus/$t/$name"
+        added=$((added + 1))
+    done < <([ -f "$sel/control" ] && awk -v keep="$keep" -v maxb="$keep_bytes" '
+        NR == 1 { n = $1; next }
+        NR == 2 { first = $1; next }
+        NR <= n + 2 { path[NR - 3] = $0; next }
+        $1 == "STARTED" { size[$2] = $3; next }
+        $1 == "FT" {
+            if ($2 < first) { for (k = 3; k <= NF; k++) cov[$k] = 1 }
+            else if (size[$2] <= maxb) ft[$2] = $0
+        }
+        END {
+            for (round = 0; round < keep; round++) {
+                best = -1; bestg = 0
+                for (i in ft) {
+                    m = split(ft[i], a, " "); g = 0
+                    for (k = 3; k <= m; k++) if (!(a[k] in cov)) g++
+                    if (g > bestg || (g == bestg && g > 0 && size[i] < size[best])) { best = i; bestg = g }
+                }
+                if (best < 0) break
+                m = split(ft[best], a, " ")
+                for (k = 3; k <= m; k++) cov[a[k]] = 1
+                delete ft[best]
+                print path[best]
+            }
+        }' "$sel/control")
+    rm -rf "$sel"
+    echo "$added"
+}
+
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 day=$(date -u +%Y-%m-%d)
 mkdir -p build/logs
@@ -86,11 +141,19 @@ failed=0
 for t in $targets; do
     bin=$(binary "$t")
     [ -x "$bin" ] || { echo "run.sh: no fuzz target $t" >&2; exit 2; }
+    if [ "$select_only" = 1 ]; then
+        mkdir -p "build/corpus/$t" "corpus/$t"
+        added=$(select_inputs "$t" "$bin" "build/corpus/$t" "build/logs/$stamp-$t.select")
+        echo "run.sh: $t: +$added checked in, $(find "corpus/$t" -type f | wc -l) in all" >&2
+        continue
+    fi
     work=build/corpus/$t
     mkdir -p "$work" "corpus/$t" "artifacts/$t"
     dirs=("$work" "corpus/$t")
     [ -d "build/seeds/$t" ] && dirs+=("build/seeds/$t")
     args=(-max_total_time="$secs" -timeout=10 -print_final_stats=1 -artifact_prefix="artifacts/$t/")
+    # names: a name is at most 127 bytes, longer inputs only add lines and cost time
+    [ "$t" = names ] && args+=(-max_len=512)
     if [ "$jobs" -gt 1 ]; then
         args+=(-fork="$jobs")
     elif [ -n "${EMBER_FUZZ_RUNS:-}" ]; then
@@ -117,7 +180,10 @@ for t in $targets; do
     cov=$(grep -a -o -E 'cov: [0-9]+' <<< "$last" | awk '{print $2}' || true)
     ft=$(grep -a -o -E 'ft: [0-9]+' <<< "$last" | awk '{print $2}' || true)
     result=ok
-    if [ "$rc" -ne 0 ] || [ -n "$new_art" ]; then
+    if grep -a -q 'libFuzzer: run interrupted' "$log" && [ -z "$new_art" ]; then
+        result="interrupted"
+        failed=1
+    elif [ "$rc" -ne 0 ] || [ -n "$new_art" ]; then
         result="CRASH rc=$rc ${new_art:-no artifact}"
         failed=1
     fi
@@ -130,26 +196,8 @@ for t in $targets; do
     if [ -d "$min" ]; then rm -rf "$work" && mv "$min" "$work"; fi
     nwork=$(find "$work" -type f | wc -l)
 
-    # Check in what adds coverage beyond the checked-in corpus: smallest first, capped.
-    sel=$(mktemp -d)
-    cp corpus/"$t"/* "$sel"/ 2>/dev/null || true
-    nice -n "$nice_level" "$bin" -merge=1 -timeout=10 "$sel" "$work" > "$log.select" 2>&1 || true
-    added=0
-    while read -r _ f; do
-        [ "$added" -ge "$keep" ] && break
-        [ -e "corpus/$t/$(basename "$f")" ] && continue
-        name=$(basename "$f")
-        # name a seed after what it is
-        if [ -d "build/seeds/$t" ]; then
-            sum=$(sha1sum < "$f" | cut -c1-40)
-            for s in build/seeds/"$t"/*; do
-                if [ "$(sha1sum < "$s" | cut -c1-40)" = "$sum" ]; then name=seed-$(basename "$s"); break; fi
-            done
-        fi
-        cp "$f" "corpus/$t/$name"
-        added=$((added + 1))
-    done < <(find "$sel" -type f -size -"$((keep_bytes + 1))"c -printf '%s %p\n' | sort -n)
-    rm -rf "$sel"
+    # Check in what adds coverage beyond the checked-in corpus (greedy, capped).
+    added=$(select_inputs "$t" "$bin" "$work" "$log.select")
     nin=$(find "corpus/$t" -type f | wc -l)
 
     rate=$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))
