@@ -258,19 +258,20 @@ impl BackendConfig {
                 }
                 _ => {}
             },
-            DriverKind::Lvm => {
-                match &self.volume_group {
-                    None => return bad("driver = \"lvm\" needs `volume_group`".into()),
-                    Some(vg) => {
-                        if let Err(e) = names::check_lvm_name("volume_group", vg) {
-                            return bad(e.to_string());
-                        }
-                    }
-                }
-                if let Some(p) = &self.thin_pool {
-                    if let Err(e) = names::check_lvm_name("thin_pool", p) {
-                        return bad(e.to_string());
-                    }
+            DriverKind::Lvm if self.volume_group.is_none() => {
+                return bad("driver = \"lvm\" needs `volume_group`".into())
+            }
+            DriverKind::Lvm => {}
+        }
+        // LVM names are checked whatever the driver: a file backend must not carry an
+        // unchecked name either (found by the config_parse fuzz target).
+        for (what, name) in [
+            ("volume_group", &self.volume_group),
+            ("thin_pool", &self.thin_pool),
+        ] {
+            if let Some(n) = name {
+                if let Err(e) = names::check_lvm_name(what, n) {
+                    return bad(e.to_string());
                 }
             }
         }
@@ -470,6 +471,14 @@ target_ip_address = "127.0.0.1"
                 "max_over_subscription_ratio",
             ),
             ("[[backend]]\nname='a'\ndriver='file'\npath='rel'\n", "absolute"),
+            (
+                "[[backend]]\nname='a'\ndriver='file'\npath='/x'\nvolume_group='v\u{e9}'\n",
+                "volume_group name",
+            ),
+            (
+                "[[backend]]\nname='a'\ndriver='file'\npath='/x'\nthin_pool='a;b'\n",
+                "thin_pool name",
+            ),
             ("[[backend]]\nname='a'\ndriver='file'\npath='/x'\nbogus=1\n", "bogus"),
             ("default_backend='z'\n", "not a configured backend"),
         ] {

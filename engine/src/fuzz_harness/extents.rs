@@ -14,8 +14,11 @@ use std::ops::Range;
 use crate::bitmap::ChunkBitmap;
 use crate::extent::ExtentMap;
 
-/// Number of units in the model's universe.
-pub const UNITS: u64 = 4096;
+/// Number of units in the model's universe. 256 units still allow 128 extents (a B-tree several
+/// levels deep) and reach about the coverage 4096 did (cov 1031 vs 1035 in 20 s), at a tenth of
+/// the cost per operation (the model is walked after every operation), which is what lets a
+/// run reach 10 M inputs.
+pub const UNITS: u64 = 256;
 
 /// Reads the fuzz input; yields zeros once it is exhausted.
 struct Input<'a> {
