@@ -2,9 +2,10 @@
 //! is inspected (format detection, declared format must match, qcow2/vmdk tables walked, banned
 //! formats and backing/data files refused) before a byte reaches a volume.
 //!
-//! An image that is not raw is first converted into a sparse raw file in the backend's staging
-//! folder (Cinder's `image_conversion_dir`), then copied into the volume's layout; a raw image is
-//! copied straight from its file. Volumes go out as raw (a sparse copy) or qcow2 (the engine's
+//! A volume that is one span (a file volume, an LV in one PV range) gets raw, qcow2 and vmdk
+//! images written straight into it in one pass ([`image_to_window`]); vhd, vhdx and vdi
+//! (converted by qemu-img), and LVs split over several PV ranges, are first converted into a
+//! sparse raw file in the backend's staging folder, then copied into the volume's layout. Volumes go out as raw (a sparse copy) or qcow2 (the engine's
 //! writer), from the volume's file or, for layouts of several spans, a staged raw copy.
 
 use std::path::{Path, PathBuf};
