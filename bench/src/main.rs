@@ -14,6 +14,7 @@ mod fixture;
 mod report;
 mod runner;
 mod sys;
+mod units;
 mod util;
 mod verify;
 

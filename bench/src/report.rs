@@ -3,25 +3,8 @@
 use serde::Serialize;
 
 use crate::cases::{CaseInfo, Role};
+use crate::units::{bytes, MB};
 use crate::verify::Validation;
-
-pub const MB: f64 = 1_000_000.0;
-
-/// Human-readable binary size.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {

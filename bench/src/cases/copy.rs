@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
 
-use crate::fixture::MIB;
 use crate::fixture::{self, Fixture, FixtureSpec};
 use crate::runner;
+use crate::units::{self, MIB};
 use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
 
@@ -83,7 +83,7 @@ impl Case for CopyCase {
             let c = fixture::ensure(&ctx.dir, &self.ceiling_spec)?;
             notes.push(format!(
                 "MB/s = allocated source data ({}) / median time; fio ceiling reads that many bytes of {}",
-                crate::report::bytes(data),
+                units::bytes(data),
                 c.path.display()
             ));
             self.ceiling_src = Some(c.path);

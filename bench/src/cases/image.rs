@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
-use crate::fixture::{self, Fill, Fixture, FixtureSpec, MIB};
+use crate::fixture::{self, Fill, Fixture, FixtureSpec};
 use crate::runner;
+use crate::units::{self, MIB};
 use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
 
@@ -95,7 +96,7 @@ impl Case for ImageCase {
         let mut notes = vec![format!(
             "MB/s = allocated data of {} ({}) / median time",
             raw.path.display(),
-            crate::report::bytes(raw.data_bytes())
+            units::bytes(raw.data_bytes())
         )];
         if self.dir != Direction::FromVolume {
             let cmd = if self.compressed {
@@ -129,7 +130,7 @@ impl Case for ImageCase {
                     Fill::Random => "random",
                     Fill::Text => "compressible text",
                 },
-                crate::report::bytes(util::allocated(&self.qcow2)?)
+                units::bytes(util::allocated(&self.qcow2)?)
             ));
         }
         if self.dir == Direction::ToLoop {

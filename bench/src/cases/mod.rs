@@ -16,8 +16,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::fixture::{Fill, FixtureSpec, GIB, MIB, TIB};
+use crate::fixture::{Fill, FixtureSpec};
 use crate::runner::{self, RunStatus};
+use crate::units::{GIB, MIB, TIB};
 use crate::util;
 use crate::verify::Validation;
 
