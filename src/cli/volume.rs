@@ -197,47 +197,51 @@ fn bad(msg: String) -> BoxError {
     Box::new(DriverError::InvalidInput(msg))
 }
 
-/// The objects `key` names: by UUID, backend name or display name.
-fn matching<'a, T>(
-    all: &'a [T],
+/// The one object `key` names, by UUID, backend name or display name: `not_found` when none
+/// does, an "ambiguous" error naming how many `what` when several do.
+fn the_one<T: Clone>(
+    all: &[T],
     key: &str,
     ids: impl Fn(&T) -> (String, &String, Option<&str>),
-) -> Vec<&'a T> {
-    all.iter()
+    not_found: impl FnOnce() -> DriverError,
+    what: &str,
+) -> Result<T, BoxError> {
+    let hits: Vec<&T> = all
+        .iter()
         .filter(|o| {
             let (id, name, display) = ids(o);
             id == key || name == key || display == Some(key)
         })
-        .collect()
-}
-
-fn ambiguous(key: &str, n: usize, what: &str) -> BoxError {
-    bad(format!("{key:?} names {n} {what}: use the UUID"))
+        .collect();
+    match hits.as_slice() {
+        [o] => Ok((*o).clone()),
+        [] => Err(Box::new(not_found())),
+        _ => Err(bad(format!(
+            "{key:?} names {} {what}: use the UUID",
+            hits.len()
+        ))),
+    }
 }
 
 impl Ctx {
     fn volume(&self, key: &str) -> Result<Volume, BoxError> {
-        let all = self.driver.list_volumes()?;
-        let hits = matching(&all, key, |v| {
-            (v.id.to_string(), &v.name, v.display_name.as_deref())
-        });
-        match hits.as_slice() {
-            [v] => Ok((*v).clone()),
-            [] => Err(Box::new(DriverError::volume_not_found(key))),
-            _ => Err(ambiguous(key, hits.len(), "volumes")),
-        }
+        the_one(
+            &self.driver.list_volumes()?,
+            key,
+            |v| (v.id.to_string(), &v.name, v.display_name.as_deref()),
+            || DriverError::volume_not_found(key),
+            "volumes",
+        )
     }
 
     fn snapshot(&self, key: &str) -> Result<Snapshot, BoxError> {
-        let all = self.driver.list_snapshots()?;
-        let hits = matching(&all, key, |s| {
-            (s.id.to_string(), &s.name, s.display_name.as_deref())
-        });
-        match hits.as_slice() {
-            [s] => Ok((*s).clone()),
-            [] => Err(Box::new(DriverError::snapshot_not_found(key))),
-            _ => Err(ambiguous(key, hits.len(), "snapshots")),
-        }
+        the_one(
+            &self.driver.list_snapshots()?,
+            key,
+            |s| (s.id.to_string(), &s.name, s.display_name.as_deref()),
+            || DriverError::snapshot_not_found(key),
+            "snapshots",
+        )
     }
 
     /// A new volume (with Cinder's id when given); a given name must not be taken yet.
