@@ -3,11 +3,12 @@
 //! back. No value can add a line.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::chap::{Chap, Secret};
 use crate::error::{Result, TargetError};
 use crate::iqn;
+use crate::iscsi::{self, validate_config_path};
 use crate::window::Window;
 
 /// Everything Ember writes into (and reads back from) a per-volume tgt config file. Every field
@@ -28,35 +29,6 @@ pub struct TgtConf {
     pub bsoflags: Option<String>,
     /// `scsi_sn` and `scsi_id`: the volume name.
     pub scsi_name: String,
-}
-
-/// A path written into a config file: absolute, printable ASCII, no whitespace or tgt-config
-/// syntax characters.
-pub fn validate_config_path(p: &Path, field: &'static str) -> Result<()> {
-    let s = p.to_str().unwrap_or("");
-    let reason = if s.is_empty() {
-        Some("must be valid UTF-8")
-    } else if !s.starts_with('/') {
-        Some("must be absolute")
-    } else if !s
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"#<>\"'\\,=".contains(&b))
-    {
-        // `,` and `=` would add keys to tgtadm's and LIO's `key=value,...` parameter strings.
-        Some("must be printable ASCII without whitespace, quotes, `#`, `<`, `>`, `\\`, `,`, `=`")
-    } else if s.split('/').any(|c| c == "..") {
-        Some("must not contain `..`")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(TargetError::InvalidValue {
-            field,
-            value: p.display().to_string(),
-            reason,
-        }),
-        None => Ok(()),
-    }
 }
 
 pub(super) fn validate_bsoflags(flags: &str) -> Result<()> {
@@ -127,18 +99,7 @@ impl TgtConf {
             validate_bsoflags(f)?;
         }
         iqn::validate_volume_name(&self.scsi_name)?;
-        if self.volume_id.is_empty()
-            || !self
-                .volume_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(TargetError::InvalidValue {
-                field: "volume id",
-                value: self.volume_id.clone(),
-                reason: "only letters, digits and `-` are allowed",
-            });
-        }
+        iscsi::validate_volume_id(&self.volume_id)?;
         if self.tid == 0 {
             return Err(TargetError::InvalidValue {
                 field: "target id",
@@ -432,22 +393,5 @@ mod tests {
         let e = TgtConf::parse(&text).unwrap_err();
         let s = format!("{e} {e:?}");
         assert!(!s.contains("S3cret"), "{s}");
-    }
-
-    #[test]
-    fn config_paths() {
-        validate_config_path(Path::new("/dev/vg/volume-1"), "p").unwrap();
-        for p in [
-            "relative",
-            "/a b",
-            "/a\nb",
-            "/a/../b",
-            "/a#b",
-            "/a<b",
-            "/a,bsoflags=x",
-            "/a=b",
-        ] {
-            assert!(validate_config_path(Path::new(p), "p").is_err(), "{p:?}");
-        }
     }
 }

@@ -9,17 +9,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::adm::{is_busy, is_not_found};
-use super::conf::{validate_config_path, TgtConf};
+use super::conf::TgtConf;
 use super::show::Nexus;
-use super::{io_err, TgtAdm, TGT_LUN};
+use super::{TgtAdm, TGT_LUN};
 use crate::chap::{write_file_atomic, Chap};
-use crate::error::{Result, TargetError};
+use crate::error::{io_err, Result, TargetError};
 use crate::iqn;
+use crate::iscsi::{self, validate_config_path};
 use crate::runner::Arg;
-use crate::types::{
-    parse_provider_auth, parse_provider_location, ConnectionInfo, Connector, ExportModel,
-    ExportVolume, ProviderLocation,
-};
+use crate::types::{ConnectionInfo, Connector, ExportModel, ExportVolume, ProviderLocation};
 use crate::window::{self, Window};
 use crate::TargetHelper;
 
@@ -51,18 +49,7 @@ impl TgtAdm {
     /// large enough for the window or the volume).
     pub(super) fn validate_volume(&self, vol: &ExportVolume) -> Result<()> {
         iqn::validate_volume_name(&vol.name)?;
-        if vol.id.is_empty()
-            || !vol
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(TargetError::InvalidValue {
-                field: "volume id",
-                value: vol.id.clone(),
-                reason: "only letters, digits and `-` are allowed",
-            });
-        }
+        iscsi::validate_volume_id(&vol.id)?;
         validate_config_path(&vol.backing_path, "backing path")?;
         if vol.size_bytes == 0 || vol.size_bytes & 511 != 0 {
             return Err(TargetError::InvalidValue {
@@ -106,17 +93,9 @@ impl TgtAdm {
         Ok(())
     }
 
-    pub(super) fn window_of(vol: &ExportVolume) -> Option<Window> {
-        vol.is_windowed().then(|| Window {
-            source: vol.backing_path.clone(),
-            offset: vol.backing_offset,
-            len: vol.backing_len.unwrap_or(vol.size_bytes),
-        })
-    }
-
     /// The device tgt must open for `vol` (setting up the loop device for a window).
     pub(super) fn backing_store(&self, vol: &ExportVolume) -> Result<(PathBuf, Option<Window>)> {
-        match Self::window_of(vol) {
+        match iscsi::window_of(vol) {
             Some(w) => Ok((window::ensure(&self.runner, &w)?, Some(w))),
             None => Ok((vol.backing_path.clone(), None)),
         }
@@ -148,16 +127,13 @@ impl TgtAdm {
     }
 
     pub(super) fn model_of(&self, conf: &TgtConf) -> ExportModel {
-        let loc = ProviderLocation {
-            portals: self.cfg.portals(),
-            tid: conf.tid,
-            iqn: conf.iqn.clone(),
-            lun: TGT_LUN,
-        };
-        ExportModel {
-            provider_location: loc.to_string(),
-            provider_auth: conf.chap.as_ref().map(Chap::to_provider_auth),
-        }
+        iscsi::export_model(
+            &self.cfg,
+            conf.tid,
+            &conf.iqn,
+            TGT_LUN,
+            conf.chap.as_ref().map(Chap::to_provider_auth),
+        )
     }
 
     /// Parses a stored model and checks it names this volume's IQN and tgt's LUN.
@@ -166,25 +142,14 @@ impl TgtAdm {
         vol: &ExportVolume,
         model: &ExportModel,
     ) -> Result<(ProviderLocation, Option<Chap>)> {
-        let loc = parse_provider_location(&model.provider_location)?;
-        let expected = self.iqn_for(vol)?;
-        if loc.iqn != expected {
-            return Err(TargetError::ModelMismatch {
-                volume: vol.name.clone(),
-                iqn: loc.iqn,
-                expected,
-            });
-        }
+        let loc = iscsi::check_model_iqn(&self.cfg, vol, model)?;
         if loc.lun != TGT_LUN {
             return Err(TargetError::ProviderLocation {
                 location: model.provider_location.clone(),
                 reason: "tgt exports use LUN 1",
             });
         }
-        let chap = match &model.provider_auth {
-            Some(a) => parse_provider_auth(a)?,
-            None => None,
-        };
+        let chap = iscsi::chap_of(model.provider_auth.as_deref())?;
         Ok((loc, chap))
     }
 
@@ -291,7 +256,7 @@ impl TargetHelper for TgtAdm {
             let window = conf
                 .as_ref()
                 .and_then(|c| c.window.clone())
-                .or_else(|| Self::window_of(vol));
+                .or_else(|| iscsi::window_of(vol));
             // Accounts to delete: ours from the config file, and (if the file was lost) the
             // incoming accounts bound to this target (per-volume random names).
             let mut accounts: Vec<String> = conf
@@ -317,16 +282,9 @@ impl TargetHelper for TgtAdm {
                     }
                 }
                 if !t.nexuses.is_empty() && !force {
-                    return Err(TargetError::TargetInUse {
-                        iqn,
-                        sessions: t.nexuses.len(),
-                        initiators: t
-                            .nexuses
-                            .iter()
-                            .map(|n| n.initiator.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
+                    let initiators: Vec<&str> =
+                        t.nexuses.iter().map(|n| n.initiator.as_str()).collect();
+                    return Err(iscsi::in_use(&iqn, &initiators));
                 }
                 let delete = |force: bool| {
                     let args: Vec<Arg> = if force { vec!["--force".into()] } else { vec![] };
@@ -403,19 +361,8 @@ impl TargetHelper for TgtAdm {
             self.apply(&conf)?;
             Ok(())
         })?;
-        let portals = if loc.portals.is_empty() {
-            self.cfg.portals()
-        } else {
-            loc.portals.clone()
-        };
-        Ok(ConnectionInfo::iscsi(
-            &self.cfg,
-            vol,
-            &loc,
-            portals,
-            connector.multipath,
-            chap,
-        ))
+        let info = iscsi::connection_info(&self.cfg, vol, &loc, connector, chap);
+        Ok(info)
     }
 
     fn terminate_connection(

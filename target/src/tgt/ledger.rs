@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::{io_err, TgtAdm, LEDGER};
+use super::{TgtAdm, LEDGER};
 use crate::chap::write_file_atomic;
-use crate::error::{Result, TargetError};
+use crate::error::{io_err, Result, TargetError};
 
 /// One ledger line: a tid handed out for an IQN of a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]

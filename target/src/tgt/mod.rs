@@ -1,4 +1,5 @@
-//! The tgt (Linux SCSI target framework, `tgtd`) implementation of [`TargetHelper`].
+//! The tgt (Linux SCSI target framework, `tgtd`) implementation of
+//! [`TargetHelper`](crate::TargetHelper).
 //!
 //! State lives in `volumes_dir` (mode 0700):
 //! * `<volume name>`: one tgt-admin compatible config file per export (Cinder's layout and
@@ -53,15 +54,15 @@ mod show;
 
 use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::{Result, TargetError};
+use crate::error::{io_err, Result, TargetError};
 use crate::iqn;
+use crate::iscsi::{self, validate_config_path};
 use crate::runner::Runner;
 use crate::types::{ExportVolume, TargetConfig};
 
@@ -93,11 +94,6 @@ impl std::fmt::Debug for TgtAdm {
     }
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TargetError {
-    let path = path.to_owned();
-    move |source| TargetError::Io { op, path, source }
-}
-
 impl TgtAdm {
     /// Validates `cfg` and creates `volumes_dir` (0700).
     pub fn new(cfg: TargetConfig) -> Result<Self> {
@@ -118,13 +114,7 @@ impl TgtAdm {
             validate_bsoflags(&cfg.iscsi_target_flags)?;
         }
         validate_config_path(&cfg.volumes_dir, "volumes_dir")?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.volumes_dir)
-            .map_err(io_err("cannot create", &cfg.volumes_dir))?;
-        fs::set_permissions(&cfg.volumes_dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("cannot chmod", &cfg.volumes_dir))?;
+        iscsi::create_state_dir(&cfg.volumes_dir)?;
         Ok(Self {
             runner: Runner::new(cfg.command_timeout),
             cfg,
@@ -141,7 +131,7 @@ impl TgtAdm {
 
     /// The IQN of a volume: `target_prefix + name`.
     pub fn iqn_for(&self, vol: &ExportVolume) -> Result<String> {
-        iqn::target_iqn(&self.cfg.target_prefix, &vol.name)
+        iscsi::volume_iqn(&self.cfg, vol)
     }
 
     /// The per-volume config file.
@@ -170,7 +160,7 @@ impl TgtAdm {
     }
 }
 
+pub use conf::TgtConf;
 use conf::{validate_bsoflags, validate_driver};
-pub use conf::{validate_config_path, TgtConf};
 pub use ledger::{parse_ledger, LedgerEntry};
 pub use show::{parse_show_targets, Nexus, NexusConnection, ShowAccount, ShowLun, ShowTarget};
