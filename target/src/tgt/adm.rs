@@ -85,33 +85,34 @@ impl TgtAdm {
             Err(e) if is_already_exists(&e) => {}
             Err(e) => return Err(e),
         }
+        self.update_lun(
+            conf.tid,
+            &format!("scsi_sn={0},scsi_id={0}", conf.scsi_name),
+        )?;
+        if !conf.write_cache {
+            // What tgt-admin sends for `write-cache off`: caching mode page with WCE cleared.
+            self.update_lun(
+                conf.tid,
+                "mode_page=8:0:18:0x10:0:0xff:0xff:0:0:0xff:0xff:0xff:0xff:0x80:0x14:0:0:0:0:0:0",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `--op update --mode logicalunit` of LUN 1 with `params`.
+    fn update_lun(&self, tid: u32, params: &str) -> Result<()> {
         self.op(
             "update",
             "logicalunit",
-            conf.tid,
+            tid,
             &[
                 "--lun".into(),
                 TGT_LUN.to_string().into(),
                 "--params".into(),
-                format!("scsi_sn={0},scsi_id={0}", conf.scsi_name).into(),
+                params.into(),
             ],
-        )?;
-        if !conf.write_cache {
-            // What tgt-admin sends for `write-cache off`: caching mode page with WCE cleared.
-            self.op(
-                "update",
-                "logicalunit",
-                conf.tid,
-                &[
-                    "--lun".into(),
-                    TGT_LUN.to_string().into(),
-                    "--params".into(),
-                    "mode_page=8:0:18:0x10:0:0xff:0xff:0:0:0xff:0xff:0xff:0xff:0x80:0x14:0:0:0:0:0:0"
-                        .into(),
-                ],
-            )?;
-        }
-        Ok(())
+        )
+        .map(|_| ())
     }
 
     pub(super) fn delete_lun(&self, tid: u32) -> Result<()> {
