@@ -153,6 +153,16 @@ impl LioExport {
     fn lun_dir(&self) -> PathBuf {
         self.tpg().join(format!("lun/lun_{LIO_LUN}"))
     }
+
+    /// The ACL of `initiator` in the TPG.
+    fn acl(&self, initiator: &str) -> PathBuf {
+        self.tpg().join("acls").join(initiator)
+    }
+
+    /// The LUN mapped into `initiator`'s ACL.
+    fn acl_lun(&self, initiator: &str) -> PathBuf {
+        self.acl(initiator).join(format!("lun_{LIO_LUN}"))
+    }
 }
 
 /// Steps creating the backstore, target, TPG, portals and LUN (no ACL yet).
@@ -214,7 +224,7 @@ fn lun_steps(e: &LioExport) -> Vec<Step> {
 pub fn add_initiator_steps(e: &LioExport, initiator: &str) -> Result<Vec<Step>> {
     e.validate()?;
     iqn::validate_initiator_name(initiator)?;
-    let acl = e.tpg().join("acls").join(initiator);
+    let acl = e.acl(initiator);
     let mut s = vec![Step::Mkdir(acl.clone())];
     if let Some(c) = &e.chap {
         s.push(w(acl.join("auth/userid"), c.username.clone()));
@@ -228,11 +238,7 @@ pub fn add_initiator_steps(e: &LioExport, initiator: &str) -> Result<Vec<Step>> 
 }
 
 fn acl_lun_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
-    let mapped = e
-        .tpg()
-        .join("acls")
-        .join(initiator)
-        .join(format!("lun_{LIO_LUN}"));
+    let mapped = e.acl_lun(initiator);
     vec![
         Step::Mkdir(mapped.clone()),
         Step::Symlink {
@@ -243,11 +249,7 @@ fn acl_lun_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
 }
 
 fn acl_lun_remove_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
-    let mapped = e
-        .tpg()
-        .join("acls")
-        .join(initiator)
-        .join(format!("lun_{LIO_LUN}"));
+    let mapped = e.acl_lun(initiator);
     vec![Step::Unlink(mapped.join(LUN_LINK)), Step::Rmdir(mapped)]
 }
 
@@ -255,7 +257,7 @@ fn acl_lun_remove_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
 pub fn remove_initiator_steps(e: &LioExport, initiator: &str) -> Result<Vec<Step>> {
     iqn::validate_initiator_name(initiator)?;
     let mut s = acl_lun_remove_steps(e, initiator);
-    s.push(Step::Rmdir(e.tpg().join("acls").join(initiator)));
+    s.push(Step::Rmdir(e.acl(initiator)));
     Ok(s)
 }
 
@@ -594,7 +596,7 @@ impl TargetHelper for LioAdm {
                 .initiators
                 .iter()
                 .filter(|i| {
-                    let info = e.tpg().join("acls").join(i).join("info");
+                    let info = e.acl(i).join("info");
                     fs::read_to_string(self.root.join(info))
                         .ok()
                         .and_then(|t| parse_acl_info(&t))
