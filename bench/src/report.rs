@@ -50,6 +50,33 @@ pub struct ToolResult {
 }
 
 impl ToolResult {
+    /// A tool's result before its first run: no runs, no figures, no verdict yet.
+    pub fn new(
+        name: &str,
+        role: Role,
+        command: String,
+        status: &str,
+        note: Option<String>,
+    ) -> Self {
+        ToolResult {
+            name: name.to_owned(),
+            role,
+            command,
+            status: status.to_owned(),
+            note,
+            runs: Vec::new(),
+            median_seconds: None,
+            mb_per_s: None,
+            time_vs_ember: None,
+            peak_rss_kib: None,
+            dst_allocated: None,
+            dst_mapped: None,
+            validation: None,
+        }
+    }
+}
+
+impl ToolResult {
     pub fn usable(&self) -> bool {
         self.status == "ok" && self.median_seconds.is_some()
     }
@@ -424,11 +451,6 @@ mod tests {
 
     fn tool(name: &str, role: Role, secs: &[f64], status: &str) -> ToolResult {
         ToolResult {
-            name: name.into(),
-            role,
-            command: String::new(),
-            status: status.into(),
-            note: None,
             runs: secs
                 .iter()
                 .enumerate()
@@ -448,13 +470,8 @@ mod tests {
                     validation: Some(Validation::Identical),
                 })
                 .collect(),
-            median_seconds: None,
-            mb_per_s: None,
-            time_vs_ember: None,
-            peak_rss_kib: None,
-            dst_allocated: None,
-            dst_mapped: None,
             validation: Some(Validation::Identical),
+            ..ToolResult::new(name, role, String::new(), status, None)
         }
     }
 
