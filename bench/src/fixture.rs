@@ -15,11 +15,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result};
-
-pub const KIB: u64 = 1024;
-pub const MIB: u64 = 1024 * KIB;
-pub const GIB: u64 = 1024 * MIB;
-pub const TIB: u64 = 1024 * GIB;
+use crate::units::{self, KIB, MIB};
 
 /// Bumped whenever the layout algorithm or data generator changes.
 const LAYOUT_VERSION: u32 = 1;
@@ -167,8 +163,8 @@ pub fn ensure(dir: &Path, spec: &FixtureSpec) -> Result<Fixture> {
         "fixture {}: building {} ({} logical, {} {} data in {} extents)",
         spec.name,
         path.display(),
-        crate::report::bytes(spec.logical),
-        crate::report::bytes(spec.data.min(spec.logical)),
+        units::bytes(spec.logical),
+        units::bytes(spec.data.min(spec.logical)),
         match spec.fill {
             Fill::Random => "random",
             Fill::Text => "text",
@@ -282,6 +278,7 @@ pub fn ensure_derived(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::GIB;
 
     #[test]
     fn layout_is_exact_disjoint_and_seeded() {

@@ -14,6 +14,7 @@ mod fixture;
 mod report;
 mod runner;
 mod sys;
+mod units;
 mod util;
 mod verify;
 
@@ -251,24 +252,9 @@ fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResu
     let tools = case.tools(ctx);
     result.tools = tools
         .iter()
-        .map(|t| ToolResult {
-            name: t.name.clone(),
-            role: t.role,
-            command: t.command_line(),
-            status: if t.skip.is_some() {
-                "skipped".into()
-            } else {
-                "ok".into()
-            },
-            note: t.skip.clone(),
-            runs: Vec::new(),
-            median_seconds: None,
-            mb_per_s: None,
-            time_vs_ember: None,
-            peak_rss_kib: None,
-            dst_allocated: None,
-            dst_mapped: None,
-            validation: None,
+        .map(|t| {
+            let status = if t.skip.is_some() { "skipped" } else { "ok" };
+            ToolResult::new(&t.name, t.role, t.command_line(), status, t.skip.clone())
         })
         .collect();
     for t in &tools {

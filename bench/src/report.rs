@@ -3,25 +3,8 @@
 use serde::Serialize;
 
 use crate::cases::{CaseInfo, Role};
+use crate::units::{bytes, MB};
 use crate::verify::Validation;
-
-pub const MB: f64 = 1_000_000.0;
-
-/// Human-readable binary size.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
@@ -64,6 +47,33 @@ pub struct ToolResult {
     pub dst_mapped: Option<u64>,
     /// The verdict over every run (see [`Validation::merge`]).
     pub validation: Option<Validation>,
+}
+
+impl ToolResult {
+    /// A tool's result before its first run: no runs, no figures, no verdict yet.
+    pub fn new(
+        name: &str,
+        role: Role,
+        command: String,
+        status: &str,
+        note: Option<String>,
+    ) -> Self {
+        ToolResult {
+            name: name.to_owned(),
+            role,
+            command,
+            status: status.to_owned(),
+            note,
+            runs: Vec::new(),
+            median_seconds: None,
+            mb_per_s: None,
+            time_vs_ember: None,
+            peak_rss_kib: None,
+            dst_allocated: None,
+            dst_mapped: None,
+            validation: None,
+        }
+    }
 }
 
 impl ToolResult {
@@ -441,11 +451,6 @@ mod tests {
 
     fn tool(name: &str, role: Role, secs: &[f64], status: &str) -> ToolResult {
         ToolResult {
-            name: name.into(),
-            role,
-            command: String::new(),
-            status: status.into(),
-            note: None,
             runs: secs
                 .iter()
                 .enumerate()
@@ -465,13 +470,8 @@ mod tests {
                     validation: Some(Validation::Identical),
                 })
                 .collect(),
-            median_seconds: None,
-            mb_per_s: None,
-            time_vs_ember: None,
-            peak_rss_kib: None,
-            dst_allocated: None,
-            dst_mapped: None,
             validation: Some(Validation::Identical),
+            ..ToolResult::new(name, role, String::new(), status, None)
         }
     }
 

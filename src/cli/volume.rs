@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::common::human;
 
-type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type CliResult = Result<(), BoxError>;
 
 /// Manage volumes: create, snapshot, clone, extend, export, delete (with wipe).
 #[derive(clap::Args, Debug)]
@@ -192,51 +193,55 @@ struct Ctx {
     json: bool,
 }
 
-fn bad(msg: String) -> Box<dyn std::error::Error + Send + Sync> {
+fn bad(msg: String) -> BoxError {
     Box::new(DriverError::InvalidInput(msg))
 }
 
-/// The objects `key` names: by UUID, backend name or display name.
-fn matching<'a, T>(
-    all: &'a [T],
+/// The one object `key` names, by UUID, backend name or display name: `not_found` when none
+/// does, an "ambiguous" error naming how many `what` when several do.
+fn the_one<T: Clone>(
+    all: &[T],
     key: &str,
     ids: impl Fn(&T) -> (String, &String, Option<&str>),
-) -> Vec<&'a T> {
-    all.iter()
+    not_found: impl FnOnce() -> DriverError,
+    what: &str,
+) -> Result<T, BoxError> {
+    let hits: Vec<&T> = all
+        .iter()
         .filter(|o| {
             let (id, name, display) = ids(o);
             id == key || name == key || display == Some(key)
         })
-        .collect()
-}
-
-fn ambiguous(key: &str, n: usize, what: &str) -> Box<dyn std::error::Error + Send + Sync> {
-    bad(format!("{key:?} names {n} {what}: use the UUID"))
+        .collect();
+    match hits.as_slice() {
+        [o] => Ok((*o).clone()),
+        [] => Err(Box::new(not_found())),
+        _ => Err(bad(format!(
+            "{key:?} names {} {what}: use the UUID",
+            hits.len()
+        ))),
+    }
 }
 
 impl Ctx {
-    fn volume(&self, key: &str) -> Result<Volume, Box<dyn std::error::Error + Send + Sync>> {
-        let all = self.driver.list_volumes()?;
-        let hits = matching(&all, key, |v| {
-            (v.id.to_string(), &v.name, v.display_name.as_deref())
-        });
-        match hits.as_slice() {
-            [v] => Ok((*v).clone()),
-            [] => Err(Box::new(DriverError::volume_not_found(key))),
-            _ => Err(ambiguous(key, hits.len(), "volumes")),
-        }
+    fn volume(&self, key: &str) -> Result<Volume, BoxError> {
+        the_one(
+            &self.driver.list_volumes()?,
+            key,
+            |v| (v.id.to_string(), &v.name, v.display_name.as_deref()),
+            || DriverError::volume_not_found(key),
+            "volumes",
+        )
     }
 
-    fn snapshot(&self, key: &str) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
-        let all = self.driver.list_snapshots()?;
-        let hits = matching(&all, key, |s| {
-            (s.id.to_string(), &s.name, s.display_name.as_deref())
-        });
-        match hits.as_slice() {
-            [s] => Ok((*s).clone()),
-            [] => Err(Box::new(DriverError::snapshot_not_found(key))),
-            _ => Err(ambiguous(key, hits.len(), "snapshots")),
-        }
+    fn snapshot(&self, key: &str) -> Result<Snapshot, BoxError> {
+        the_one(
+            &self.driver.list_snapshots()?,
+            key,
+            |s| (s.id.to_string(), &s.name, s.display_name.as_deref()),
+            || DriverError::snapshot_not_found(key),
+            "snapshots",
+        )
     }
 
     /// A new volume (with Cinder's id when given); a given name must not be taken yet.
@@ -245,7 +250,7 @@ impl Ctx {
         size: u64,
         name: Option<&str>,
         id: Option<Uuid>,
-    ) -> Result<Volume, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Volume, BoxError> {
         let v = Volume::with_id(id.unwrap_or_else(Uuid::new_v4), size, name)?;
         if let Some(n) = name {
             if self
@@ -276,6 +281,22 @@ impl Ctx {
             println!("{}", items.iter().map(line).collect::<Vec<_>>().join("\n"));
         }
         Ok(())
+    }
+
+    /// The common arm: looks `key` up, runs `act` on the volume, then prints `{verb: <id>}`
+    /// under --json, else the line `human` makes from the volume and what `act` returned.
+    fn act_on_volume<R>(
+        &self,
+        key: &str,
+        verb: &str,
+        act: impl FnOnce(&Volume) -> Result<R, BoxError>,
+        human: impl FnOnce(&Volume, R) -> String,
+    ) -> CliResult {
+        let v = self.volume(key)?;
+        let r = act(&v)?;
+        let mut done = serde_json::Map::new();
+        done.insert(verb.to_owned(), serde_json::to_value(v.id)?);
+        self.print(&done, || human(&v, r))
     }
 
     fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CliResult {
@@ -334,6 +355,17 @@ fn stats_text(s: &VolumeStats) -> String {
     )
 }
 
+/// An image file of the declared Glance disk_format.
+fn image_file(path: PathBuf, disk_format: String) -> ImageFile {
+    ImageFile {
+        path,
+        meta: ImageMeta {
+            disk_format,
+            ..ImageMeta::raw()
+        },
+    }
+}
+
 /// Runs `ember volume ...`.
 pub fn run(args: VolumeArgs) -> CliResult {
     let explicit = args.config.clone();
@@ -376,15 +408,16 @@ pub fn run(args: VolumeArgs) -> CliResult {
             d.create_volume(&v)?;
             c.print(&v, || format!("created {} ({} GiB)", v.label(), v.size))
         }
-        VolumeCommand::Delete { volume } => {
-            let v = c.volume(&volume)?;
-            // A loop device left over the volume would show the next tenant's bytes.
-            local::disconnect(d.as_ref(), &v)?;
-            d.delete_volume(&v)?;
-            c.print(&serde_json::json!({"deleted": v.id}), || {
-                format!("deleted {}", v.label())
-            })
-        }
+        VolumeCommand::Delete { volume } => c.act_on_volume(
+            &volume,
+            "deleted",
+            |v| {
+                // A loop device left over the volume would show the next tenant's bytes.
+                local::disconnect(d.as_ref(), v)?;
+                Ok(d.delete_volume(v)?)
+            },
+            |v, ()| format!("deleted {}", v.label()),
+        ),
         VolumeCommand::List => c.print_list("volumes", &d.list_volumes()?, vol_line),
         VolumeCommand::Show { volume } => {
             let v = c.volume(&volume)?;
@@ -505,13 +538,12 @@ pub fn run(args: VolumeArgs) -> CliResult {
                 )
             })
         }
-        VolumeCommand::Unmanage { volume } => {
-            let v = c.volume(&volume)?;
-            d.unmanage(&v)?;
-            c.print(&serde_json::json!({"unmanaged": v.id}), || {
-                format!("unmanaged {} (data kept)", v.label())
-            })
-        }
+        VolumeCommand::Unmanage { volume } => c.act_on_volume(
+            &volume,
+            "unmanaged",
+            |v| Ok(d.unmanage(v)?),
+            |v, ()| format!("unmanaged {} (data kept)", v.label()),
+        ),
         VolumeCommand::Stats => {
             let s = d.get_volume_stats(true)?;
             c.print(&s, || stats_text(&s))
@@ -529,13 +561,12 @@ pub fn run(args: VolumeArgs) -> CliResult {
                 )
             })
         }
-        VolumeCommand::Unexport { volume } => {
-            let v = c.volume(&volume)?;
-            d.remove_export(&v)?;
-            c.print(&serde_json::json!({"unexported": v.id}), || {
-                format!("removed the export of {}", v.label())
-            })
-        }
+        VolumeCommand::Unexport { volume } => c.act_on_volume(
+            &volume,
+            "unexported",
+            |v| Ok(d.remove_export(v)?),
+            |v, ()| format!("removed the export of {}", v.label()),
+        ),
         VolumeCommand::Connect {
             volume,
             local: true,
@@ -594,24 +625,26 @@ pub fn run(args: VolumeArgs) -> CliResult {
             volume,
             initiator,
             local,
-        } => {
-            let v = c.volume(&volume)?;
-            let who = if local {
-                let n = local::disconnect(d.as_ref(), &v)?;
-                format!("{n} loop device(s) of this host")
-            } else {
-                let conn = Connector {
-                    initiator: initiator.clone(),
-                    ..Default::default()
+        } => c.act_on_volume(
+            &volume,
+            "disconnected",
+            |v| {
+                let who = if local {
+                    let n = local::disconnect(d.as_ref(), v)?;
+                    format!("{n} loop device(s) of this host")
+                } else {
+                    let conn = Connector {
+                        initiator: initiator.clone(),
+                        ..Default::default()
+                    };
+                    d.terminate_connection(v, &conn)?;
+                    initiator.unwrap_or_default()
                 };
-                d.terminate_connection(&v, &conn)?;
-                initiator.unwrap_or_default()
-            };
-            d.detach_volume(&v, &Attachment::default())?;
-            c.print(&serde_json::json!({"disconnected": v.id}), || {
-                format!("disconnected {who} from {}", v.label())
-            })
-        }
+                d.detach_volume(v, &Attachment::default())?;
+                Ok(who)
+            },
+            |v, who| format!("disconnected {who} from {}", v.label()),
+        ),
         VolumeCommand::Migrate {
             volume,
             to_backend,
@@ -637,13 +670,7 @@ pub fn run(args: VolumeArgs) -> CliResult {
             format,
         } => {
             let v = c.volume(&volume)?;
-            let img = ImageFile {
-                path: image,
-                meta: ImageMeta {
-                    disk_format: format,
-                    ..ImageMeta::raw()
-                },
-            };
+            let img = image_file(image, format);
             d.copy_volume_to_image(&v, &img)?;
             c.print(&img, || {
                 format!("wrote {} to {}", v.label(), img.path.display())
@@ -655,13 +682,7 @@ pub fn run(args: VolumeArgs) -> CliResult {
             format,
         } => {
             let v = c.volume(&volume)?;
-            let img = ImageFile {
-                path: image,
-                meta: ImageMeta {
-                    disk_format: format,
-                    ..ImageMeta::raw()
-                },
-            };
+            let img = image_file(image, format);
             d.copy_image_to_volume(&v, &img)?;
             c.print(&img, || {
                 format!("wrote {} into {}", img.path.display(), v.label())

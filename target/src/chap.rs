@@ -15,7 +15,7 @@ use rand::rngs::OsRng;
 use rand::Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Result, TargetError};
+use crate::error::{io_err, Result, TargetError};
 
 /// Cinder's password alphabet (`volume_utils.generate_password`): no 0/O/1/l/I.
 const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
@@ -150,14 +150,6 @@ pub fn write_file_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| TargetError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
     let _ = fs::remove_file(&tmp);
     let result = (|| {
         let mut f = fs::OpenOptions::new()
@@ -165,16 +157,17 @@ pub fn write_file_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> 
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .map_err(io("cannot create", &tmp))?;
+            .map_err(io_err("cannot create", &tmp))?;
         // The umask may have removed bits; set exactly `mode`.
         f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io("cannot chmod", &tmp))?;
-        f.write_all(contents).map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot fsync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("cannot rename into place", path))?;
+            .map_err(io_err("cannot chmod", &tmp))?;
+        f.write_all(contents)
+            .map_err(io_err("cannot write", &tmp))?;
+        f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("cannot rename into place", path))?;
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io("cannot fsync directory", dir))
+            .map_err(io_err("cannot fsync directory", dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -2,7 +2,7 @@
 //! No variant ever carries a CHAP secret: command lines and outputs are redacted by
 //! [`runner`](crate::runner) before they get here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Result alias for this crate.
@@ -118,4 +118,10 @@ pub enum TargetError {
         what: &'static str,
         reason: &'static str,
     },
+}
+
+/// Maps an I/O error of the step `op` on `path` into [`TargetError::Io`].
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TargetError {
+    let path = path.to_owned();
+    move |source| TargetError::Io { op, path, source }
 }

@@ -11,11 +11,30 @@
 //! driver.terminate_connection / remove_export / extend_volume -> the matching target calls
 //! ```
 //!
-//! Layout: [`types`] (the data passed across the trait), [`iqn`] (IQN building and validation),
-//! [`chap`] (CHAP credential generation, the redacting [`Secret`] type, 0600 storage),
-//! [`runner`] (the one command wrapper: argv only, timeouts, redacted errors), [`tgt`] (the tgt
-//! implementation, tested end to end against a real tgtd), [`lio`] (the LIO implementation through
-//! configfs; configfs is absent on the development machine, so its kernel path is untested).
+//! Layout (Cinder's `volume/targets/{driver,iscsi,tgt,lio}.py`: a base contract, shared iSCSI
+//! logic, one module per implementation):
+//!
+//! ```text
+//! lib.rs       the TargetHelper contract (below)
+//! types.rs     the data passed across it: ExportVolume, ExportModel, ConnectionInfo, TargetConfig,
+//!              provider_location / provider_auth formats
+//! iscsi.rs     iSCSI logic every implementation shares: path and volume id checks, the 0700
+//!              state folder, a volume's IQN and byte window, the model built and checked,
+//!              "in use", Cinder's connection_info
+//! iqn.rs       IQN building and validation       chap.rs   CHAP credentials, Secret, 0600 files
+//! runner.rs    the one command wrapper (argv only, time limits, redacted errors)
+//! window.rs    loop devices showing a byte window of a backing device
+//! tgt/         the tgt implementation (TgtAdm), tested end to end against a real tgtd:
+//!   mod.rs       TgtAdm, its construction and lock     helper.rs  the TargetHelper impl
+//!   conf.rs      per-volume config file                ledger.rs  target id ledger
+//!   adm.rs       tgtadm calls + reconciliation         show.rs    `tgtadm --op show` parser
+//! tgtd_ipc.rs  tgtd's management socket (CHAP accounts without a command line)
+//! lio.rs       the LIO implementation (LioAdm) through configfs; configfs is absent on the
+//!              development machine, so its kernel path is untested
+//! ```
+//!
+//! A new target implementation is a new module with a type implementing [`TargetHelper`] over
+//! [`iscsi`]; only how it drives its daemon or kernel and its LUN numbering should be its own.
 
 pub mod chap;
 pub mod error;
@@ -23,6 +42,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod iqn;
+pub mod iscsi;
 pub mod lio;
 pub mod runner;
 pub mod tgt;

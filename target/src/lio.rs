@@ -29,20 +29,19 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::chap::{write_file_atomic, Chap, Secret};
-use crate::error::{Result, TargetError};
+use crate::error::{io_err, Result, TargetError};
 use crate::iqn;
+use crate::iscsi::{self, validate_config_path};
 use crate::runner::Runner;
-use crate::tgt::validate_config_path;
 use crate::types::{
-    parse_provider_auth, parse_provider_location, ConnectionInfo, Connector, ExportModel,
-    ExportVolume, ProviderLocation, TargetConfig,
+    ConnectionInfo, Connector, ExportModel, ExportVolume, ProviderLocation, TargetConfig,
 };
 use crate::window::{self, Window};
 use crate::TargetHelper;
@@ -136,7 +135,7 @@ impl LioExport {
         }
         for p in &self.portals {
             // Parsed through provider_location's portal grammar.
-            parse_provider_location(&format!("{p},1 {} 0", self.iqn))?;
+            crate::types::parse_provider_location(&format!("{p},1 {} 0", self.iqn))?;
         }
         Ok(())
     }
@@ -153,6 +152,16 @@ impl LioExport {
 
     fn lun_dir(&self) -> PathBuf {
         self.tpg().join(format!("lun/lun_{LIO_LUN}"))
+    }
+
+    /// The ACL of `initiator` in the TPG.
+    fn acl(&self, initiator: &str) -> PathBuf {
+        self.tpg().join("acls").join(initiator)
+    }
+
+    /// The LUN mapped into `initiator`'s ACL.
+    fn acl_lun(&self, initiator: &str) -> PathBuf {
+        self.acl(initiator).join(format!("lun_{LIO_LUN}"))
     }
 }
 
@@ -215,7 +224,7 @@ fn lun_steps(e: &LioExport) -> Vec<Step> {
 pub fn add_initiator_steps(e: &LioExport, initiator: &str) -> Result<Vec<Step>> {
     e.validate()?;
     iqn::validate_initiator_name(initiator)?;
-    let acl = e.tpg().join("acls").join(initiator);
+    let acl = e.acl(initiator);
     let mut s = vec![Step::Mkdir(acl.clone())];
     if let Some(c) = &e.chap {
         s.push(w(acl.join("auth/userid"), c.username.clone()));
@@ -229,11 +238,7 @@ pub fn add_initiator_steps(e: &LioExport, initiator: &str) -> Result<Vec<Step>> 
 }
 
 fn acl_lun_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
-    let mapped = e
-        .tpg()
-        .join("acls")
-        .join(initiator)
-        .join(format!("lun_{LIO_LUN}"));
+    let mapped = e.acl_lun(initiator);
     vec![
         Step::Mkdir(mapped.clone()),
         Step::Symlink {
@@ -244,11 +249,7 @@ fn acl_lun_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
 }
 
 fn acl_lun_remove_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
-    let mapped = e
-        .tpg()
-        .join("acls")
-        .join(initiator)
-        .join(format!("lun_{LIO_LUN}"));
+    let mapped = e.acl_lun(initiator);
     vec![Step::Unlink(mapped.join(LUN_LINK)), Step::Rmdir(mapped)]
 }
 
@@ -256,7 +257,7 @@ fn acl_lun_remove_steps(e: &LioExport, initiator: &str) -> Vec<Step> {
 pub fn remove_initiator_steps(e: &LioExport, initiator: &str) -> Result<Vec<Step>> {
     iqn::validate_initiator_name(initiator)?;
     let mut s = acl_lun_remove_steps(e, initiator);
-    s.push(Step::Rmdir(e.tpg().join("acls").join(initiator)));
+    s.push(Step::Rmdir(e.acl(initiator)));
     Ok(s)
 }
 
@@ -304,25 +305,17 @@ pub fn extend_steps(old: &LioExport, new: &LioExport, initiators: &[String]) -> 
 /// Performs `steps` under `root` with plain std::fs calls. Untested on a real configfs (absent on
 /// the development machine).
 pub fn apply(root: &Path, steps: &[Step]) -> Result<()> {
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| TargetError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
     let absent = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     for step in steps {
         match step {
             Step::Mkdir(p) => {
                 let p = root.join(p);
-                fs::create_dir(&p).map_err(io("cannot create configfs object", &p))?;
+                fs::create_dir(&p).map_err(io_err("cannot create configfs object", &p))?;
             }
             Step::MkdirIfMissing(p) => {
                 let p = root.join(p);
                 if !p.is_dir() {
-                    fs::create_dir(&p).map_err(io("cannot create configfs object", &p))?;
+                    fs::create_dir(&p).map_err(io_err("cannot create configfs object", &p))?;
                 }
             }
             Step::Write { path, value } => {
@@ -330,24 +323,24 @@ pub fn apply(root: &Path, steps: &[Step]) -> Result<()> {
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .open(&p)
-                    .map_err(io("cannot open configfs attribute", &p))?;
+                    .map_err(io_err("cannot open configfs attribute", &p))?;
                 let bytes = match value {
                     Value::Plain(s) => s.as_bytes(),
                     Value::Secret(s) => s.expose().as_bytes(),
                 };
                 f.write_all(bytes)
-                    .map_err(io("cannot write configfs attribute", &p))?;
+                    .map_err(io_err("cannot write configfs attribute", &p))?;
             }
             Step::Symlink { target, link } => {
                 let (t, l) = (root.join(target), root.join(link));
-                std::os::unix::fs::symlink(&t, &l).map_err(io("cannot link", &l))?;
+                std::os::unix::fs::symlink(&t, &l).map_err(io_err("cannot link", &l))?;
             }
             Step::Unlink(p) => {
                 let p = root.join(p);
                 match fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if absent(&e) => {}
-                    Err(e) => return Err(io("cannot unlink", &p)(e)),
+                    Err(e) => return Err(io_err("cannot unlink", &p)(e)),
                 }
             }
             Step::Rmdir(p) => {
@@ -355,7 +348,7 @@ pub fn apply(root: &Path, steps: &[Step]) -> Result<()> {
                 match fs::remove_dir(&p) {
                     Ok(()) => {}
                     Err(e) if absent(&e) => {}
-                    Err(e) => return Err(io("cannot remove configfs object", &p)(e)),
+                    Err(e) => return Err(io_err("cannot remove configfs object", &p)(e)),
                 }
             }
         }
@@ -438,22 +431,7 @@ impl LioAdm {
                 reason: "configfs target/iscsi is not available (configfs not mounted or iscsi_target_mod missing)",
             });
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.volumes_dir)
-            .map_err(|source| TargetError::Io {
-                op: "cannot create",
-                path: cfg.volumes_dir.clone(),
-                source,
-            })?;
-        fs::set_permissions(&cfg.volumes_dir, fs::Permissions::from_mode(0o700)).map_err(
-            |source| TargetError::Io {
-                op: "cannot chmod",
-                path: cfg.volumes_dir.clone(),
-                source,
-            },
-        )?;
+        iscsi::create_state_dir(&cfg.volumes_dir)?;
         Ok(Self {
             runner: Runner::new(cfg.command_timeout),
             cfg,
@@ -477,11 +455,7 @@ impl LioAdm {
                     reason: "not Ember's JSON",
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(TargetError::Io {
-                op: "cannot read",
-                path: p,
-                source,
-            }),
+            Err(e) => Err(io_err("cannot read", &p)(e)),
         }
     }
 
@@ -495,10 +469,7 @@ impl LioAdm {
     }
 
     fn export_of(&self, st: &LioState, name: &str) -> Result<LioExport> {
-        let chap = match &st.provider_auth {
-            Some(a) => parse_provider_auth(a)?,
-            None => None,
-        };
+        let chap = iscsi::chap_of(st.provider_auth.as_deref())?;
         Ok(LioExport {
             iqn: st.iqn.clone(),
             volume_name: name.to_owned(),
@@ -513,21 +484,11 @@ impl LioAdm {
 
     fn device_of(&self, vol: &ExportVolume) -> Result<(PathBuf, Backstore, Option<Window>)> {
         validate_config_path(&vol.backing_path, "backing path")?;
-        let (dev, win) = if vol.is_windowed() {
-            let w = Window {
-                source: vol.backing_path.clone(),
-                offset: vol.backing_offset,
-                len: vol.backing_len.unwrap_or(vol.size_bytes),
-            };
-            (window::ensure(&self.runner, &w)?, Some(w))
-        } else {
-            (vol.backing_path.clone(), None)
+        let (dev, win) = match iscsi::window_of(vol) {
+            Some(w) => (window::ensure(&self.runner, &w)?, Some(w)),
+            None => (vol.backing_path.clone(), None),
         };
-        let meta = fs::metadata(&dev).map_err(|source| TargetError::Io {
-            op: "cannot stat backing store",
-            path: dev.clone(),
-            source,
-        })?;
+        let meta = fs::metadata(&dev).map_err(io_err("cannot stat backing store", &dev))?;
         let kind = if meta.file_type().is_block_device() {
             Backstore::IBlock
         } else {
@@ -541,7 +502,7 @@ impl LioAdm {
         let (device, backstore, win) = self.device_of(vol)?;
         Ok(LioState {
             volume_id: vol.id.clone(),
-            iqn: iqn::target_iqn(&self.cfg.target_prefix, &vol.name)?,
+            iqn: iscsi::volume_iqn(&self.cfg, vol)?,
             device,
             backstore,
             size_bytes: vol.size_bytes,
@@ -552,16 +513,7 @@ impl LioAdm {
     }
 
     fn model_of(&self, st: &LioState) -> ExportModel {
-        ExportModel {
-            provider_location: ProviderLocation {
-                portals: self.cfg.portals(),
-                tid: TPG,
-                iqn: st.iqn.clone(),
-                lun: LIO_LUN,
-            }
-            .to_string(),
-            provider_auth: st.provider_auth.clone(),
-        }
+        iscsi::export_model(&self.cfg, TPG, &st.iqn, LIO_LUN, st.provider_auth.clone())
     }
 
     fn live(&self, iqn: &str) -> bool {
@@ -582,16 +534,7 @@ impl LioAdm {
     }
 
     fn check_model(&self, vol: &ExportVolume, model: &ExportModel) -> Result<ProviderLocation> {
-        let loc = parse_provider_location(&model.provider_location)?;
-        let expected = iqn::target_iqn(&self.cfg.target_prefix, &vol.name)?;
-        if loc.iqn != expected {
-            return Err(TargetError::ModelMismatch {
-                volume: vol.name.clone(),
-                iqn: loc.iqn,
-                expected,
-            });
-        }
-        Ok(loc)
+        iscsi::check_model_iqn(&self.cfg, vol, model)
     }
 }
 
@@ -649,27 +592,20 @@ impl TargetHelper for LioAdm {
         };
         let e = self.export_of(&st, &vol.name)?;
         if !force {
-            let active: Vec<&String> = st
+            let active: Vec<&str> = st
                 .initiators
                 .iter()
                 .filter(|i| {
-                    let info = e.tpg().join("acls").join(i).join("info");
+                    let info = e.acl(i).join("info");
                     fs::read_to_string(self.root.join(info))
                         .ok()
                         .and_then(|t| parse_acl_info(&t))
                         .is_some()
                 })
+                .map(String::as_str)
                 .collect();
             if !active.is_empty() {
-                return Err(TargetError::TargetInUse {
-                    iqn: st.iqn.clone(),
-                    sessions: active.len(),
-                    initiators: active
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
+                return Err(iscsi::in_use(&st.iqn, &active));
             }
         }
         apply(&self.root, &delete_steps(&e, &st.initiators)?)?;
@@ -687,11 +623,7 @@ impl TargetHelper for LioAdm {
             )?;
         }
         let p = self.state_path(vol);
-        fs::remove_file(&p).map_err(|source| TargetError::Io {
-            op: "cannot remove",
-            path: p,
-            source,
-        })
+        fs::remove_file(&p).map_err(io_err("cannot remove", &p))
     }
 
     fn initialize_connection(
@@ -702,10 +634,7 @@ impl TargetHelper for LioAdm {
     ) -> Result<ConnectionInfo> {
         let initiator = connector.initiator_name()?;
         let loc = self.check_model(vol, model)?;
-        let chap = match &model.provider_auth {
-            Some(a) => parse_provider_auth(a)?,
-            None => None,
-        };
+        let chap = iscsi::chap_of(model.provider_auth.as_deref())?;
         {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut st = self
@@ -720,15 +649,8 @@ impl TargetHelper for LioAdm {
                 self.write_state(vol, &st)?;
             }
         }
-        let portals = loc.portals.clone();
-        Ok(ConnectionInfo::iscsi(
-            &self.cfg,
-            vol,
-            &loc,
-            portals,
-            connector.multipath,
-            chap,
-        ))
+        let info = iscsi::connection_info(&self.cfg, vol, &loc, connector, chap);
+        Ok(info)
     }
 
     fn terminate_connection(

@@ -17,7 +17,8 @@ use common::libiscsi::{self, Session};
 use common::*;
 use ember_engine::{require_root, require_tool};
 use ember_target::{
-    parse_provider_auth, parse_provider_location, Connector, TargetError, TargetHelper, TgtAdm,
+    parse_provider_auth, parse_provider_location, Connector, ExportVolume, TargetError,
+    TargetHelper, TgtAdm,
 };
 
 const INIT_A: &str = "iqn.2025-11.org.ember.test:initiator-a";
@@ -53,12 +54,28 @@ fn chap_of(model: &ember_target::ExportModel) -> (String, String) {
     (c.username.clone(), c.secret.expose().to_owned())
 }
 
-#[test]
-fn export_discovery_chap_and_acl() {
-    require_tgt!();
+macro_rules! require_libiscsi {
+    () => {
+        if !libiscsi::available() {
+            ember_engine::test_util::skip(module_path!(), "libiscsi.so is not installed");
+            return;
+        }
+    };
+}
+
+/// A temp dir, a tgtd of its own and a helper on it; bound as `let (dir, tgtd, helper)`, they
+/// drop in reverse: helper, tgtd (killed), dir.
+fn tgt_setup() -> (tempfile::TempDir, Tgtd, TgtAdm) {
     let dir = tempfile::tempdir().unwrap();
     let tgtd = Tgtd::start(dir.path());
     let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    (dir, tgtd, helper)
+}
+
+#[test]
+fn export_discovery_chap_and_acl() {
+    require_tgt!();
+    let (dir, tgtd, helper) = tgt_setup();
     let vol = volume(dir.path(), 64 * MIB);
 
     let model = helper.create_export(&vol).unwrap();
@@ -220,13 +237,8 @@ fn export_discovery_chap_and_acl() {
 #[test]
 fn data_round_trip_and_extend() {
     require_tgt!();
-    if !libiscsi::available() {
-        ember_engine::test_util::skip(module_path!(), "libiscsi.so is not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    require_libiscsi!();
+    let (dir, tgtd, helper) = tgt_setup();
     let mut vol = volume(dir.path(), 32 * MIB);
     let model = helper.create_export(&vol).unwrap();
     let loc = parse_provider_location(&model.provider_location).unwrap();
@@ -320,9 +332,7 @@ fn data_round_trip_and_extend() {
 #[test]
 fn ensure_export_after_tgtd_restart() {
     require_tgt!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    let (dir, mut tgtd, helper) = tgt_setup();
     let v1 = volume(dir.path(), 16 * MIB);
     let v2 = volume(dir.path(), 24 * MIB);
     let m1 = helper.create_export(&v1).unwrap();
@@ -399,13 +409,8 @@ fn ensure_export_after_tgtd_restart() {
 #[test]
 fn remove_export_in_use_and_no_reuse() {
     require_tgt!();
-    if !libiscsi::available() {
-        ember_engine::test_util::skip(module_path!(), "libiscsi.so is not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    require_libiscsi!();
+    let (dir, tgtd, helper) = tgt_setup();
     let va = volume(dir.path(), 16 * MIB);
     let vb = volume(dir.path(), 16 * MIB);
     write_at(&va.backing_path, 0, &pattern(0xA, 4096));
@@ -509,13 +514,8 @@ fn remove_export_in_use_and_no_reuse() {
 fn windowed_volume_through_loop_device() {
     require_tgt!();
     require_tool!("losetup");
-    if !libiscsi::available() {
-        ember_engine::test_util::skip(module_path!(), "libiscsi.so is not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    require_libiscsi!();
+    let (dir, tgtd, helper) = tgt_setup();
     // A "PV" with the volume at 3 MiB .. 11 MiB, guard patterns around it.
     let pv = dir.path().join("pv.img");
     fs::File::create(&pv).unwrap().set_len(16 * MIB).unwrap();
@@ -584,47 +584,40 @@ fn windowed_volume_through_loop_device() {
 #[test]
 fn hostile_inputs_rejected_before_any_write() {
     require_tgt!();
-    let dir = tempfile::tempdir().unwrap();
-    let tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    let (dir, _tgtd, helper) = tgt_setup();
     let good = volume(dir.path(), 8 * MIB);
+    // `good` with one hostile change.
+    let bad = |change: &dyn Fn(&mut ExportVolume)| {
+        let mut v = good.clone();
+        change(&mut v);
+        v
+    };
     let cases = [
-        ("name with newline", {
-            let mut v = good.clone();
-            v.name = "volume-x\n    backing-store /dev/vda".into();
-            v
-        }),
-        ("name with option", {
-            let mut v = good.clone();
-            v.name = "--help".into();
-            v
-        }),
-        ("path traversal", {
-            let mut v = good.clone();
-            v.name = "../../etc/x".into();
-            v
-        }),
-        ("relative backing", {
-            let mut v = good.clone();
-            v.backing_path = "relative.img".into();
-            v
-        }),
-        ("backing with space", {
-            let mut v = good.clone();
-            v.backing_path = dir.path().join("a b.img");
-            v
-        }),
-        ("volume larger than backing", {
-            let mut v = good.clone();
-            v.size_bytes = 16 * MIB;
-            v
-        }),
-        ("window past the end", {
-            let mut v = good.clone();
-            v.backing_offset = 4 * MIB;
-            v.backing_len = Some(8 * MIB);
-            v
-        }),
+        (
+            "name with newline",
+            bad(&|v| v.name = "volume-x\n    backing-store /dev/vda".into()),
+        ),
+        ("name with option", bad(&|v| v.name = "--help".into())),
+        ("path traversal", bad(&|v| v.name = "../../etc/x".into())),
+        (
+            "relative backing",
+            bad(&|v| v.backing_path = "relative.img".into()),
+        ),
+        (
+            "backing with space",
+            bad(&|v| v.backing_path = dir.path().join("a b.img")),
+        ),
+        (
+            "volume larger than backing",
+            bad(&|v| v.size_bytes = 16 * MIB),
+        ),
+        (
+            "window past the end",
+            bad(&|v| {
+                v.backing_offset = 4 * MIB;
+                v.backing_len = Some(8 * MIB);
+            }),
+        ),
     ];
     for (what, v) in cases {
         assert!(helper.create_export(&v).is_err(), "{what} accepted");
@@ -670,9 +663,7 @@ fn cunit_tests_line(out: &str) -> Option<(u32, u32, u32, u32)> {
 fn iscsi_test_cu_conformance() {
     require_tgt!();
     require_tool!("iscsi-test-cu");
-    let dir = tempfile::tempdir().unwrap();
-    let tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    let (dir, tgtd, helper) = tgt_setup();
     let vol = volume(dir.path(), 64 * MIB);
     let model = helper.create_export(&vol).unwrap();
     let loc = parse_provider_location(&model.provider_location).unwrap();
@@ -736,9 +727,7 @@ fn iscsi_test_cu_conformance() {
 #[test]
 fn ensure_export_repairs_partial_and_refuses_conflicting_targets() {
     require_tgt!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut tgtd = Tgtd::start(dir.path());
-    let helper = TgtAdm::new(config(dir.path(), &tgtd)).unwrap();
+    let (dir, mut tgtd, helper) = tgt_setup();
     let vol = volume(dir.path(), 8 * MIB);
     let model = helper.create_export(&vol).unwrap();
     helper

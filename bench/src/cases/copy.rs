@@ -3,14 +3,15 @@
 //! zeroed and should not be allocated).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
+use super::{
+    arg, discard_and_stamp, fio_ceiling, os, qemu_img_convert, stamped_loop, sync_file, Case,
+    CaseInfo, Ctx, Role, Tool,
+};
 use crate::error::Result;
 
-use crate::fixture::MIB;
 use crate::fixture::{self, Fixture, FixtureSpec};
-use crate::runner;
+use crate::units;
 use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
 
@@ -83,7 +84,7 @@ impl Case for CopyCase {
             let c = fixture::ensure(&ctx.dir, &self.ceiling_spec)?;
             notes.push(format!(
                 "MB/s = allocated source data ({}) / median time; fio ceiling reads that many bytes of {}",
-                crate::report::bytes(data),
+                units::bytes(data),
                 c.path.display()
             ));
             self.ceiling_src = Some(c.path);
@@ -92,27 +93,18 @@ impl Case for CopyCase {
             self.ceiling_src = Some(src.path.clone());
         }
         if self.on_loop {
-            let dev =
-                LoopDevice::over_new_sparse(&self.name, ctx.root, &self.dst, self.spec.logical)?;
-            notes.push(format!(
-                "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run: a tool that skips holes without zeroing them leaves the stamps and fails validation; dst alloc = backing file",
-                dev.device.display(),
-                self.dst.display()
-            ));
-            self.dev = Some(dev);
+            self.dev = Some(stamped_loop(
+                ctx,
+                &self.name,
+                &self.dst,
+                self.spec.logical,
+                ": a tool that skips holes without zeroing them leaves the stamps and fails validation; dst alloc = backing file",
+                &mut notes,
+            )?);
         }
-        let allocated = util::allocated(&src.path)?;
-        let mapped = util::mapped(&src.path)?;
+        let info = CaseInfo::with_source("copy", self.spec.logical, data, &src.path, true, notes)?;
         self.src = Some(src);
-        Ok(CaseInfo {
-            kind: "copy",
-            logical: self.spec.logical,
-            data_bytes: data,
-            src_allocated: Some(allocated),
-            src_mapped: Some(mapped),
-            alloc_limit: Some(allocated),
-            notes,
-        })
+        Ok(info)
     }
 
     fn tools(&self, ctx: &Ctx) -> Vec<Tool> {
@@ -158,37 +150,12 @@ impl Case for CopyCase {
             Tool::new(
                 "qemu-img -t none",
                 Role::Peer,
-                vec![vec![
-                    arg("qemu-img"),
-                    arg("convert"),
-                    arg("-f"),
-                    arg("raw"),
-                    arg("-O"),
-                    arg("raw"),
-                    arg("-t"),
-                    arg("none"),
-                    arg("-W"),
-                    os(s),
-                    os(d),
-                ]],
+                vec![qemu_img_convert("raw", "raw", &["-t", "none", "-W"], s, d)],
             ),
             Tool::new(
                 "qemu-img buffered",
                 Role::Peer,
-                vec![
-                    vec![
-                        arg("qemu-img"),
-                        arg("convert"),
-                        arg("-f"),
-                        arg("raw"),
-                        arg("-O"),
-                        arg("raw"),
-                        arg("-W"),
-                        os(s),
-                        os(d),
-                    ],
-                    sync_file(d),
-                ],
+                vec![qemu_img_convert("raw", "raw", &["-W"], s, d), sync_file(d)],
             ),
             Tool::new(
                 "nbdcopy",
@@ -207,11 +174,7 @@ impl Case for CopyCase {
 
     fn before_run(&self, tool: &Tool) -> Result<()> {
         if let Some(dev) = &self.dev {
-            runner::run_helper(
-                &[arg("blkdiscard"), os(&dev.device)],
-                Duration::from_secs(120),
-            )?;
-            fixture::stamp(&dev.device, self.spec.logical, 64 * MIB)
+            discard_and_stamp(dev, self.spec.logical)
         } else {
             util::remove_if_exists(self.out(tool))
         }

@@ -9,12 +9,15 @@
 //! - `imgz-to-file`, `imgz-to-loop`: compressed qcow2 whose clusters really are compressed.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
+use super::{
+    arg, discard_and_stamp, fio_ceiling, os, qemu_img_convert, stamped_loop, sync_file, Case,
+    CaseInfo, Ctx, Role, Tool,
+};
 use crate::error::Result;
-use crate::fixture::{self, Fill, Fixture, FixtureSpec, MIB};
+use crate::fixture::{self, Fill, Fixture, FixtureSpec};
 use crate::runner;
+use crate::units;
 use crate::util::{self, LoopDevice};
 use crate::verify::{self, Validation};
 
@@ -95,7 +98,7 @@ impl Case for ImageCase {
         let mut notes = vec![format!(
             "MB/s = allocated data of {} ({}) / median time",
             raw.path.display(),
-            crate::report::bytes(raw.data_bytes())
+            units::bytes(raw.data_bytes())
         )];
         if self.dir != Direction::FromVolume {
             let cmd = if self.compressed {
@@ -108,18 +111,8 @@ impl Case for ImageCase {
             let timeout = ctx.timeout;
             let compressed = self.compressed;
             fixture::ensure_derived(&self.qcow2, &key, |tmp| {
-                let mut argv = vec![
-                    arg("qemu-img"),
-                    arg("convert"),
-                    arg("-f"),
-                    arg("raw"),
-                    arg("-O"),
-                    arg("qcow2"),
-                ];
-                if compressed {
-                    argv.push(arg("-c"));
-                }
-                argv.extend([os(&src), os(tmp)]);
+                let opts: &[&str] = if compressed { &["-c"] } else { &[] };
+                let argv = qemu_img_convert("raw", "qcow2", opts, &src, tmp);
                 runner::run_helper(&argv, timeout).map(|_| ())
             })?;
             notes.push(format!(
@@ -129,34 +122,27 @@ impl Case for ImageCase {
                     Fill::Random => "random",
                     Fill::Text => "compressible text",
                 },
-                crate::report::bytes(util::allocated(&self.qcow2)?)
+                units::bytes(util::allocated(&self.qcow2)?)
             ));
         }
         if self.dir == Direction::ToLoop {
-            let dev = LoopDevice::over_new_sparse(
+            self.dev = Some(stamped_loop(
+                ctx,
                 &self.name,
-                ctx.root,
                 &self.dst,
                 self.raw_spec.logical,
-            )?;
-            notes.push(format!(
-                "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run, so holes must really be zeroed",
-                dev.device.display(),
-                self.dst.display()
-            ));
-            self.dev = Some(dev);
+                ", so holes must really be zeroed",
+                &mut notes,
+            )?);
         }
-        let allocated = util::allocated(&raw.path)?;
-        let mapped = util::mapped(&raw.path)?;
-        let info = CaseInfo {
-            kind: "image",
-            logical: self.raw_spec.logical,
-            data_bytes: raw.data_bytes(),
-            src_allocated: Some(allocated),
-            src_mapped: Some(mapped),
-            alloc_limit: (self.dir == Direction::ToFile).then_some(allocated),
+        let info = CaseInfo::with_source(
+            "image",
+            self.raw_spec.logical,
+            raw.data_bytes(),
+            &raw.path,
+            self.dir == Direction::ToFile,
             notes,
-        };
+        )?;
         self.raw = Some(raw);
         Ok(info)
     }
@@ -190,19 +176,13 @@ impl Case for ImageCase {
                 Tool::new(
                     "qemu-img -t none",
                     Role::Peer,
-                    vec![vec![
-                        arg("qemu-img"),
-                        arg("convert"),
-                        arg("-f"),
-                        arg("qcow2"),
-                        arg("-O"),
-                        arg("raw"),
-                        arg("-t"),
-                        arg("none"),
-                        arg("-W"),
-                        os(&self.qcow2),
-                        os(&t),
-                    ]],
+                    vec![qemu_img_convert(
+                        "qcow2",
+                        "raw",
+                        &["-t", "none", "-W"],
+                        &self.qcow2,
+                        &t,
+                    )],
                 ),
                 ceiling,
             ],
@@ -216,16 +196,7 @@ impl Case for ImageCase {
                     "qemu-img",
                     Role::Peer,
                     vec![
-                        vec![
-                            arg("qemu-img"),
-                            arg("convert"),
-                            arg("-f"),
-                            arg("raw"),
-                            arg("-O"),
-                            arg("qcow2"),
-                            os(&raw.path),
-                            os(&t),
-                        ],
+                        qemu_img_convert("raw", "qcow2", &[], &raw.path, &t),
                         sync_file(&t),
                     ],
                 ),
@@ -236,11 +207,7 @@ impl Case for ImageCase {
 
     fn before_run(&self, tool: &Tool) -> Result<()> {
         if let Some(dev) = &self.dev {
-            runner::run_helper(
-                &[arg("blkdiscard"), os(&dev.device)],
-                Duration::from_secs(120),
-            )?;
-            fixture::stamp(&dev.device, self.raw_spec.logical, 64 * MIB)
+            discard_and_stamp(dev, self.raw_spec.logical)
         } else if tool.role == Role::Ceiling {
             util::remove_if_exists(&self.fio_dst)
         } else {

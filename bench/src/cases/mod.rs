@@ -16,9 +16,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::fixture::{Fill, FixtureSpec, GIB, MIB, TIB};
+use crate::fixture::{self, Fill, FixtureSpec};
 use crate::runner::{self, RunStatus};
-use crate::util;
+use crate::units::{GIB, MIB, TIB};
+use crate::util::{self, LoopDevice};
 use crate::verify::Validation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,6 +89,31 @@ pub struct CaseInfo {
     /// (st_blocks * 512 of the source).
     pub alloc_limit: Option<u64>,
     pub notes: Vec<String>,
+}
+
+impl CaseInfo {
+    /// The info of a case that reads the file `src`: its allocated and mapped bytes measured
+    /// now; the allocation goal applies (limited to the source's allocation) when `alloc_goal`.
+    pub fn with_source(
+        kind: &'static str,
+        logical: u64,
+        data_bytes: u64,
+        src: &Path,
+        alloc_goal: bool,
+        notes: Vec<String>,
+    ) -> Result<Self> {
+        let allocated = util::allocated(src)?;
+        let mapped = util::mapped(src)?;
+        Ok(CaseInfo {
+            kind,
+            logical,
+            data_bytes,
+            src_allocated: Some(allocated),
+            src_mapped: Some(mapped),
+            alloc_limit: alloc_goal.then_some(allocated),
+            notes,
+        })
+    }
 }
 
 pub trait Case {
@@ -275,6 +301,52 @@ pub fn arg(s: impl Into<String>) -> OsString {
     OsString::from(s.into())
 }
 
+/// `qemu-img convert -f FROM -O TO OPTS... SRC DST`: every qemu-img peer and derived image.
+pub fn qemu_img_convert(
+    from: &str,
+    to: &str,
+    opts: &[&str],
+    src: &Path,
+    dst: &Path,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = ["qemu-img", "convert", "-f", from, "-O", to]
+        .into_iter()
+        .chain(opts.iter().copied())
+        .map(arg)
+        .collect();
+    argv.extend([os(src), os(dst)]);
+    argv
+}
+
+/// A destination loop device over a new sparse backing file `backing` of `len` bytes; adds the
+/// report note that says how it is prepared before every run (`stamp`), ending in `why`.
+pub fn stamped_loop(
+    ctx: &Ctx,
+    name: &str,
+    backing: &Path,
+    len: u64,
+    why: &str,
+    notes: &mut Vec<String>,
+) -> Result<LoopDevice> {
+    let dev = LoopDevice::over_new_sparse(name, ctx.root, backing, len)?;
+    notes.push(format!(
+        "{} over sparse {} (losetup --direct-io=on), discarded and stamped with 1 MiB of non-zero data every 64 MiB before every run{why}",
+        dev.device.display(),
+        backing.display()
+    ));
+    Ok(dev)
+}
+
+/// Prepares a [`stamped_loop`] device before a run: discarded, then stamped with 1 MiB of
+/// non-zero data every 64 MiB of its `len` bytes.
+pub fn discard_and_stamp(dev: &LoopDevice, len: u64) -> Result<()> {
+    runner::run_helper(
+        &[arg("blkdiscard"), os(&dev.device)],
+        Duration::from_secs(120),
+    )?;
+    fixture::stamp(&dev.device, len, 64 * MIB)
+}
+
 /// `sync PATH`: an fsync of the file or device a peer wrote (for peers that do not flush), so
 /// they pay what Ember's fdatasync of its destination costs, no more (`sync -f` would flush the
 /// whole file system, other processes' dirty data included) and no less (a loop device's own
@@ -312,4 +384,39 @@ pub fn fio_ceiling(read: Option<(&Path, u64)>, write: (&Path, u64)) -> Tool {
     argv.push(arg("--fallocate=truncate"));
     argv.push(arg("--end_fsync=1"));
     Tool::new("fio ceiling", Role::Ceiling, vec![argv])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_img_convert_argv() {
+        let argv = qemu_img_convert(
+            "qcow2",
+            "raw",
+            &["-t", "none", "-W"],
+            Path::new("/a/src.qcow2"),
+            Path::new("/dev/loop7"),
+        );
+        let want = [
+            "qemu-img",
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            "-t",
+            "none",
+            "-W",
+            "/a/src.qcow2",
+            "/dev/loop7",
+        ];
+        assert_eq!(argv, want.map(OsString::from));
+        let plain = qemu_img_convert("raw", "qcow2", &[], Path::new("/s"), Path::new("/d"));
+        assert_eq!(
+            plain,
+            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "/s", "/d"].map(OsString::from)
+        );
+    }
 }
