@@ -21,24 +21,28 @@
 //! leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
 //! shares blocks, the engine's sparse copy elsewhere.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendConfig, VolumeClear};
 use crate::data::{self, CopyMode, DataLayout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
+use crate::fsutil::{
+    create_sparse, lock_path, read_json, remove_dir_if_exists, remove_if_exists, set_len_sync,
+    sync_dir, write_json_atomic, Lock,
+};
 use crate::names::{self, GIB};
 use crate::stats::{gib, PoolStats, VolumeStats};
 use crate::types::*;
 use crate::VolumeDriver;
 use crate::{ConnectionInfo, Connector};
+
+/// Re-exported for callers that named it here before [`crate::fsutil`] existed.
+pub use crate::fsutil::hostname;
 
 /// Driver version reported in stats.
 pub const DRIVER_VERSION: &str = "1.0.0";
@@ -92,11 +96,6 @@ pub struct FileDriver {
     cfg: BackendConfig,
     root: PathBuf,
     exporter: Option<Arc<Exporter>>,
-}
-
-/// A held flock (released on drop).
-pub(crate) struct Lock {
-    _f: Flock<File>,
 }
 
 /// A held per-object lock. On release, when the object has no record (deleted, rolled back or
@@ -227,25 +226,12 @@ impl FileDriver {
         }
     }
 
-    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
-        match fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| DriverError::Metadata {
-                    path: path.to_owned(),
-                    source: e,
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DriverError::io("read", path, e)),
-        }
-    }
-
     fn volume_record(&self, name: &str) -> Result<Option<VolumeRecord>> {
-        self.read_json(&self.meta_path(name))
+        read_json(&self.meta_path(name))
     }
 
     fn snapshot_record(&self, name: &str) -> Result<Option<SnapshotRecord>> {
-        self.read_json(&self.meta_path(name))
+        read_json(&self.meta_path(name))
     }
 
     /// An available volume's record, or NotFound.
@@ -387,7 +373,7 @@ impl FileDriver {
     /// back; `Ok(None)` when the source is locked by another operation: left for a later setup.
     fn resume_create(&self, name: &str) -> Result<Option<bool>> {
         let dir = self.resume_dir(name);
-        let Some(job) = self.read_json::<CopyJob>(&dir.join("job.json"))? else {
+        let Some(job) = read_json::<CopyJob>(&dir.join("job.json"))? else {
             return Ok(Some(false));
         };
         let src_ok = if names::check_volume_name(&job.src).is_ok() {
@@ -1226,141 +1212,4 @@ fn check_raw_image(image: &ImageFile, vol: &Volume) -> Result<Option<u64>> {
         });
     }
     Ok(Some(a.virtual_size))
-}
-
-/// Takes an exclusive flock on `path` (created if missing); `None` when `nonblock` and held
-/// elsewhere. flock locks belong to the open file description, so they serialize threads of one
-/// process as well as processes.
-pub(crate) fn lock_path(path: &Path, nonblock: bool) -> Result<Option<Lock>> {
-    let arg = if nonblock {
-        FlockArg::LockExclusiveNonblock
-    } else {
-        FlockArg::LockExclusive
-    };
-    loop {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| DriverError::io("open lock", path, e))?;
-        match Flock::lock(f, arg) {
-            Ok(l) => {
-                // The holder may have removed the file (its object is gone) while we waited:
-                // that lock guards nothing any more; lock the file now at the path instead.
-                let held = l
-                    .metadata()
-                    .map_err(|e| DriverError::io("stat lock", path, e))?;
-                if fs::metadata(path).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
-                {
-                    return Ok(Some(Lock { _f: l }));
-                }
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if nonblock => return Ok(None),
-            Err((_, e)) => {
-                return Err(DriverError::io(
-                    "lock",
-                    path,
-                    std::io::Error::from_raw_os_error(e as i32),
-                ))
-            }
-        }
-    }
-}
-
-/// Writes `dir/file_name` atomically: temp file, fsync, rename, fsync the folder. A crash leaves
-/// either the old or the new content, plus at worst a `.tmp-*` file that recovery removes.
-pub(crate) fn write_json_atomic<T: Serialize>(dir: &Path, file_name: &str, rec: &T) -> Result<()> {
-    let tmp = dir.join(format!(
-        ".tmp-{file_name}.{}.{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let body = serde_json::to_vec_pretty(rec).map_err(|e| DriverError::Metadata {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    let res = (|| {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| DriverError::io("create", &tmp, e))?;
-        f.write_all(&body)
-            .map_err(|e| DriverError::io("write", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| DriverError::io("fsync", &tmp, e))?;
-        let dst = dir.join(file_name);
-        fs::rename(&tmp, &dst).map_err(|e| DriverError::io("rename into place", &dst, e))?;
-        sync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DriverError::io("fsync folder", dir, e))
-}
-
-fn remove_if_exists(p: &Path) -> Result<()> {
-    match fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DriverError::io("remove", p, e)),
-    }
-}
-
-fn remove_dir_if_exists(p: &Path) -> Result<()> {
-    match fs::remove_dir_all(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DriverError::io("remove", p, e)),
-    }
-}
-
-fn create_sparse(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(p)
-        .map_err(|e| DriverError::io("create", p, e))?;
-    f.set_len(size)
-        .map_err(|e| DriverError::io("set length of", p, e))?;
-    f.sync_all().map_err(|e| DriverError::io("fsync", p, e))
-}
-
-pub(crate) fn create_new_sparse(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(p)
-        .map_err(|e| DriverError::io("create (must not exist)", p, e))?;
-    f.set_len(size)
-        .map_err(|e| DriverError::io("set length of", p, e))?;
-    f.sync_all().map_err(|e| DriverError::io("fsync", p, e))
-}
-
-fn set_len_sync(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .open(p)
-        .map_err(|e| DriverError::io("open", p, e))?;
-    f.set_len(size)
-        .map_err(|e| DriverError::io("set length of", p, e))?;
-    f.sync_all().map_err(|e| DriverError::io("fsync", p, e))
-}
-
-/// This host's name (for `location_info`).
-pub fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

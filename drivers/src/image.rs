@@ -17,6 +17,7 @@ use ember_engine::format::{analyze, FileSource, Format, InspectOptions, Reader};
 
 use crate::data::{self, CopyMode, Span};
 use crate::error::{DriverError, Result};
+use crate::fsutil::create_new_sparse;
 use crate::names::GIB;
 use crate::types::{ImageFile, Volume};
 
@@ -156,7 +157,7 @@ pub fn layout_into_image(
         && src[0].offset == 0
         && std::fs::metadata(&src[0].path).is_ok_and(|m| m.is_file() && m.len() == len);
     if format == Format::Raw {
-        crate::file::create_new_sparse(&image.path, len)?;
+        create_new_sparse(&image.path, len)?;
         let dst = vec![Span {
             path: image.path.clone(),
             offset: 0,
@@ -182,7 +183,7 @@ pub fn layout_into_image(
     } else {
         let tmp = staged_path(staging, "out")?;
         staged.0 = Some(tmp.clone());
-        crate::file::create_new_sparse(&tmp, len)?;
+        create_new_sparse(&tmp, len)?;
         data::copy_layout(
             src,
             &[Span {

@@ -16,6 +16,7 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod file;
+pub mod fsutil;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_harness;
