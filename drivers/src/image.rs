@@ -52,6 +52,31 @@ pub fn inspect(image: &ImageFile) -> Result<ember_engine::format::Analysis> {
     .map_err(|e| DriverError::Engine(e.into_engine(&image.path)))
 }
 
+/// Inspects an image for `clone_image`: `Some(virtual size)` when it is raw (as inspected) and
+/// fits `vol`, `None` when it is not raw.
+pub fn inspect_raw_fitting(image: &ImageFile, vol: &Volume) -> Result<Option<u64>> {
+    let a = inspect(image)?;
+    if !matches!(a.reader, Reader::Raw) {
+        return Ok(None);
+    }
+    if a.virtual_size.div_ceil(GIB) > vol.size {
+        return Err(too_big(image, a.virtual_size, vol));
+    }
+    Ok(Some(a.virtual_size))
+}
+
+/// Cinder's refusal of an image larger than the volume.
+fn too_big(image: &ImageFile, virtual_size: u64, vol: &Volume) -> DriverError {
+    DriverError::ImageUnacceptable {
+        path: image.path.clone(),
+        reason: format!(
+            "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
+            virtual_size.div_ceil(GIB),
+            vol.size
+        ),
+    }
+}
+
 /// Deletes a staged file on drop.
 struct Staged(Option<PathBuf>);
 
@@ -89,14 +114,7 @@ pub fn image_into_layout(
         ..InspectOptions::default()
     };
     if a.virtual_size.div_ceil(GIB) > vol.size || a.virtual_size > data::layout_len(dst) {
-        return Err(DriverError::ImageUnacceptable {
-            path: image.path.clone(),
-            reason: format!(
-                "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
-                a.virtual_size.div_ceil(GIB),
-                vol.size
-            ),
-        });
+        return Err(too_big(image, a.virtual_size, vol));
     }
     let mut staged = Staged(None);
     let from = match a.reader {

@@ -11,6 +11,7 @@
 //! [`runner`] (the one command wrapper), [`data`] (engine calls over byte windows),
 //! [`file`] (sparse files in a folder), [`lvm`] (lvm2).
 
+pub(crate) mod backend;
 pub mod config;
 pub mod data;
 pub mod error;

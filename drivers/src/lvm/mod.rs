@@ -23,11 +23,12 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::{BackendConfig, LvmType, VolumeClear};
-use crate::data::{self, CopyMode, DataLayout, Span};
+use crate::backend::{self, Backend, Common, ObjectLock, ObjectLocks, RecordDir};
+use crate::config::{BackendConfig, LvmType};
+use crate::data::{self, DataLayout, Layout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
-use crate::fsutil::{hostname, lock_path, write_json_atomic, Lock};
+use crate::fsutil::{hostname, lock_path, Lock};
 use crate::names::{self, GIB};
 use crate::runner::{self, Runner};
 use crate::stats::{gib, round2, PoolStats, VolumeStats};
@@ -71,14 +72,17 @@ struct VolumeState {
 
 /// The LVM driver.
 pub struct LvmDriver {
-    cfg: BackendConfig,
+    common: Common,
     vg: String,
     runner: Runner,
     /// device-mapper present: LVs can be activated and used as devices.
     dm: bool,
     state_dir: PathBuf,
+    /// `<state>/state`: export model and attachments per volume.
+    records: RecordDir,
+    /// `<state>/locks`: per-LV locks (the LVs are the records, so lock files stay).
+    locks: ObjectLocks,
     resolved_type: Mutex<Option<LvmType>>,
-    exporter: Option<Arc<Exporter>>,
 }
 
 /// True when the kernel offers device-mapper (LVs can be activated).
@@ -114,16 +118,20 @@ impl LvmDriver {
             vg,
             runner,
             dm: device_mapper_available(),
+            records: RecordDir::new(state_dir.join("state")),
+            locks: ObjectLocks::new(state_dir.join("locks"), None),
             state_dir,
             resolved_type: Mutex::new(None),
-            exporter: None,
-            cfg,
+            common: Common {
+                cfg,
+                exporter: None,
+            },
         })
     }
 
     /// Adds iSCSI exports.
     pub fn with_exporter(mut self, exporter: Arc<Exporter>) -> Self {
-        self.exporter = Some(exporter);
+        self.common.exporter = Some(exporter);
         self
     }
 
@@ -162,7 +170,7 @@ impl LvmDriver {
     /// does not stop a concurrent report from missing a VG whose metadata is being rewritten
     /// when activation is disabled. Commands are short; data copies run outside this lock.
     fn lvm_lock(&self) -> Result<Option<Lock>> {
-        let dir = self.state_dir.join("locks");
+        let dir = self.locks.dir();
         if !dir.is_dir() {
             return Ok(None);
         }
@@ -181,7 +189,7 @@ impl LvmDriver {
             .collect();
         pvs.sort();
         pvs.dedup();
-        let dir = self.state_dir.join("locks");
+        let dir = self.locks.dir();
         pvs.iter()
             .map(|p| Ok(lock_path(&dir.join(format!(".pv{p}.lock")), false)?.expect("blocking")))
             .collect()
@@ -189,16 +197,17 @@ impl LvmDriver {
 
     fn copy_data(&self, src: &[Span], dst: &[Span], len: u64, dest_zeroed: bool) -> Result<()> {
         let _g = self.pv_locks(dst)?;
-        retry_busy(|| data::copy_layout(src, dst, len, self.copy_mode(dest_zeroed)))
+        retry_busy(|| data::copy_layout(src, dst, len, self.common.copy_mode(dest_zeroed)))
     }
 
     fn wipe_data(&self, dst: &[Span], len: u64) -> Result<()> {
         let _g = self.pv_locks(dst)?;
-        retry_busy(|| data::wipe_layout(dst, len, self.cfg.volume_copy_bps_limit))
+        retry_busy(|| data::wipe_layout(dst, len, self.common.cfg.volume_copy_bps_limit))
     }
 
     fn pool_name(&self) -> String {
-        self.cfg
+        self.common
+            .cfg
             .thin_pool
             .clone()
             .unwrap_or_else(|| format!("{}-pool", self.vg))
@@ -212,7 +221,7 @@ impl LvmDriver {
         if let Some(t) = *self.resolved_type.lock().expect("lock poisoned") {
             return Ok(t);
         }
-        let t = match self.cfg.lvm_type {
+        let t = match self.common.cfg.lvm_type {
             LvmType::Auto => {
                 let pool = self.lv(&self.pool_name())?;
                 if self.dm && (pool.is_some() || self.vg_info()?.lv_count == 0) {
@@ -413,6 +422,18 @@ impl LvmDriver {
         Ok(())
     }
 
+    /// Creates `vol` as a thin snapshot of `src` (device-mapper, thin), grown to `vol.size`.
+    fn thin_snapshot_as(&self, src: &Lv, vol: &Volume, tags: &[String]) -> Result<()> {
+        self.lvm_v(
+            "lvcreate --snapshot",
+            cmd::snapshot(&self.vg, &src.name, &vol.name, None, tags),
+        )?;
+        if vol.size_bytes() > src.size {
+            self.extend_lv(&vol.name, vol.size)?;
+        }
+        Ok(())
+    }
+
     fn remove_lv(&self, name: &str) -> Result<()> {
         self.lvm_v("lvremove", cmd::remove(&self.vg, name))?;
         Ok(())
@@ -445,22 +466,11 @@ impl LvmDriver {
 
     /// Wipes the first `volume_clear_size` MiB (or all) of a thick LV's bytes, as configured.
     fn clear(&self, lay: &[Span], len: u64) -> Result<()> {
-        if self.cfg.volume_clear == VolumeClear::None {
+        let Some(n) = self.common.clear_len(len) else {
             return Ok(());
-        }
-        let n = match self.cfg.volume_clear_size {
-            0 => len,
-            mib => (mib << 20).min(len),
         };
         tracing::info!(bytes = n, "performing secure delete");
         self.wipe_data(lay, n)
-    }
-
-    fn copy_mode(&self, dest_zeroed: bool) -> CopyMode {
-        CopyMode {
-            dest_zeroed,
-            bps_limit: self.cfg.volume_copy_bps_limit,
-        }
     }
 
     /// Creates `name` (`size_gb`) holding the first `len` bytes of `src`, marked `creating`
@@ -493,50 +503,27 @@ impl LvmDriver {
         Ok(())
     }
 
-    fn lock(&self, name: &str) -> Result<Lock> {
-        let p = self.state_dir.join("locks").join(format!("{name}.lock"));
-        Ok(lock_path(&p, false)?.expect("blocking lock"))
-    }
-
-    fn lock_two(&self, a: &str, b: &str) -> Result<(Lock, Lock)> {
-        if a <= b {
-            let la = self.lock(a)?;
-            Ok((la, self.lock(b)?))
-        } else {
-            let lb = self.lock(b)?;
-            Ok((self.lock(a)?, lb))
-        }
+    fn lock(&self, name: &str) -> Result<ObjectLock> {
+        self.locks.lock(name)
     }
 
     fn state(&self, name: &str) -> Result<VolumeState> {
-        let p = self.state_dir.join("state").join(format!("{name}.json"));
-        match std::fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| DriverError::Metadata { path: p, source: e })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VolumeState::default()),
-            Err(e) => Err(DriverError::io("read", &p, e)),
-        }
+        Ok(self.records.read(name)?.unwrap_or_default())
     }
 
     fn set_state(&self, name: &str, st: &VolumeState) -> Result<()> {
-        write_json_atomic(&self.state_dir.join("state"), &format!("{name}.json"), st)
+        self.records.write(name, st)
     }
 
     fn drop_state(&self, name: &str) -> Result<()> {
-        let p = self.state_dir.join("state").join(format!("{name}.json"));
-        match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DriverError::io("remove", &p, e)),
-        }
+        self.records.remove(name)
     }
 
     fn check_vg_ready(&self) -> Result<()> {
         if !self.state_dir.join("locks").is_dir() {
             return Err(DriverError::InvalidConfiguration(format!(
                 "LVM backend {:?} is not set up (run do_setup)",
-                self.cfg.name
+                self.common.cfg.name
             )));
         }
         Ok(())
@@ -580,18 +567,6 @@ impl LvmDriver {
             backing_offset: lay[0].offset,
             backing_len: Some(lay[0].len),
         })
-    }
-
-    fn exporter(&self, op: &'static str) -> Result<&Exporter> {
-        self.exporter
-            .as_deref()
-            .ok_or_else(|| DriverError::NotSupported {
-                op,
-                reason: format!(
-                    "backend {:?} has no iSCSI target configured ([backend.target])",
-                    self.cfg.name
-                ),
-            })
     }
 
     fn with_state(&self, vol: &Volume) -> Result<Volume> {
@@ -660,7 +635,7 @@ impl LvmDriver {
 
 impl VolumeDriver for LvmDriver {
     fn backend_name(&self) -> &str {
-        &self.cfg.name
+        &self.common.cfg.name
     }
 
     fn do_setup(&self) -> Result<()> {
@@ -684,11 +659,7 @@ impl VolumeDriver for LvmDriver {
         // Roll back creates interrupted by a crash (their lock is free).
         for lv in self.lvs()? {
             if lv.has_tag(TAG_CREATING) {
-                let p = self
-                    .state_dir
-                    .join("locks")
-                    .join(format!("{}.lock", lv.name));
-                if let Some(_l) = lock_path(&p, true)? {
+                if let Some(_l) = self.locks.try_lock(&lv.name)? {
                     tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
                     if !self.thin()? {
                         let lay = self.layout(&lv)?;
@@ -706,7 +677,7 @@ impl VolumeDriver for LvmDriver {
             if runner::find_tool(t).is_none() {
                 return Err(DriverError::InvalidConfiguration(format!(
                     "LVM backend {:?}: lvm2 tool {t} is not installed",
-                    self.cfg.name
+                    self.common.cfg.name
                 )));
             }
         }
@@ -715,22 +686,22 @@ impl VolumeDriver for LvmDriver {
             Err(DriverError::NotFound { .. }) => {
                 return Err(DriverError::InvalidConfiguration(format!(
                     "LVM backend {:?}: volume group {:?} does not exist (vgs cannot find it)",
-                    self.cfg.name, self.vg
+                    self.common.cfg.name, self.vg
                 )))
             }
             Err(e) => return Err(e),
         }
-        if self.cfg.lvm_type == LvmType::Thin && !self.dm {
+        if self.common.cfg.lvm_type == LvmType::Thin && !self.dm {
             return Err(DriverError::InvalidConfiguration(format!(
                 "LVM backend {:?}: lvm_type = thin needs device-mapper, which this kernel lacks \
                  (use lvm_type = default: thick volumes work metadata-only)",
-                self.cfg.name
+                self.common.cfg.name
             )));
         }
         if self.thin()? && self.lv(&self.pool_name())?.is_none() {
             return Err(DriverError::InvalidConfiguration(format!(
                 "LVM backend {:?}: thin pool {}/{} does not exist",
-                self.cfg.name,
+                self.common.cfg.name,
                 self.vg,
                 self.pool_name()
             )));
@@ -766,10 +737,10 @@ impl VolumeDriver for LvmDriver {
         };
         let lvm_type = self.lvm_type()?;
         let pool = PoolStats {
-            pool_name: self.cfg.name.clone(),
+            pool_name: self.common.cfg.name.clone(),
             total_capacity_gb: total,
             free_capacity_gb: free,
-            reserved_percentage: self.cfg.reserved_percentage,
+            reserved_percentage: self.common.cfg.reserved_percentage,
             location_info: format!(
                 "LVMVolumeDriver:{}:{}:{}:0",
                 hostname(),
@@ -778,17 +749,23 @@ impl VolumeDriver for LvmDriver {
             ),
             qos_support: false,
             provisioned_capacity_gb: provisioned,
-            max_over_subscription_ratio: self.cfg.max_over_subscription_ratio.clone(),
+            max_over_subscription_ratio: self.common.cfg.max_over_subscription_ratio.clone(),
             thin_provisioning_support: thin,
             thick_provisioning_support: !thin,
             total_volumes: visible.len() as u64,
-            filter_function: self.cfg.filter_function.clone(),
-            goodness_function: self.cfg.goodness_function.clone(),
+            filter_function: self.common.cfg.filter_function.clone(),
+            goodness_function: self.common.cfg.goodness_function.clone(),
             multiattach: true,
             backend_state: "up".into(),
         };
-        let mut s =
-            VolumeStats::single_pool(&self.cfg.name, DRIVER_VERSION, "iSCSI", thin, true, pool);
+        let mut s = VolumeStats::single_pool(
+            &self.common.cfg.name,
+            DRIVER_VERSION,
+            "iSCSI",
+            thin,
+            true,
+            pool,
+        );
         let mut extra = BTreeMap::new();
         extra.insert("ember_device_mapper".into(), self.dm.into());
         extra.insert(
@@ -841,7 +818,7 @@ impl VolumeDriver for LvmDriver {
             });
         }
         if st.provider_location.is_some() {
-            if let Some(x) = &self.exporter {
+            if let Some(x) = &self.common.exporter {
                 x.remove(&self.export_volume(vol, lv)?, true)?;
             }
         }
@@ -858,8 +835,7 @@ impl VolumeDriver for LvmDriver {
         snap.validate()?;
         self.check_vg_ready()?;
         let lv_name = names::lvm_snapshot_name(&snap.name)?;
-        let _lv = self.lock(&snap.volume_name)?;
-        let _ls = self.lock(&lv_name)?;
+        let _l = self.locks.lock_all(&[&snap.volume_name, &lv_name])?;
         let origin = self.must_lv("volume", &snap.volume_name)?;
         if self.lv(&lv_name)?.is_some() {
             return Err(DriverError::AlreadyExists {
@@ -887,8 +863,7 @@ impl VolumeDriver for LvmDriver {
         snap.validate()?;
         self.check_vg_ready()?;
         let lv_name = names::lvm_snapshot_name(&snap.name)?;
-        let _lv = self.lock(&snap.volume_name)?;
-        let _ls = self.lock(&lv_name)?;
+        let _l = self.locks.lock_all(&[&snap.volume_name, &lv_name])?;
         let Some(lv) = self.lv(&lv_name)? else {
             tracing::warn!(snapshot = %snap.name, "snapshot not found, treating as deleted");
             return Ok(());
@@ -927,7 +902,7 @@ impl VolumeDriver for LvmDriver {
         snap.validate()?;
         self.check_vg_ready()?;
         let snap_lv = names::lvm_snapshot_name(&snap.name)?;
-        let (_a, _b) = self.lock_two(&snap_lv, &vol.name)?;
+        let _l = self.locks.lock_all(&[&snap_lv, &vol.name])?;
         let s = self.must_lv("snapshot", &snap_lv)?;
         if vol.size_bytes() < s.size.min(snap.size_bytes()) {
             return Err(DriverError::invalid(format!(
@@ -937,13 +912,7 @@ impl VolumeDriver for LvmDriver {
         }
         let tags = self.new_volume_tags(vol)?;
         if self.dm && self.thin()? {
-            self.lvm_v(
-                "lvcreate --snapshot",
-                cmd::snapshot(&self.vg, &snap_lv, &vol.name, None, &tags),
-            )?;
-            if vol.size_bytes() > s.size {
-                self.extend_lv(&vol.name, vol.size)?;
-            }
+            self.thin_snapshot_as(&s, vol, &tags)?;
             self.activate(&snap_lv, true)?;
             self.activate(&vol.name, true)?;
             return Ok(None);
@@ -962,7 +931,7 @@ impl VolumeDriver for LvmDriver {
                 "a volume cannot be cloned onto itself",
             ));
         }
-        let (_a, _b) = self.lock_two(&src.name, &vol.name)?;
+        let _l = self.locks.lock_all(&[&src.name, &vol.name])?;
         let s = self.must_lv("volume", &src.name)?;
         if vol.size_bytes() < s.size {
             return Err(DriverError::invalid(format!(
@@ -972,13 +941,7 @@ impl VolumeDriver for LvmDriver {
         }
         let tags = self.new_volume_tags(vol)?;
         if self.dm && self.thin()? {
-            self.lvm_v(
-                "lvcreate --snapshot",
-                cmd::snapshot(&self.vg, &src.name, &vol.name, None, &tags),
-            )?;
-            if vol.size_bytes() > s.size {
-                self.extend_lv(&vol.name, vol.size)?;
-            }
+            self.thin_snapshot_as(&s, vol, &tags)?;
             self.activate(&vol.name, true)?;
             return Ok(None);
         }
@@ -1004,7 +967,7 @@ impl VolumeDriver for LvmDriver {
         self.extend_lv(&vol.name, new_size)?;
         let v = self.with_state(vol)?;
         if v.provider_location.is_some() {
-            if let Some(x) = &self.exporter {
+            if let Some(x) = &self.common.exporter {
                 let lv = self.must_lv("volume", &vol.name)?;
                 let v = Volume {
                     size: new_size,
@@ -1027,8 +990,7 @@ impl VolumeDriver for LvmDriver {
             )));
         }
         let snap_lv = names::lvm_snapshot_name(&snap.name)?;
-        let _lv = self.lock(&vol.name)?;
-        let _ls = self.lock(&snap_lv)?;
+        let _l = self.locks.lock_all(&[&vol.name, &snap_lv])?;
         let v = self.must_lv("volume", &vol.name)?;
         let s = self.must_lv("snapshot", &snap_lv)?;
         if self.dm && !self.thin()? && s.is_snapshot() {
@@ -1059,37 +1021,11 @@ impl VolumeDriver for LvmDriver {
     }
 
     fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        vol.validate()?;
-        crate::image::declared_format(image)?;
-        self.check_vg_ready()?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let dst = self.layout(&lv)?;
-        let _g = self.pv_locks(&dst)?;
-        retry_busy(|| {
-            crate::image::image_into_layout(
-                image,
-                vol,
-                &dst,
-                &self.state_dir.join("staging"),
-                self.cfg.volume_copy_bps_limit,
-            )
-        })
+        backend::copy_image_to_volume(self, vol, image)
     }
 
     fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        vol.validate()?;
-        crate::image::declared_format(image)?;
-        self.check_vg_ready()?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let src = self.layout(&lv)?;
-        crate::image::layout_into_image(
-            &src,
-            image,
-            &self.state_dir.join("staging"),
-            self.cfg.volume_copy_bps_limit,
-        )
+        backend::copy_volume_to_image(self, vol, image)
     }
 
     fn clone_image(&self, vol: &Volume, _image: &ImageFile) -> Result<CloneImageResult> {
@@ -1177,56 +1113,23 @@ impl VolumeDriver for LvmDriver {
     }
 
     fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        let x = self.exporter("create_export")?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        self.activate(&vol.name, false)?;
-        let v = self.with_state(vol)?;
-        let mu = x.create(&self.export_volume(&v, &lv)?, &v)?;
-        let mut st = self.state(&vol.name)?;
-        st.provider_location = mu.provider_location.clone();
-        st.provider_auth = mu.provider_auth.clone();
-        self.set_state(&vol.name, &st)?;
-        Ok(Some(mu))
+        backend::create_export(self, vol)
     }
 
     fn ensure_export(&self, vol: &Volume) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("ensure_export")?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        self.activate(&vol.name, false)?;
-        let v = self.with_state(vol)?;
-        x.ensure(&self.export_volume(&v, &lv)?, &v)
+        backend::ensure_export(self, vol)
     }
 
     fn remove_export(&self, vol: &Volume) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("remove_export")?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let v = self.with_state(vol)?;
-        x.remove(&self.export_volume(&v, &lv)?, false)?;
-        let mut st = self.state(&vol.name)?;
-        st.provider_location = None;
-        st.provider_auth = None;
-        self.set_state(&vol.name, &st)
+        backend::remove_export(self, vol)
     }
 
     fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
-        vol.validate()?;
-        let x = self.exporter("initialize_connection")?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let v = self.with_state(vol)?;
-        x.connect(&self.export_volume(&v, &lv)?, &v, connector)
+        backend::initialize_connection(self, vol, connector)
     }
 
     fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("terminate_connection")?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let v = self.with_state(vol)?;
-        x.disconnect(&self.export_volume(&v, &lv)?, &v, connector)
+        backend::terminate_connection(self, vol, connector)
     }
 
     fn attach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
@@ -1235,12 +1138,11 @@ impl VolumeDriver for LvmDriver {
         let _l = self.lock(&vol.name)?;
         self.must_lv("volume", &vol.name)?;
         let mut st = self.state(&vol.name)?;
-        if st.attachments.contains(attachment) {
-            // The same host connecting again (Cinder retries, os-brick reconnects).
-            return Ok(());
+        // LVs carry no multiattach flag: any number of attachments is recorded.
+        if backend::attach(&mut st.attachments, attachment, &vol.name, false)? {
+            self.set_state(&vol.name, &st)?;
         }
-        st.attachments.push(attachment.clone());
-        self.set_state(&vol.name, &st)
+        Ok(())
     }
 
     fn detach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
@@ -1248,11 +1150,7 @@ impl VolumeDriver for LvmDriver {
         self.check_vg_ready()?;
         let _l = self.lock(&vol.name)?;
         let mut st = self.state(&vol.name)?;
-        if let Some(i) = st.attachments.iter().position(|a| a == attachment) {
-            st.attachments.remove(i);
-        } else if attachment == &Attachment::default() {
-            st.attachments.clear();
-        }
+        backend::detach(&mut st.attachments, attachment);
         self.set_state(&vol.name, &st)
     }
 
@@ -1312,14 +1210,66 @@ impl VolumeDriver for LvmDriver {
     }
 
     fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
-        vol.validate()?;
-        self.check_vg_ready()?;
+        backend::data_layout(self, vol)
+    }
+}
+
+impl Backend for LvmDriver {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn check_ready(&self) -> Result<()> {
+        self.check_vg_ready()
+    }
+
+    fn lock_volume(&self, name: &str) -> Result<ObjectLock> {
+        self.lock(name)
+    }
+
+    /// The caller's volume (LVM keeps only the LV's size) and the LV's bytes.
+    fn volume_layout(&self, vol: &Volume) -> Result<(Volume, Layout)> {
         let lv = self.must_lv("volume", &vol.name)?;
-        Ok(DataLayout {
-            spans: self.layout(&lv)?,
-            // A thin LV reads as zeros; a thick one may hold what its extents held before.
-            fresh_reads_zeros: self.thin()?,
-        })
+        Ok((vol.clone(), self.layout(&lv)?))
+    }
+
+    /// A thin LV reads as zeros; a thick one may hold what its extents held before.
+    fn fresh_reads_zeros(&self) -> Result<bool> {
+        self.thin()
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.state_dir.join("staging")
+    }
+
+    /// Writers of one PV take turns; a destination still claimed by the previous copy is
+    /// retried ([`retry_busy`]).
+    fn write_to(&self, dst: &[Span], f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(f)
+    }
+
+    fn export_target(&self, vol: &Volume) -> Result<(Volume, ember_target::ExportVolume)> {
+        let lv = self.must_lv("volume", &vol.name)?;
+        let v = self.with_state(vol)?;
+        let x = self.export_volume(&v, &lv)?;
+        Ok((v, x))
+    }
+
+    fn prepare_export(&self, name: &str) -> Result<()> {
+        self.activate(name, false)
+    }
+
+    fn set_provider(
+        &self,
+        name: &str,
+        location: Option<String>,
+        auth: Option<String>,
+    ) -> Result<()> {
+        let mut st = self.state(name)?;
+        st.provider_location = location;
+        st.provider_auth = auth;
+        self.set_state(name, &st)
     }
 }
 
