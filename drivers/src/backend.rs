@@ -27,7 +27,8 @@ use crate::data::{CopyMode, DataLayout, Layout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
 use crate::fsutil::{lock_path, read_json, remove_if_exists, sync_dir, write_json_atomic, Lock};
-use crate::types::{Attachment, ImageFile, Volume};
+use crate::names;
+use crate::types::{Attachment, ExistingRef, ImageFile, ModelUpdate, Snapshot, Volume};
 use crate::{ConnectionInfo, Connector};
 
 /// A held per-object lock. With a record folder ([`ObjectLocks::new`] `records`), the lock file
@@ -177,6 +178,47 @@ impl RecordDir {
     }
 }
 
+/// The checks of a revert: both names valid, and `snap` a snapshot of `vol`.
+pub(crate) fn check_revert(vol: &Volume, snap: &Snapshot) -> Result<()> {
+    vol.validate()?;
+    snap.validate()?;
+    if snap.volume_id != vol.id {
+        return Err(DriverError::invalid(format!(
+            "snapshot {} is not a snapshot of {}",
+            snap.name, vol.name
+        )));
+    }
+    Ok(())
+}
+
+/// The checks of a clone: both names valid, and not a volume onto itself.
+pub(crate) fn check_clone(vol: &Volume, src: &Volume) -> Result<()> {
+    vol.validate()?;
+    src.validate()?;
+    if vol.id == src.id {
+        return Err(DriverError::invalid(
+            "a volume cannot be cloned onto itself",
+        ));
+    }
+    Ok(())
+}
+
+/// The object a `manage_existing` reference names: `source-name`, present and a plain name.
+pub(crate) fn manage_source_name(r: &ExistingRef) -> Result<&str> {
+    let n =
+        r.source_name
+            .as_deref()
+            .ok_or_else(|| DriverError::ManageExistingInvalidReference {
+                reason: "missing \"source-name\"".into(),
+            })?;
+    names::check_lvm_name("source-name", n).map_err(|e| {
+        DriverError::ManageExistingInvalidReference {
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(n)
+}
+
 /// Records `attachment` in a volume's list: the same attachment again (Cinder retries,
 /// os-brick reconnects) changes nothing (`false`); a second host on an `exclusive` volume (not
 /// multiattach) is refused as busy.
@@ -286,12 +328,7 @@ pub(crate) trait Backend {
     }
 
     /// Stores the export model (provider_location, provider_auth) of volume `name`.
-    fn set_provider(
-        &self,
-        name: &str,
-        location: Option<String>,
-        auth: Option<String>,
-    ) -> Result<()>;
+    fn set_provider(&self, name: &str, model: &ModelUpdate) -> Result<()>;
 }
 
 /// [`VolumeDriver::data_layout`](crate::VolumeDriver::data_layout) of any backend.
@@ -312,11 +349,7 @@ pub(crate) fn copy_image_to_volume(
     vol: &Volume,
     image: &ImageFile,
 ) -> Result<()> {
-    vol.validate()?;
-    crate::image::declared_format(image)?;
-    b.check_ready()?;
-    let _l = b.lock_volume(&vol.name)?;
-    let (v, dst) = b.volume_layout(vol)?;
+    let (_l, v, dst) = locked_for_image(b, vol, image)?;
     let staging = b.staging_dir();
     let bps = b.common().cfg.volume_copy_bps_limit;
     b.write_to(&dst, &mut || {
@@ -330,11 +363,7 @@ pub(crate) fn copy_volume_to_image(
     vol: &Volume,
     image: &ImageFile,
 ) -> Result<()> {
-    vol.validate()?;
-    crate::image::declared_format(image)?;
-    b.check_ready()?;
-    let _l = b.lock_volume(&vol.name)?;
-    let (_, src) = b.volume_layout(vol)?;
+    let (_l, _, src) = locked_for_image(b, vol, image)?;
     crate::image::layout_into_image(
         &src,
         image,
@@ -343,20 +372,31 @@ pub(crate) fn copy_volume_to_image(
     )
 }
 
+/// The checks of an image transfer (names, declared image format, backend set up), then the
+/// volume's lock, the volume and its bytes.
+fn locked_for_image(
+    b: &impl Backend,
+    vol: &Volume,
+    image: &ImageFile,
+) -> Result<(ObjectLock, Volume, Layout)> {
+    vol.validate()?;
+    crate::image::declared_format(image)?;
+    b.check_ready()?;
+    let l = b.lock_volume(&vol.name)?;
+    let (v, spans) = b.volume_layout(vol)?;
+    Ok((l, v, spans))
+}
+
 /// [`VolumeDriver::create_export`](crate::VolumeDriver::create_export): exports the volume and
 /// stores the model the target returns.
-pub(crate) fn create_export(b: &impl Backend, vol: &Volume) -> Result<Option<crate::ModelUpdate>> {
+pub(crate) fn create_export(b: &impl Backend, vol: &Volume) -> Result<Option<ModelUpdate>> {
     vol.validate()?;
     let x = b.common().exporter("create_export")?;
     let _l = b.lock_volume(&vol.name)?;
     let (v, ev) = b.export_target(vol)?;
     b.prepare_export(&vol.name)?;
     let mu = x.create(&ev, &v)?;
-    b.set_provider(
-        &vol.name,
-        mu.provider_location.clone(),
-        mu.provider_auth.clone(),
-    )?;
+    b.set_provider(&vol.name, &mu)?;
     Ok(Some(mu))
 }
 
@@ -376,7 +416,7 @@ pub(crate) fn remove_export(b: &impl Backend, vol: &Volume) -> Result<()> {
     let _l = b.lock_volume(&vol.name)?;
     let (_, ev) = b.export_target(vol)?;
     x.remove(&ev, false)?;
-    b.set_provider(&vol.name, None, None)
+    b.set_provider(&vol.name, &ModelUpdate::default())
 }
 
 /// [`VolumeDriver::initialize_connection`](crate::VolumeDriver::initialize_connection).
@@ -402,3 +442,50 @@ pub(crate) fn terminate_connection(
     let (v, ev) = b.export_target(vol)?;
     x.disconnect(&ev, &v, connector)
 }
+
+/// The [`VolumeDriver`](crate::VolumeDriver) methods this module implements for every
+/// [`Backend`], expanded inside a backend's `impl VolumeDriver`.
+macro_rules! shared_driver_methods {
+    () => {
+        fn backend_name(&self) -> &str {
+            &$crate::backend::Backend::common(self).cfg.name
+        }
+
+        fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
+            $crate::backend::copy_image_to_volume(self, vol, image)
+        }
+
+        fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
+            $crate::backend::copy_volume_to_image(self, vol, image)
+        }
+
+        fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
+            $crate::backend::create_export(self, vol)
+        }
+
+        fn ensure_export(&self, vol: &Volume) -> Result<()> {
+            $crate::backend::ensure_export(self, vol)
+        }
+
+        fn remove_export(&self, vol: &Volume) -> Result<()> {
+            $crate::backend::remove_export(self, vol)
+        }
+
+        fn initialize_connection(
+            &self,
+            vol: &Volume,
+            connector: &Connector,
+        ) -> Result<ConnectionInfo> {
+            $crate::backend::initialize_connection(self, vol, connector)
+        }
+
+        fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
+            $crate::backend::terminate_connection(self, vol, connector)
+        }
+
+        fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
+            $crate::backend::data_layout(self, vol)
+        }
+    };
+}
+pub(crate) use shared_driver_methods;

@@ -33,8 +33,8 @@ use crate::data::{self, DataLayout, Layout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
 use crate::fsutil::{
-    create_sparse, lock_path, read_json, remove_dir_if_exists, remove_if_exists, set_len_sync,
-    sync_dir, write_json_atomic, Lock,
+    create_dirs, create_sparse, lock_path, read_json, remove_dir_if_exists, remove_if_exists,
+    set_len_sync, sync_dir, write_json_atomic, Lock,
 };
 use crate::names::{self, GIB};
 use crate::stats::{gib, PoolStats, VolumeStats};
@@ -394,6 +394,20 @@ impl FileDriver {
         }
     }
 
+    /// Creates `vol` holding the first `copy_len` bytes of `src_name` (a clone or a volume from
+    /// a snapshot), resumable after a crash.
+    fn create_copy_of(
+        &self,
+        vol: &Volume,
+        src_name: &str,
+        copy_len: u64,
+    ) -> Result<Option<ModelUpdate>> {
+        self.create_with(vol, || {
+            self.make_copy(src_name, &vol.name, copy_len, vol.size_bytes(), true)
+        })?;
+        Ok(None)
+    }
+
     /// Finishes or rolls back interrupted operations whose object lock is free.
     fn recover(&self) -> Result<()> {
         let g = self.meta_lock()?;
@@ -513,19 +527,15 @@ impl FileDriver {
 }
 
 impl VolumeDriver for FileDriver {
-    fn backend_name(&self) -> &str {
-        &self.common.cfg.name
-    }
+    backend::shared_driver_methods!();
 
     fn do_setup(&self) -> Result<()> {
-        for d in [
+        create_dirs(&[
             self.root.clone(),
             self.meta_dir(),
             self.data_dir(),
-            self.root.join("locks"),
-        ] {
-            fs::create_dir_all(&d).map_err(|e| DriverError::io("create folder", &d, e))?;
-        }
+            self.locks.dir().to_owned(),
+        ])?;
         self.recover()
     }
 
@@ -713,27 +723,12 @@ impl VolumeDriver for FileDriver {
                 vol.size, s.snapshot.volume_size
             )));
         }
-        self.create_with(vol, || {
-            self.make_copy(
-                &snap.name,
-                &vol.name,
-                s.snapshot.size_bytes(),
-                vol.size_bytes(),
-                true,
-            )
-        })?;
-        Ok(None)
+        self.create_copy_of(vol, &snap.name, s.snapshot.size_bytes())
     }
 
     fn create_cloned_volume(&self, vol: &Volume, src: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        src.validate()?;
+        backend::check_clone(vol, src)?;
         self.check_ready()?;
-        if vol.id == src.id {
-            return Err(DriverError::invalid(
-                "a volume cannot be cloned onto itself",
-            ));
-        }
         let _l = self.locks.lock_all(&[&src.name, &vol.name])?;
         let s = self.available_volume(&src.name)?;
         if vol.size < s.volume.size {
@@ -742,16 +737,7 @@ impl VolumeDriver for FileDriver {
                 vol.size, s.volume.size
             )));
         }
-        self.create_with(vol, || {
-            self.make_copy(
-                &src.name,
-                &vol.name,
-                s.volume.size_bytes(),
-                vol.size_bytes(),
-                true,
-            )
-        })?;
-        Ok(None)
+        self.create_copy_of(vol, &src.name, s.volume.size_bytes())
     }
 
     fn extend_volume(&self, vol: &Volume, new_size: u64) -> Result<()> {
@@ -777,15 +763,8 @@ impl VolumeDriver for FileDriver {
     }
 
     fn revert_to_snapshot(&self, vol: &Volume, snap: &Snapshot) -> Result<()> {
-        vol.validate()?;
-        snap.validate()?;
+        backend::check_revert(vol, snap)?;
         self.check_ready()?;
-        if snap.volume_id != vol.id {
-            return Err(DriverError::invalid(format!(
-                "snapshot {} is not a snapshot of {}",
-                snap.name, vol.name
-            )));
-        }
         let _l = self.locks.lock_all(&[&vol.name, &snap.name])?;
         let v = self.available_volume(&vol.name)?;
         let s = self.available_snapshot(&snap.name)?;
@@ -806,14 +785,6 @@ impl VolumeDriver for FileDriver {
         let dst = self.data_path(&vol.name);
         fs::rename(&tmp, &dst).map_err(|e| DriverError::io("rename into place", &dst, e))?;
         sync_dir(&self.data_dir())
-    }
-
-    fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        backend::copy_image_to_volume(self, vol, image)
-    }
-
-    fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        backend::copy_volume_to_image(self, vol, image)
     }
 
     fn clone_image(&self, vol: &Volume, image: &ImageFile) -> Result<CloneImageResult> {
@@ -936,26 +907,6 @@ impl VolumeDriver for FileDriver {
         self.remove_record(&vol.name)
     }
 
-    fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
-        backend::create_export(self, vol)
-    }
-
-    fn ensure_export(&self, vol: &Volume) -> Result<()> {
-        backend::ensure_export(self, vol)
-    }
-
-    fn remove_export(&self, vol: &Volume) -> Result<()> {
-        backend::remove_export(self, vol)
-    }
-
-    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
-        backend::initialize_connection(self, vol, connector)
-    }
-
-    fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
-        backend::terminate_connection(self, vol, connector)
-    }
-
     fn attach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
         vol.validate()?;
         let _l = self.lock_object(&vol.name)?;
@@ -995,10 +946,6 @@ impl VolumeDriver for FileDriver {
             .map(|r| r.snapshot)
             .collect())
     }
-
-    fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
-        backend::data_layout(self, vol)
-    }
 }
 
 impl Backend for FileDriver {
@@ -1034,15 +981,10 @@ impl Backend for FileDriver {
         Ok((v, x))
     }
 
-    fn set_provider(
-        &self,
-        name: &str,
-        location: Option<String>,
-        auth: Option<String>,
-    ) -> Result<()> {
+    fn set_provider(&self, name: &str, model: &ModelUpdate) -> Result<()> {
         self.update_volume(name, |r| {
-            r.volume.provider_location = location;
-            r.volume.provider_auth = auth;
+            r.volume.provider_location = model.provider_location.clone();
+            r.volume.provider_auth = model.provider_auth.clone();
         })?;
         Ok(())
     }
@@ -1052,16 +994,7 @@ impl FileDriver {
     /// The data file a manage reference names and its size. Only plain file names inside the
     /// backend's data folder are accepted; managed volumes are refused.
     fn manage_target(&self, r: &ExistingRef) -> Result<(PathBuf, u64)> {
-        let n = r.source_name.as_deref().ok_or_else(|| {
-            DriverError::ManageExistingInvalidReference {
-                reason: "missing \"source-name\"".into(),
-            }
-        })?;
-        names::check_lvm_name("source-name", n).map_err(|e| {
-            DriverError::ManageExistingInvalidReference {
-                reason: e.to_string(),
-            }
-        })?;
+        let n = backend::manage_source_name(r)?;
         let stem = n.strip_suffix(".raw").unwrap_or(n);
         if let Ok(id) = names::check_volume_name(stem) {
             if self.volume_record(stem)?.is_some() {

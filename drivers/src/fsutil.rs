@@ -6,7 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,14 @@ pub(crate) fn write_json_atomic<T: Serialize>(dir: &Path, file_name: &str, rec: 
     res
 }
 
+/// Creates the folders (and their parents) that do not exist yet.
+pub(crate) fn create_dirs(dirs: &[PathBuf]) -> Result<()> {
+    for d in dirs {
+        fs::create_dir_all(d).map_err(|e| DriverError::io("create folder", d, e))?;
+    }
+    Ok(())
+}
+
 /// fsyncs a folder (after a create, rename or remove in it).
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -132,20 +140,20 @@ pub(crate) fn remove_dir_if_exists(p: &Path) -> Result<()> {
 
 /// Creates (or truncates) `p` as a sparse file of `size` bytes, synced.
 pub(crate) fn create_sparse(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(p)
-        .map_err(|e| DriverError::io("create", p, e))?;
-    sized_sync(f, p, size)
+    let mut o = File::options();
+    o.write(true).create(true).truncate(true);
+    sized_sync(
+        o.open(p).map_err(|e| DriverError::io("create", p, e))?,
+        p,
+        size,
+    )
 }
 
 /// Creates `p`, which must not exist, as a sparse file of `size` bytes, synced.
 pub(crate) fn create_new_sparse(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .create_new(true)
+    let mut o = File::options();
+    o.write(true).create_new(true);
+    let f = o
         .open(p)
         .map_err(|e| DriverError::io("create (must not exist)", p, e))?;
     sized_sync(f, p, size)

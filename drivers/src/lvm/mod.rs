@@ -28,7 +28,7 @@ use crate::config::{BackendConfig, LvmType};
 use crate::data::{self, DataLayout, Layout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
-use crate::fsutil::{hostname, lock_path, Lock};
+use crate::fsutil::{create_dirs, hostname, lock_path, Lock};
 use crate::names::{self, GIB};
 use crate::runner::{self, Runner};
 use crate::stats::{gib, round2, PoolStats, VolumeStats};
@@ -161,6 +161,35 @@ impl LvmDriver {
         self.lvm(op, &a)
     }
 
+    /// An lvm2 JSON report: `tool_args`, then `--reportformat json --units b --nosuffix -o
+    /// <fields> [target]`. `checked`: a failing command is an error; else the caller reads the
+    /// failure (e.g. "not found").
+    fn report(
+        &self,
+        op: &'static str,
+        tool_args: &[&str],
+        fields: &str,
+        target: Option<&str>,
+        checked: bool,
+    ) -> Result<runner::Output> {
+        let mut argv = tool_args.to_vec();
+        argv.extend([
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            fields,
+        ]);
+        argv.extend(target);
+        if checked {
+            self.lvm(op, &argv)
+        } else {
+            self.lvm_output(op, &argv)
+        }
+    }
+
     fn lvm_output(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
         let _g = self.lvm_lock()?;
         self.runner.output(op, args)
@@ -243,20 +272,7 @@ impl LvmDriver {
     // ---- reports ----
 
     fn vg_info(&self) -> Result<Vg> {
-        let out = self.lvm_output(
-            "vgs",
-            &[
-                "vgs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::VGS_FIELDS,
-                &self.vg,
-            ],
-        )?;
+        let out = self.report("vgs", &["vgs"], report::VGS_FIELDS, Some(&self.vg), false)?;
         if !out.success() {
             if out.stderr.contains("not found") {
                 return Err(DriverError::NotFound {
@@ -276,40 +292,19 @@ impl LvmDriver {
     }
 
     fn lvs(&self) -> Result<Vec<Lv>> {
-        let out = self.lvm(
+        let out = self.report(
             "lvs",
-            &[
-                "lvs",
-                "-a",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::LVS_FIELDS,
-                &self.vg,
-            ],
+            &["lvs", "-a"],
+            report::LVS_FIELDS,
+            Some(&self.vg),
+            true,
         )?;
         report::parse_lvs(&out.stdout)
     }
 
     fn lv(&self, name: &str) -> Result<Option<Lv>> {
         let target = self.lv_path(name);
-        let out = self.lvm_output(
-            "lvs",
-            &[
-                "lvs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::LVS_FIELDS,
-                &target,
-            ],
-        )?;
+        let out = self.report("lvs", &["lvs"], report::LVS_FIELDS, Some(&target), false)?;
         if !out.success() {
             if out.stderr.contains("Failed to find") || out.stderr.contains("not found") {
                 return Ok(None);
@@ -352,36 +347,15 @@ impl LvmDriver {
             }]);
         }
         let target = self.lv_path(&lv.name);
-        let segs = self.lvm(
+        let segs = self.report(
             "lvs --segments",
-            &[
-                "lvs",
-                "-a",
-                "--segments",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::SEG_FIELDS,
-                &target,
-            ],
+            &["lvs", "-a", "--segments"],
+            report::SEG_FIELDS,
+            Some(&target),
+            true,
         )?;
         let segs = report::parse_segments(&segs.stdout)?;
-        let pvs = self.lvm(
-            "pvs",
-            &[
-                "pvs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::PVS_FIELDS,
-            ],
-        )?;
+        let pvs = self.report("pvs", &["pvs"], report::PVS_FIELDS, None, true)?;
         let pvs = report::parse_pvs(&pvs.stdout)?;
         let vg = self.vg_info()?;
         let spans = layout::lv_spans(&lv.name, &segs, &pvs, vg.extent_size)?;
@@ -422,16 +396,36 @@ impl LvmDriver {
         Ok(())
     }
 
-    /// Creates `vol` as a thin snapshot of `src` (device-mapper, thin), grown to `vol.size`.
-    fn thin_snapshot_as(&self, src: &Lv, vol: &Volume, tags: &[String]) -> Result<()> {
-        self.lvm_v(
-            "lvcreate --snapshot",
-            cmd::snapshot(&self.vg, &src.name, &vol.name, None, tags),
-        )?;
-        if vol.size_bytes() > src.size {
-            self.extend_lv(&vol.name, vol.size)?;
+    /// Creates `vol` holding the first `copy_len` bytes of `src` (a clone, or a volume from a
+    /// snapshot LV, which `activate_src` activates): a thin snapshot grown to `vol.size` with
+    /// device-mapper and thin LVs, else an engine copy into a new LV.
+    fn create_from_lv(
+        &self,
+        vol: &Volume,
+        src: &Lv,
+        copy_len: u64,
+        activate_src: bool,
+    ) -> Result<Option<ModelUpdate>> {
+        let tags = self.new_volume_tags(vol)?;
+        if self.dm && self.thin()? {
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &src.name, &vol.name, None, &tags),
+            )?;
+            if vol.size_bytes() > src.size {
+                self.extend_lv(&vol.name, vol.size)?;
+            }
+            if activate_src {
+                self.activate(&src.name, true)?;
+            }
+            self.activate(&vol.name, true)?;
+            return Ok(None);
         }
-        Ok(())
+        if activate_src {
+            self.activate(&src.name, false)?;
+        }
+        self.create_copy(&vol.name, vol.size, tags, src, copy_len)?;
+        Ok(None)
     }
 
     fn remove_lv(&self, name: &str) -> Result<()> {
@@ -595,16 +589,7 @@ impl LvmDriver {
     }
 
     fn manage_lv(&self, r: &ExistingRef) -> Result<Lv> {
-        let n = r.source_name.as_deref().ok_or_else(|| {
-            DriverError::ManageExistingInvalidReference {
-                reason: "missing \"source-name\"".into(),
-            }
-        })?;
-        names::check_lvm_name("source-name", n).map_err(|e| {
-            DriverError::ManageExistingInvalidReference {
-                reason: e.to_string(),
-            }
-        })?;
+        let n = backend::manage_source_name(r)?;
         let lv = self
             .lv(n)?
             .ok_or_else(|| DriverError::ManageExistingInvalidReference {
@@ -634,18 +619,14 @@ impl LvmDriver {
 }
 
 impl VolumeDriver for LvmDriver {
-    fn backend_name(&self) -> &str {
-        &self.common.cfg.name
-    }
+    backend::shared_driver_methods!();
 
     fn do_setup(&self) -> Result<()> {
-        for d in [
+        create_dirs(&[
             self.state_dir.clone(),
-            self.state_dir.join("locks"),
-            self.state_dir.join("state"),
-        ] {
-            std::fs::create_dir_all(&d).map_err(|e| DriverError::io("create folder", &d, e))?;
-        }
+            self.locks.dir().to_owned(),
+            self.records.dir().to_owned(),
+        ])?;
         self.vg_info()?;
         if self.thin()? && self.dm && self.lv(&self.pool_name())?.is_none() {
             // Cinder: pool sized 95% of the VG's free space, the rest for pool metadata.
@@ -910,27 +891,12 @@ impl VolumeDriver for LvmDriver {
                 vol.size, snap.volume_size
             )));
         }
-        let tags = self.new_volume_tags(vol)?;
-        if self.dm && self.thin()? {
-            self.thin_snapshot_as(&s, vol, &tags)?;
-            self.activate(&snap_lv, true)?;
-            self.activate(&vol.name, true)?;
-            return Ok(None);
-        }
-        self.activate(&snap_lv, false)?;
-        self.create_copy(&vol.name, vol.size, tags, &s, snap.size_bytes())?;
-        Ok(None)
+        self.create_from_lv(vol, &s, snap.size_bytes(), true)
     }
 
     fn create_cloned_volume(&self, vol: &Volume, src: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        src.validate()?;
+        backend::check_clone(vol, src)?;
         self.check_vg_ready()?;
-        if vol.id == src.id {
-            return Err(DriverError::invalid(
-                "a volume cannot be cloned onto itself",
-            ));
-        }
         let _l = self.locks.lock_all(&[&src.name, &vol.name])?;
         let s = self.must_lv("volume", &src.name)?;
         if vol.size_bytes() < s.size {
@@ -939,14 +905,7 @@ impl VolumeDriver for LvmDriver {
                 vol.size, s.size
             )));
         }
-        let tags = self.new_volume_tags(vol)?;
-        if self.dm && self.thin()? {
-            self.thin_snapshot_as(&s, vol, &tags)?;
-            self.activate(&vol.name, true)?;
-            return Ok(None);
-        }
-        self.create_copy(&vol.name, vol.size, tags, &s, s.size)?;
-        Ok(None)
+        self.create_from_lv(vol, &s, s.size, false)
     }
 
     fn extend_volume(&self, vol: &Volume, new_size: u64) -> Result<()> {
@@ -980,15 +939,8 @@ impl VolumeDriver for LvmDriver {
     }
 
     fn revert_to_snapshot(&self, vol: &Volume, snap: &Snapshot) -> Result<()> {
-        vol.validate()?;
-        snap.validate()?;
+        backend::check_revert(vol, snap)?;
         self.check_vg_ready()?;
-        if snap.volume_id != vol.id {
-            return Err(DriverError::invalid(format!(
-                "snapshot {} is not a snapshot of {}",
-                snap.name, vol.name
-            )));
-        }
         let snap_lv = names::lvm_snapshot_name(&snap.name)?;
         let _l = self.locks.lock_all(&[&vol.name, &snap_lv])?;
         let v = self.must_lv("volume", &vol.name)?;
@@ -1018,14 +970,6 @@ impl VolumeDriver for LvmDriver {
             self.wipe_data(&tail, v.size - len)?;
         }
         Ok(())
-    }
-
-    fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        backend::copy_image_to_volume(self, vol, image)
-    }
-
-    fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        backend::copy_volume_to_image(self, vol, image)
     }
 
     fn clone_image(&self, vol: &Volume, _image: &ImageFile) -> Result<CloneImageResult> {
@@ -1112,26 +1056,6 @@ impl VolumeDriver for LvmDriver {
         self.drop_state(&vol.name)
     }
 
-    fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
-        backend::create_export(self, vol)
-    }
-
-    fn ensure_export(&self, vol: &Volume) -> Result<()> {
-        backend::ensure_export(self, vol)
-    }
-
-    fn remove_export(&self, vol: &Volume) -> Result<()> {
-        backend::remove_export(self, vol)
-    }
-
-    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
-        backend::initialize_connection(self, vol, connector)
-    }
-
-    fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
-        backend::terminate_connection(self, vol, connector)
-    }
-
     fn attach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
         vol.validate()?;
         self.check_vg_ready()?;
@@ -1208,10 +1132,6 @@ impl VolumeDriver for LvmDriver {
         }
         Ok(out)
     }
-
-    fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
-        backend::data_layout(self, vol)
-    }
 }
 
 impl Backend for LvmDriver {
@@ -1260,15 +1180,10 @@ impl Backend for LvmDriver {
         self.activate(name, false)
     }
 
-    fn set_provider(
-        &self,
-        name: &str,
-        location: Option<String>,
-        auth: Option<String>,
-    ) -> Result<()> {
+    fn set_provider(&self, name: &str, model: &ModelUpdate) -> Result<()> {
         let mut st = self.state(name)?;
-        st.provider_location = location;
-        st.provider_auth = auth;
+        st.provider_location = model.provider_location.clone();
+        st.provider_auth = model.provider_auth.clone();
         self.set_state(name, &st)
     }
 }
