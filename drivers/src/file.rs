@@ -20,6 +20,9 @@
 //! `deleting` ones whose per-object lock is free, and removes leftover temp files: a crash never
 //! leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
 //! shares blocks, the engine's sparse copy elsewhere.
+//!
+//! Locks, records, attachment lists and the image, export and connection calls come from the
+//! shared layer (`backend.rs`); this module holds what only a folder of files does.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};

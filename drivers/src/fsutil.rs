@@ -1,7 +1,7 @@
 //! The small file-system steps every other module builds on: flocks, atomic JSON records,
 //! folder fsyncs, sparse files, the host name. It imports nothing from the rest of the crate
-//! but the error type, so the data path ([`crate::data`], [`crate::image`]), the shared backend
-//! layer ([`crate::backend`]) and the backends all depend on it, never the other way round.
+//! but the error type, so the data path (`data.rs`, `image.rs`), the shared backend layer
+//! (`backend.rs`) and the backends all depend on it, never the other way round.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

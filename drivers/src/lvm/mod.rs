@@ -10,7 +10,9 @@
 //!
 //! State lives in LVM itself (tags: `ember_name:<display name>`, `ember_origin:<volume uuid>`,
 //! `ember_creating`, `ember_unmanaged`) plus a small state folder holding export models and
-//! attachments (CHAP secrets cannot be tags) and the per-volume lock files.
+//! attachments (CHAP secrets cannot be tags) and the per-volume lock files, both through the
+//! shared layer (`backend.rs`), which also provides the image, export and connection calls;
+//! this module holds what only lvm2 does.
 
 pub mod cmd;
 pub mod layout;
