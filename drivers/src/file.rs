@@ -84,7 +84,8 @@ pub struct SnapshotRecord {
     pub status: Status,
 }
 
-/// What an interrupted create was copying (`<root>/resume/<name>/job.json`).
+/// A data copy onto a new object: what an interrupted create was copying is kept as
+/// `<root>/resume/<name>/job.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CopyJob {
     /// The source volume or snapshot name.
@@ -256,6 +257,11 @@ impl FileDriver {
         size: u64,
         resumable: bool,
     ) -> Result<()> {
+        let job = CopyJob {
+            src: src_name.to_owned(),
+            copy_len,
+            size,
+        };
         let src = self.data_path(src_name);
         let dst = self.data_path(dst_name);
         remove_if_exists(&dst)?;
@@ -272,34 +278,22 @@ impl FileDriver {
         if resumable {
             fs::create_dir_all(&resume)
                 .map_err(|e| DriverError::io("create folder", &resume, e))?;
-            let job = CopyJob {
-                src: src_name.to_owned(),
-                copy_len,
-                size,
-            };
             write_json_atomic(&resume, "job.json", &job)?;
             sync_dir(resume.parent().expect("resume folder has a parent"))?;
         }
         create_sparse(&dst, size)?;
         sync_dir(&self.data_dir())?;
-        self.copy_data(src_name, dst_name, copy_len, size, resumable)
+        self.copy_data(&job, dst_name, resumable)
     }
 
     /// The engine copy of [`Self::make_copy`]; continues from the resume folder's checkpoints
     /// when they exist.
-    fn copy_data(
-        &self,
-        src_name: &str,
-        dst_name: &str,
-        copy_len: u64,
-        size: u64,
-        resumable: bool,
-    ) -> Result<()> {
+    fn copy_data(&self, job: &CopyJob, dst_name: &str, resumable: bool) -> Result<()> {
         let resume = self.resume_dir(dst_name);
         data::copy_layout_resumable(
-            &self.span(src_name, copy_len),
-            &self.span(dst_name, size),
-            copy_len,
+            &self.span(&job.src, job.copy_len),
+            &self.span(dst_name, job.size),
+            job.copy_len,
             self.common.copy_mode(true),
             resumable.then_some(resume.as_path()),
         )?;
@@ -342,7 +336,7 @@ impl FileDriver {
             return Ok(Some(false));
         }
         tracing::warn!(name, src = %job.src, "resuming an interrupted create");
-        self.copy_data(&job.src, name, job.copy_len, job.size, true)?;
+        self.copy_data(&job, name, true)?;
         rec.status = Status::Available;
         self.write_record(name, &rec)?;
         Ok(Some(true))
