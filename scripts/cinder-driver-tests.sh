@@ -84,9 +84,10 @@ if cinder-rootwrap "$WORK/rootwrap.conf" losetup -a >/dev/null 2>&1; then
   exit 1
 fi
 
-# The LVM backend's VG: two sparse 16 GiB PVs on loop devices.
+# The LVM backend's VG: two sparse 6 GiB PVs on loop devices (thick LVs are written whole by
+# clones and wipes, so this is also what the run may allocate on the disk).
 for i in 0 1; do
-  truncate -s 16G "$WORK/lvm/pv$i.img"
+  truncate -s 6G "$WORK/lvm/pv$i.img"
   LOOPS+=("$(losetup -f --show "$WORK/lvm/pv$i.img")")
 done
 filter=$(printf '"a|^%s$|", ' "${LOOPS[@]}")

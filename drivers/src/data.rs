@@ -18,7 +18,7 @@ use ember_engine::copy::{copy_window, CopyOptions, Window};
 use ember_engine::wipe::{wipe, WipeMethod, WipeOptions};
 
 use crate::error::{DriverError, Result};
-use crate::file::write_json_atomic;
+use crate::fsutil::{sync_dir, write_json_atomic};
 
 /// `len` bytes of `path` starting at `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +161,7 @@ pub fn copy_layout_resumable(
     }
     std::fs::remove_dir_all(folder).map_err(|e| DriverError::io("remove", folder, e))?;
     if let Some(parent) = folder.parent() {
-        crate::file::sync_dir(parent)?;
+        sync_dir(parent)?;
     }
     Ok(())
 }

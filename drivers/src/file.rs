@@ -20,25 +20,33 @@
 //! `deleting` ones whose per-object lock is free, and removes leftover temp files: a crash never
 //! leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
 //! shares blocks, the engine's sparse copy elsewhere.
+//!
+//! Locks, records, attachment lists and the image, export and connection calls come from the
+//! shared layer (`backend.rs`); this module holds what only a folder of files does.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackendConfig, VolumeClear};
-use crate::data::{self, CopyMode, DataLayout, Span};
+use crate::backend::{self, Backend, Common, ObjectLock, ObjectLocks, RecordDir};
+use crate::config::BackendConfig;
+use crate::data::{self, DataLayout, Layout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
+use crate::fsutil::{
+    create_dirs, create_sparse, lock_path, read_json, remove_dir_if_exists, remove_if_exists,
+    set_len_sync, sync_dir, write_json_atomic, Lock,
+};
 use crate::names::{self, GIB};
 use crate::stats::{gib, PoolStats, VolumeStats};
 use crate::types::*;
 use crate::VolumeDriver;
 use crate::{ConnectionInfo, Connector};
+
+/// Re-exported for callers that named it here before [`crate::fsutil`] existed.
+pub use crate::fsutil::hostname;
 
 /// Driver version reported in stats.
 pub const DRIVER_VERSION: &str = "1.0.0";
@@ -76,7 +84,8 @@ pub struct SnapshotRecord {
     pub status: Status,
 }
 
-/// What an interrupted create was copying (`<root>/resume/<name>/job.json`).
+/// A data copy onto a new object: what an interrupted create was copying is kept as
+/// `<root>/resume/<name>/job.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CopyJob {
     /// The source volume or snapshot name.
@@ -89,35 +98,12 @@ struct CopyJob {
 
 /// The file backend.
 pub struct FileDriver {
-    cfg: BackendConfig,
+    common: Common,
     root: PathBuf,
-    exporter: Option<Arc<Exporter>>,
-}
-
-/// A held flock (released on drop).
-pub(crate) struct Lock {
-    _f: Flock<File>,
-}
-
-/// A held per-object lock. On release, when the object has no record (deleted, rolled back or
-/// never created), its lock file is removed first, so `locks/` holds only live objects instead
-/// of one file per object ever named. Safe because every record write for a name happens under
-/// that name's lock, and [`lock_path`] checks after locking that the file it locked is still the
-/// one at the path (a waiter on a removed file retries on the new one).
-pub(crate) struct ObjectLock {
-    path: PathBuf,
-    record: PathBuf,
-    _lock: Lock,
-}
-
-impl Drop for ObjectLock {
-    fn drop(&mut self) {
-        // Runs before the fields drop: the flock is still held here.
-        if matches!(fs::symlink_metadata(&self.record), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+    /// `<root>/meta`: one record per volume and snapshot.
+    records: RecordDir,
+    /// `<root>/locks`: a lock file lives as long as its object's record.
+    locks: ObjectLocks,
 }
 
 impl FileDriver {
@@ -128,16 +114,21 @@ impl FileDriver {
             .path
             .clone()
             .ok_or_else(|| DriverError::InvalidConfiguration("file backend needs path".into()))?;
+        let records = RecordDir::new(root.join("meta"));
         Ok(FileDriver {
-            cfg,
+            common: Common {
+                cfg,
+                exporter: None,
+            },
+            locks: ObjectLocks::new(root.join("locks"), Some(records.clone())),
+            records,
             root,
-            exporter: None,
         })
     }
 
     /// Adds iSCSI exports through `exporter`.
     pub fn with_exporter(mut self, exporter: Arc<Exporter>) -> Self {
-        self.exporter = Some(exporter);
+        self.common.exporter = Some(exporter);
         self
     }
 
@@ -147,13 +138,10 @@ impl FileDriver {
     }
 
     fn meta_dir(&self) -> PathBuf {
-        self.root.join("meta")
+        self.records.dir().to_owned()
     }
     fn data_dir(&self) -> PathBuf {
         self.root.join("data")
-    }
-    fn meta_path(&self, name: &str) -> PathBuf {
-        self.meta_dir().join(format!("{name}.json"))
     }
     /// The data file of a volume or snapshot name (names are validated by the caller).
     pub fn data_path(&self, name: &str) -> PathBuf {
@@ -165,45 +153,21 @@ impl FileDriver {
         self.root.join("resume").join(name)
     }
 
-    fn lock_file(&self, path: &Path, nonblock: bool) -> Result<Option<Lock>> {
-        lock_path(path, nonblock)
-    }
-
     /// Serializes operations on one object (across threads and processes).
     fn lock_object(&self, name: &str) -> Result<ObjectLock> {
-        Ok(self.try_lock_object(name, false)?.expect("blocking lock"))
+        self.locks.lock(name)
     }
 
-    fn try_lock_object(&self, name: &str, nonblock: bool) -> Result<Option<ObjectLock>> {
-        let path = self.root.join("locks").join(format!("{name}.lock"));
-        Ok(self.lock_file(&path, nonblock)?.map(|l| ObjectLock {
-            path,
-            record: self.meta_path(name),
-            _lock: l,
-        }))
-    }
-
-    /// Locks several objects in one global order (sorted names, each once): no deadlock between
-    /// operations naming the same objects in different roles, and no self-deadlock when a
-    /// caller names one object twice (e.g. a volume from a snapshot onto the snapshot's origin).
-    fn lock_objects(&self, names: &[&str]) -> Result<Vec<ObjectLock>> {
-        let mut names = names.to_vec();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().map(|n| self.lock_object(n)).collect()
-    }
-
+    /// The backend-wide lock: metadata writes and crash recovery.
     fn meta_lock(&self) -> Result<Lock> {
-        Ok(self
-            .lock_file(&self.root.join(".lock"), false)?
-            .expect("blocking lock"))
+        Ok(lock_path(&self.root.join(".lock"), false)?.expect("blocking lock"))
     }
 
     fn check_ready(&self) -> Result<()> {
         if !self.meta_dir().is_dir() || !self.data_dir().is_dir() {
             return Err(DriverError::InvalidConfiguration(format!(
                 "file backend {:?}: {} is not set up (run do_setup)",
-                self.cfg.name,
+                self.common.cfg.name,
                 self.root.display()
             )));
         }
@@ -214,38 +178,20 @@ impl FileDriver {
 
     fn write_record<T: Serialize>(&self, name: &str, rec: &T) -> Result<()> {
         let _g = self.meta_lock()?;
-        write_json_atomic(&self.meta_dir(), &format!("{name}.json"), rec)
+        self.records.write(name, rec)
     }
 
     fn remove_record(&self, name: &str) -> Result<()> {
         let _g = self.meta_lock()?;
-        let p = self.meta_path(name);
-        match fs::remove_file(&p) {
-            Ok(()) => sync_dir(&self.meta_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DriverError::io("remove", &p, e)),
-        }
-    }
-
-    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
-        match fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| DriverError::Metadata {
-                    path: path.to_owned(),
-                    source: e,
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DriverError::io("read", path, e)),
-        }
+        self.records.remove(name)
     }
 
     fn volume_record(&self, name: &str) -> Result<Option<VolumeRecord>> {
-        self.read_json(&self.meta_path(name))
+        self.records.read(name)
     }
 
     fn snapshot_record(&self, name: &str) -> Result<Option<SnapshotRecord>> {
-        self.read_json(&self.meta_path(name))
+        self.records.read(name)
     }
 
     /// An available volume's record, or NotFound.
@@ -263,52 +209,35 @@ impl FileDriver {
         }
     }
 
-    fn meta_names(&self, prefix: &str) -> Result<Vec<String>> {
-        let dir = self.meta_dir();
+    /// The records of the names starting with `prefix` that `check` accepts.
+    fn records<T: for<'de> Deserialize<'de>>(
+        &self,
+        prefix: &str,
+        check: fn(&str) -> Result<uuid::Uuid>,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|e| DriverError::io("list", &dir, e))? {
-            let e = e.map_err(|e| DriverError::io("list", &dir, e))?;
-            let n = e.file_name();
-            let Some(n) = n.to_str() else { continue };
-            if let Some(stem) = n.strip_suffix(".json") {
-                if stem.starts_with(prefix) {
-                    out.push(stem.to_owned());
-                }
+        for n in self.records.names(prefix)? {
+            if check(&n).is_err() {
+                continue;
+            }
+            if let Some(r) = self.records.read(&n)? {
+                out.push(r);
             }
         }
-        out.sort();
         Ok(out)
     }
 
     fn snapshot_records(&self) -> Result<Vec<SnapshotRecord>> {
-        let mut out = Vec::new();
-        for n in self.meta_names(names::SNAPSHOT_PREFIX)? {
-            if names::check_snapshot_name(&n).is_err() {
-                continue;
-            }
-            if let Some(r) = self.snapshot_record(&n)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.records(names::SNAPSHOT_PREFIX, names::check_snapshot_name)
     }
 
     fn volume_records(&self) -> Result<Vec<VolumeRecord>> {
-        let mut out = Vec::new();
-        for n in self.meta_names(names::VOLUME_PREFIX)? {
-            if names::check_volume_name(&n).is_err() {
-                continue;
-            }
-            if let Some(r) = self.volume_record(&n)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.records(names::VOLUME_PREFIX, names::check_volume_name)
     }
 
     // ---- data ----
 
-    fn span(&self, name: &str, len: u64) -> Vec<Span> {
+    fn span(&self, name: &str, len: u64) -> Layout {
         vec![Span {
             path: self.data_path(name),
             offset: 0,
@@ -328,6 +257,11 @@ impl FileDriver {
         size: u64,
         resumable: bool,
     ) -> Result<()> {
+        let job = CopyJob {
+            src: src_name.to_owned(),
+            copy_len,
+            size,
+        };
         let src = self.data_path(src_name);
         let dst = self.data_path(dst_name);
         remove_if_exists(&dst)?;
@@ -344,38 +278,23 @@ impl FileDriver {
         if resumable {
             fs::create_dir_all(&resume)
                 .map_err(|e| DriverError::io("create folder", &resume, e))?;
-            let job = CopyJob {
-                src: src_name.to_owned(),
-                copy_len,
-                size,
-            };
             write_json_atomic(&resume, "job.json", &job)?;
             sync_dir(resume.parent().expect("resume folder has a parent"))?;
         }
         create_sparse(&dst, size)?;
         sync_dir(&self.data_dir())?;
-        self.copy_data(src_name, dst_name, copy_len, size, resumable)
+        self.copy_data(&job, dst_name, resumable)
     }
 
     /// The engine copy of [`Self::make_copy`]; continues from the resume folder's checkpoints
     /// when they exist.
-    fn copy_data(
-        &self,
-        src_name: &str,
-        dst_name: &str,
-        copy_len: u64,
-        size: u64,
-        resumable: bool,
-    ) -> Result<()> {
+    fn copy_data(&self, job: &CopyJob, dst_name: &str, resumable: bool) -> Result<()> {
         let resume = self.resume_dir(dst_name);
         data::copy_layout_resumable(
-            &self.span(src_name, copy_len),
-            &self.span(dst_name, size),
-            copy_len,
-            CopyMode {
-                dest_zeroed: true,
-                bps_limit: self.cfg.volume_copy_bps_limit,
-            },
+            &self.span(&job.src, job.copy_len),
+            &self.span(dst_name, job.size),
+            job.copy_len,
+            self.common.copy_mode(true),
             resumable.then_some(resume.as_path()),
         )?;
         sync_dir(&self.data_dir())
@@ -387,7 +306,7 @@ impl FileDriver {
     /// back; `Ok(None)` when the source is locked by another operation: left for a later setup.
     fn resume_create(&self, name: &str) -> Result<Option<bool>> {
         let dir = self.resume_dir(name);
-        let Some(job) = self.read_json::<CopyJob>(&dir.join("job.json"))? else {
+        let Some(job) = read_json::<CopyJob>(&dir.join("job.json"))? else {
             return Ok(Some(false));
         };
         let src_ok = if names::check_volume_name(&job.src).is_ok() {
@@ -403,11 +322,7 @@ impl FileDriver {
             tracing::warn!(name, src = %job.src, "source of an interrupted create is gone");
             return Ok(Some(false));
         }
-        let Some(_src_lock) = self.lock_file(
-            &self.root.join("locks").join(format!("{}.lock", job.src)),
-            true,
-        )?
-        else {
+        let Some(_src_lock) = self.locks.try_lock(&job.src)? else {
             return Ok(None);
         };
         let Some(mut rec) = self.volume_record(name)? else {
@@ -421,7 +336,7 @@ impl FileDriver {
             return Ok(Some(false));
         }
         tracing::warn!(name, src = %job.src, "resuming an interrupted create");
-        self.copy_data(&job.src, name, job.copy_len, job.size, true)?;
+        self.copy_data(&job, name, true)?;
         rec.status = Status::Available;
         self.write_record(name, &rec)?;
         Ok(Some(true))
@@ -435,12 +350,12 @@ impl FileDriver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(DriverError::io("stat", &p, e)),
         };
-        if self.cfg.volume_clear == VolumeClear::Zero && len > 0 {
-            let clear = match self.cfg.volume_clear_size {
-                0 => len,
-                mib => (mib << 20).min(len),
-            };
-            data::wipe_layout(&self.span(name, len), clear, self.cfg.volume_copy_bps_limit)?;
+        if let Some(clear) = self.common.clear_len(len) {
+            data::wipe_layout(
+                &self.span(name, len),
+                clear,
+                self.common.cfg.volume_copy_bps_limit,
+            )?;
         }
         remove_if_exists(&p)?;
         sync_dir(&self.data_dir())
@@ -476,21 +391,27 @@ impl FileDriver {
         }
     }
 
+    /// Creates `vol` holding the first `copy_len` bytes of `src_name` (a clone or a volume from
+    /// a snapshot), resumable after a crash.
+    fn create_copy_of(
+        &self,
+        vol: &Volume,
+        src_name: &str,
+        copy_len: u64,
+    ) -> Result<Option<ModelUpdate>> {
+        self.create_with(vol, || {
+            self.make_copy(src_name, &vol.name, copy_len, vol.size_bytes(), true)
+        })?;
+        Ok(None)
+    }
+
     /// Finishes or rolls back interrupted operations whose object lock is free.
     fn recover(&self) -> Result<()> {
-        let _g = self.meta_lock()?;
-        let dir = self.meta_dir();
-        for e in fs::read_dir(&dir).map_err(|e| DriverError::io("list", &dir, e))? {
-            let e = e.map_err(|e| DriverError::io("list", &dir, e))?;
-            let name = e.file_name();
-            if name.to_str().is_some_and(|n| n.starts_with(".tmp-")) {
-                // A metadata write that never reached its rename: not registered, drop it.
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        drop(_g);
-        for n in self.meta_names("")? {
-            let Some(lock) = self.try_lock_object(&n, true)? else {
+        let g = self.meta_lock()?;
+        self.records.remove_temp_files()?;
+        drop(g);
+        for n in self.records.names("")? {
+            let Some(lock) = self.locks.try_lock(&n)? else {
                 continue; // another process is working on it
             };
             let is_volume = names::check_volume_name(&n).is_ok();
@@ -556,7 +477,7 @@ impl FileDriver {
             if names::check_volume_name(vol).is_err() {
                 continue;
             }
-            if let Some(_l) = self.try_lock_object(vol, true)? {
+            if let Some(_l) = self.locks.try_lock(vol)? {
                 tracing::warn!(volume = %vol, "removing the data of an interrupted revert");
                 remove_if_exists(&e.path())?;
             }
@@ -594,18 +515,6 @@ impl FileDriver {
         )
     }
 
-    fn exporter(&self, op: &'static str) -> Result<&Exporter> {
-        self.exporter
-            .as_deref()
-            .ok_or_else(|| DriverError::NotSupported {
-                op,
-                reason: format!(
-                    "backend {:?} has no iSCSI target configured ([backend.target])",
-                    self.cfg.name
-                ),
-            })
-    }
-
     fn update_volume(&self, name: &str, f: impl FnOnce(&mut VolumeRecord)) -> Result<Volume> {
         let mut rec = self.available_volume(name)?;
         f(&mut rec);
@@ -615,19 +524,15 @@ impl FileDriver {
 }
 
 impl VolumeDriver for FileDriver {
-    fn backend_name(&self) -> &str {
-        &self.cfg.name
-    }
+    backend::shared_driver_methods!();
 
     fn do_setup(&self) -> Result<()> {
-        for d in [
+        create_dirs(&[
             self.root.clone(),
             self.meta_dir(),
             self.data_dir(),
-            self.root.join("locks"),
-        ] {
-            fs::create_dir_all(&d).map_err(|e| DriverError::io("create folder", &d, e))?;
-        }
+            self.locks.dir().to_owned(),
+        ])?;
         self.recover()
     }
 
@@ -636,14 +541,14 @@ impl VolumeDriver for FileDriver {
         let m = fs::metadata(root).map_err(|e| {
             DriverError::InvalidConfiguration(format!(
                 "file backend {:?}: folder {} is not usable: {e}",
-                self.cfg.name,
+                self.common.cfg.name,
                 root.display()
             ))
         })?;
         if !m.is_dir() {
             return Err(DriverError::InvalidConfiguration(format!(
                 "file backend {:?}: {} is not a folder",
-                self.cfg.name,
+                self.common.cfg.name,
                 root.display()
             )));
         }
@@ -653,7 +558,7 @@ impl VolumeDriver for FileDriver {
         File::create(&probe).map_err(|e| {
             DriverError::InvalidConfiguration(format!(
                 "file backend {:?}: folder {} is not writable: {e}",
-                self.cfg.name,
+                self.common.cfg.name,
                 root.display()
             ))
         })?;
@@ -679,24 +584,24 @@ impl VolumeDriver for FileDriver {
             + snaps.iter().map(|s| s.size_bytes()).sum::<u64>();
         let host = hostname();
         let pool = PoolStats {
-            pool_name: self.cfg.name.clone(),
+            pool_name: self.common.cfg.name.clone(),
             total_capacity_gb: gib(total),
             free_capacity_gb: gib(free),
-            reserved_percentage: self.cfg.reserved_percentage,
+            reserved_percentage: self.common.cfg.reserved_percentage,
             location_info: format!("FileDriver:{host}:{}", self.root.display()),
             qos_support: false,
             provisioned_capacity_gb: gib(provisioned),
-            max_over_subscription_ratio: self.cfg.max_over_subscription_ratio.clone(),
+            max_over_subscription_ratio: self.common.cfg.max_over_subscription_ratio.clone(),
             thin_provisioning_support: true,
             thick_provisioning_support: false,
             total_volumes: (vols.len() + snaps.len()) as u64,
-            filter_function: self.cfg.filter_function.clone(),
-            goodness_function: self.cfg.goodness_function.clone(),
+            filter_function: self.common.cfg.filter_function.clone(),
+            goodness_function: self.common.cfg.goodness_function.clone(),
             multiattach: true,
             backend_state: "up".into(),
         };
         Ok(VolumeStats::single_pool(
-            &self.cfg.name,
+            &self.common.cfg.name,
             DRIVER_VERSION,
             "iSCSI",
             true,
@@ -743,7 +648,7 @@ impl VolumeDriver for FileDriver {
             });
         }
         if rec.volume.provider_location.is_some() {
-            if let Some(x) = &self.exporter {
+            if let Some(x) = &self.common.exporter {
                 x.remove(&self.export_volume(&rec.volume), true)?;
             }
         }
@@ -756,7 +661,7 @@ impl VolumeDriver for FileDriver {
     fn create_snapshot(&self, snap: &Snapshot) -> Result<Option<ModelUpdate>> {
         snap.validate()?;
         self.check_ready()?;
-        let _l = self.lock_objects(&[&snap.volume_name, &snap.name])?;
+        let _l = self.locks.lock_all(&[&snap.volume_name, &snap.name])?;
         let origin = self.available_volume(&snap.volume_name)?;
         if self.snapshot_record(&snap.name)?.is_some() {
             return Err(DriverError::AlreadyExists {
@@ -786,7 +691,7 @@ impl VolumeDriver for FileDriver {
     fn delete_snapshot(&self, snap: &Snapshot) -> Result<()> {
         snap.validate()?;
         self.check_ready()?;
-        let _l = self.lock_objects(&[&snap.volume_name, &snap.name])?;
+        let _l = self.locks.lock_all(&[&snap.volume_name, &snap.name])?;
         let Some(mut rec) = self.snapshot_record(&snap.name)? else {
             tracing::info!(snapshot = %snap.name, "already gone");
             return Ok(());
@@ -805,7 +710,9 @@ impl VolumeDriver for FileDriver {
         vol.validate()?;
         snap.validate()?;
         self.check_ready()?;
-        let _l = self.lock_objects(&[&snap.volume_name, &snap.name, &vol.name])?;
+        let _l = self
+            .locks
+            .lock_all(&[&snap.volume_name, &snap.name, &vol.name])?;
         let s = self.available_snapshot(&snap.name)?;
         if vol.size < s.snapshot.volume_size {
             return Err(DriverError::invalid(format!(
@@ -813,28 +720,13 @@ impl VolumeDriver for FileDriver {
                 vol.size, s.snapshot.volume_size
             )));
         }
-        self.create_with(vol, || {
-            self.make_copy(
-                &snap.name,
-                &vol.name,
-                s.snapshot.size_bytes(),
-                vol.size_bytes(),
-                true,
-            )
-        })?;
-        Ok(None)
+        self.create_copy_of(vol, &snap.name, s.snapshot.size_bytes())
     }
 
     fn create_cloned_volume(&self, vol: &Volume, src: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        src.validate()?;
+        backend::check_clone(vol, src)?;
         self.check_ready()?;
-        if vol.id == src.id {
-            return Err(DriverError::invalid(
-                "a volume cannot be cloned onto itself",
-            ));
-        }
-        let _l = self.lock_objects(&[&src.name, &vol.name])?;
+        let _l = self.locks.lock_all(&[&src.name, &vol.name])?;
         let s = self.available_volume(&src.name)?;
         if vol.size < s.volume.size {
             return Err(DriverError::invalid(format!(
@@ -842,16 +734,7 @@ impl VolumeDriver for FileDriver {
                 vol.size, s.volume.size
             )));
         }
-        self.create_with(vol, || {
-            self.make_copy(
-                &src.name,
-                &vol.name,
-                s.volume.size_bytes(),
-                vol.size_bytes(),
-                true,
-            )
-        })?;
-        Ok(None)
+        self.create_copy_of(vol, &src.name, s.volume.size_bytes())
     }
 
     fn extend_volume(&self, vol: &Volume, new_size: u64) -> Result<()> {
@@ -869,7 +752,7 @@ impl VolumeDriver for FileDriver {
         set_len_sync(&self.data_path(&vol.name), new_bytes)?;
         let v = self.update_volume(&vol.name, |r| r.volume.size = new_size)?;
         if v.provider_location.is_some() {
-            if let Some(x) = &self.exporter {
+            if let Some(x) = &self.common.exporter {
                 x.extend(&self.export_volume(&v), &v)?;
             }
         }
@@ -877,16 +760,9 @@ impl VolumeDriver for FileDriver {
     }
 
     fn revert_to_snapshot(&self, vol: &Volume, snap: &Snapshot) -> Result<()> {
-        vol.validate()?;
-        snap.validate()?;
+        backend::check_revert(vol, snap)?;
         self.check_ready()?;
-        if snap.volume_id != vol.id {
-            return Err(DriverError::invalid(format!(
-                "snapshot {} is not a snapshot of {}",
-                snap.name, vol.name
-            )));
-        }
-        let _l = self.lock_objects(&[&vol.name, &snap.name])?;
+        let _l = self.locks.lock_all(&[&vol.name, &snap.name])?;
         let v = self.available_volume(&vol.name)?;
         let s = self.available_snapshot(&snap.name)?;
         // Build the reverted data beside the volume, then swap it in with one rename.
@@ -908,39 +784,10 @@ impl VolumeDriver for FileDriver {
         sync_dir(&self.data_dir())
     }
 
-    fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        vol.validate()?;
-        self.check_ready()?;
-        crate::image::declared_format(image)?;
-        let _l = self.lock_object(&vol.name)?;
-        let v = self.available_volume(&vol.name)?;
-        crate::image::image_into_layout(
-            image,
-            &v.volume,
-            &self.span(&vol.name, v.volume.size_bytes()),
-            &self.root.join("staging"),
-            self.cfg.volume_copy_bps_limit,
-        )
-    }
-
-    fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        vol.validate()?;
-        self.check_ready()?;
-        crate::image::declared_format(image)?;
-        let _l = self.lock_object(&vol.name)?;
-        let v = self.available_volume(&vol.name)?;
-        crate::image::layout_into_image(
-            &self.span(&vol.name, v.volume.size_bytes()),
-            image,
-            &self.root.join("staging"),
-            self.cfg.volume_copy_bps_limit,
-        )
-    }
-
     fn clone_image(&self, vol: &Volume, image: &ImageFile) -> Result<CloneImageResult> {
         vol.validate()?;
         self.check_ready()?;
-        let Some(len) = check_raw_image(image, vol)? else {
+        let Some(len) = crate::image::inspect_raw_fitting(image, vol)? else {
             // Not raw: nothing to share blocks with; fall back to copy_image_to_volume.
             return Ok(CloneImageResult::default());
         };
@@ -1057,68 +904,14 @@ impl VolumeDriver for FileDriver {
         self.remove_record(&vol.name)
     }
 
-    fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        let x = self.exporter("create_export")?;
-        let _l = self.lock_object(&vol.name)?;
-        let v = self.available_volume(&vol.name)?.volume;
-        let mu = x.create(&self.export_volume(&v), &v)?;
-        self.update_volume(&vol.name, |r| {
-            r.volume.provider_location = mu.provider_location.clone();
-            r.volume.provider_auth = mu.provider_auth.clone();
-        })?;
-        Ok(Some(mu))
-    }
-
-    fn ensure_export(&self, vol: &Volume) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("ensure_export")?;
-        let v = self.available_volume(&vol.name)?.volume;
-        x.ensure(&self.export_volume(&v), &v)
-    }
-
-    fn remove_export(&self, vol: &Volume) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("remove_export")?;
-        let _l = self.lock_object(&vol.name)?;
-        let v = self.available_volume(&vol.name)?.volume;
-        x.remove(&self.export_volume(&v), false)?;
-        self.update_volume(&vol.name, |r| {
-            r.volume.provider_location = None;
-            r.volume.provider_auth = None;
-        })?;
-        Ok(())
-    }
-
-    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
-        vol.validate()?;
-        let x = self.exporter("initialize_connection")?;
-        let v = self.available_volume(&vol.name)?.volume;
-        x.connect(&self.export_volume(&v), &v, connector)
-    }
-
-    fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("terminate_connection")?;
-        let v = self.available_volume(&vol.name)?.volume;
-        x.disconnect(&self.export_volume(&v), &v, connector)
-    }
-
     fn attach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
         vol.validate()?;
         let _l = self.lock_object(&vol.name)?;
-        let rec = self.available_volume(&vol.name)?;
-        if rec.attachments.contains(attachment) {
-            // The same host connecting again (Cinder retries, os-brick reconnects).
-            return Ok(());
+        let mut rec = self.available_volume(&vol.name)?;
+        let exclusive = !rec.volume.multiattach;
+        if backend::attach(&mut rec.attachments, attachment, &vol.name, exclusive)? {
+            self.write_record(&vol.name, &rec)?;
         }
-        if !rec.volume.multiattach && !rec.attachments.is_empty() {
-            return Err(DriverError::VolumeIsBusy {
-                name: vol.name.clone(),
-                reason: "already attached and not multiattach".into(),
-            });
-        }
-        self.update_volume(&vol.name, |r| r.attachments.push(attachment.clone()))?;
         Ok(())
     }
 
@@ -1126,11 +919,7 @@ impl VolumeDriver for FileDriver {
         vol.validate()?;
         let _l = self.lock_object(&vol.name)?;
         self.update_volume(&vol.name, |r| {
-            if let Some(i) = r.attachments.iter().position(|a| a == attachment) {
-                r.attachments.remove(i);
-            } else if attachment == &Attachment::default() {
-                r.attachments.clear();
-            }
+            backend::detach(&mut r.attachments, attachment)
         })?;
         Ok(())
     }
@@ -1154,15 +943,47 @@ impl VolumeDriver for FileDriver {
             .map(|r| r.snapshot)
             .collect())
     }
+}
 
-    fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
-        vol.validate()?;
-        self.check_ready()?;
+impl Backend for FileDriver {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn check_ready(&self) -> Result<()> {
+        FileDriver::check_ready(self)
+    }
+
+    fn lock_volume(&self, name: &str) -> Result<ObjectLock> {
+        self.lock_object(name)
+    }
+
+    fn volume_layout(&self, vol: &Volume) -> Result<(Volume, Layout)> {
         let v = self.available_volume(&vol.name)?.volume;
-        Ok(DataLayout {
-            spans: self.span(&v.name, v.size_bytes()),
-            fresh_reads_zeros: true,
-        })
+        let spans = self.span(&v.name, v.size_bytes());
+        Ok((v, spans))
+    }
+
+    fn fresh_reads_zeros(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    fn export_target(&self, vol: &Volume) -> Result<(Volume, ember_target::ExportVolume)> {
+        let v = self.available_volume(&vol.name)?.volume;
+        let x = self.export_volume(&v);
+        Ok((v, x))
+    }
+
+    fn set_provider(&self, name: &str, model: &ModelUpdate) -> Result<()> {
+        self.update_volume(name, |r| {
+            r.volume.provider_location = model.provider_location.clone();
+            r.volume.provider_auth = model.provider_auth.clone();
+        })?;
+        Ok(())
     }
 }
 
@@ -1170,16 +991,7 @@ impl FileDriver {
     /// The data file a manage reference names and its size. Only plain file names inside the
     /// backend's data folder are accepted; managed volumes are refused.
     fn manage_target(&self, r: &ExistingRef) -> Result<(PathBuf, u64)> {
-        let n = r.source_name.as_deref().ok_or_else(|| {
-            DriverError::ManageExistingInvalidReference {
-                reason: "missing \"source-name\"".into(),
-            }
-        })?;
-        names::check_lvm_name("source-name", n).map_err(|e| {
-            DriverError::ManageExistingInvalidReference {
-                reason: e.to_string(),
-            }
-        })?;
+        let n = backend::manage_source_name(r)?;
         let stem = n.strip_suffix(".raw").unwrap_or(n);
         if let Ok(id) = names::check_volume_name(stem) {
             if self.volume_record(stem)?.is_some() {
@@ -1207,160 +1019,4 @@ impl FileDriver {
         }
         Ok((p, m.len()))
     }
-}
-
-/// Inspects an image for `clone_image`: raw (as inspected) and fitting `vol`; its length.
-fn check_raw_image(image: &ImageFile, vol: &Volume) -> Result<Option<u64>> {
-    let a = crate::image::inspect(image)?;
-    if !matches!(a.reader, ember_engine::format::Reader::Raw) {
-        return Ok(None);
-    }
-    if a.virtual_size.div_ceil(GIB) > vol.size {
-        return Err(DriverError::ImageUnacceptable {
-            path: image.path.clone(),
-            reason: format!(
-                "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
-                a.virtual_size.div_ceil(GIB),
-                vol.size
-            ),
-        });
-    }
-    Ok(Some(a.virtual_size))
-}
-
-/// Takes an exclusive flock on `path` (created if missing); `None` when `nonblock` and held
-/// elsewhere. flock locks belong to the open file description, so they serialize threads of one
-/// process as well as processes.
-pub(crate) fn lock_path(path: &Path, nonblock: bool) -> Result<Option<Lock>> {
-    let arg = if nonblock {
-        FlockArg::LockExclusiveNonblock
-    } else {
-        FlockArg::LockExclusive
-    };
-    loop {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| DriverError::io("open lock", path, e))?;
-        match Flock::lock(f, arg) {
-            Ok(l) => {
-                // The holder may have removed the file (its object is gone) while we waited:
-                // that lock guards nothing any more; lock the file now at the path instead.
-                let held = l
-                    .metadata()
-                    .map_err(|e| DriverError::io("stat lock", path, e))?;
-                if fs::metadata(path).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
-                {
-                    return Ok(Some(Lock { _f: l }));
-                }
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if nonblock => return Ok(None),
-            Err((_, e)) => {
-                return Err(DriverError::io(
-                    "lock",
-                    path,
-                    std::io::Error::from_raw_os_error(e as i32),
-                ))
-            }
-        }
-    }
-}
-
-/// Writes `dir/file_name` atomically: temp file, fsync, rename, fsync the folder. A crash leaves
-/// either the old or the new content, plus at worst a `.tmp-*` file that recovery removes.
-pub(crate) fn write_json_atomic<T: Serialize>(dir: &Path, file_name: &str, rec: &T) -> Result<()> {
-    let tmp = dir.join(format!(
-        ".tmp-{file_name}.{}.{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let body = serde_json::to_vec_pretty(rec).map_err(|e| DriverError::Metadata {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    let res = (|| {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| DriverError::io("create", &tmp, e))?;
-        f.write_all(&body)
-            .map_err(|e| DriverError::io("write", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| DriverError::io("fsync", &tmp, e))?;
-        let dst = dir.join(file_name);
-        fs::rename(&tmp, &dst).map_err(|e| DriverError::io("rename into place", &dst, e))?;
-        sync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DriverError::io("fsync folder", dir, e))
-}
-
-fn remove_if_exists(p: &Path) -> Result<()> {
-    match fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DriverError::io("remove", p, e)),
-    }
-}
-
-fn remove_dir_if_exists(p: &Path) -> Result<()> {
-    match fs::remove_dir_all(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DriverError::io("remove", p, e)),
-    }
-}
-
-fn create_sparse(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(p)
-        .map_err(|e| DriverError::io("create", p, e))?;
-    f.set_len(size)
-        .map_err(|e| DriverError::io("set length of", p, e))?;
-    f.sync_all().map_err(|e| DriverError::io("fsync", p, e))
-}
-
-pub(crate) fn create_new_sparse(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(p)
-        .map_err(|e| DriverError::io("create (must not exist)", p, e))?;
-    f.set_len(size)
-        .map_err(|e| DriverError::io("set length of", p, e))?;
-    f.sync_all().map_err(|e| DriverError::io("fsync", p, e))
-}
-
-fn set_len_sync(p: &Path, size: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .open(p)
-        .map_err(|e| DriverError::io("open", p, e))?;
-    f.set_len(size)
-        .map_err(|e| DriverError::io("set length of", p, e))?;
-    f.sync_all().map_err(|e| DriverError::io("fsync", p, e))
-}
-
-/// This host's name (for `location_info`).
-pub fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

@@ -19,6 +19,7 @@ use ember_engine::format::{analyze, FileSource, Format, InspectOptions, Reader};
 
 use crate::data::{self, CopyMode, Span};
 use crate::error::{DriverError, Result};
+use crate::fsutil::create_new_sparse;
 use crate::names::GIB;
 use crate::types::{ImageFile, Volume};
 
@@ -51,6 +52,31 @@ pub fn inspect(image: &ImageFile) -> Result<ember_engine::format::Analysis> {
         },
     )
     .map_err(|e| DriverError::Engine(e.into_engine(&image.path)))
+}
+
+/// Inspects an image for `clone_image`: `Some(virtual size)` when it is raw (as inspected) and
+/// fits `vol`, `None` when it is not raw.
+pub fn inspect_raw_fitting(image: &ImageFile, vol: &Volume) -> Result<Option<u64>> {
+    let a = inspect(image)?;
+    if !matches!(a.reader, Reader::Raw) {
+        return Ok(None);
+    }
+    if a.virtual_size.div_ceil(GIB) > vol.size {
+        return Err(too_big(image, a.virtual_size, vol));
+    }
+    Ok(Some(a.virtual_size))
+}
+
+/// Cinder's refusal of an image larger than the volume.
+fn too_big(image: &ImageFile, virtual_size: u64, vol: &Volume) -> DriverError {
+    DriverError::ImageUnacceptable {
+        path: image.path.clone(),
+        reason: format!(
+            "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
+            virtual_size.div_ceil(GIB),
+            vol.size
+        ),
+    }
 }
 
 /// Deletes a staged file on drop.
@@ -90,14 +116,7 @@ pub fn image_into_layout(
         ..InspectOptions::default()
     };
     if a.virtual_size.div_ceil(GIB) > vol.size || a.virtual_size > data::layout_len(dst) {
-        return Err(DriverError::ImageUnacceptable {
-            path: image.path.clone(),
-            reason: format!(
-                "Image virtual size is {}GB and doesn't fit in a volume of size {}GB.",
-                a.virtual_size.div_ceil(GIB),
-                vol.size
-            ),
-        });
+        return Err(too_big(image, a.virtual_size, vol));
     }
     // A volume that is one span of a file or device (a file volume, an LV in one PV range)
     // gets the image written straight into it: one pass, no staged copy. qemu-img's formats,
@@ -182,7 +201,7 @@ pub fn layout_into_image(
         && src[0].offset == 0
         && std::fs::metadata(&src[0].path).is_ok_and(|m| m.is_file() && m.len() == len);
     if format == Format::Raw {
-        crate::file::create_new_sparse(&image.path, len)?;
+        create_new_sparse(&image.path, len)?;
         let dst = vec![Span {
             path: image.path.clone(),
             offset: 0,
@@ -208,7 +227,7 @@ pub fn layout_into_image(
     } else {
         let tmp = staged_path(staging, "out")?;
         staged.0 = Some(tmp.clone());
-        crate::file::create_new_sparse(&tmp, len)?;
+        create_new_sparse(&tmp, len)?;
         data::copy_layout(
             src,
             &[Span {

@@ -6,16 +6,35 @@
 //!                                                 -> exports: ember_target::TargetHelper
 //! ```
 //!
-//! Layout: [`types`] (volumes, snapshots, model updates), [`error`] (one enum, Cinder's categories),
-//! [`stats`] (Cinder's stats dict), [`config`] (TOML), [`names`] (allow-list validation),
-//! [`runner`] (the one command wrapper), [`data`] (engine calls over byte windows),
-//! [`file`] (sparse files in a folder), [`lvm`] (lvm2).
+//! Layers, each using only those below it:
+//!
+//! ```text
+//! lib.rs                VolumeDriver, driver_for
+//! file.rs, lvm/         backends: where the bytes live; create, snapshot, clone, delete, extend,
+//!                       revert, manage, stats, setup and crash recovery
+//! backend.rs            shared by the backends: per-object locks (one sorted order), JSON record
+//!                       folders, attachment lists, exporter lookup, volume_clear size, argument
+//!                       checks, and the data-path and export calls written once over `Backend`
+//! local.rs, migrate.rs  over any VolumeDriver: loop-device attachments, moves between backends
+//! image.rs, export.rs   images <-> layouts; exports through ember_target
+//! data.rs               layouts through the engine: copy, resumable copy, wipe, reflink
+//! fsutil.rs             flocks, atomic JSON, fsync, sparse files, hostname
+//! ```
+//!
+//! Leaves used everywhere: [`types`] (volumes, snapshots, model updates), [`error`] (one enum,
+//! Cinder's categories), [`stats`] (Cinder's stats dict), [`config`] (TOML), [`names`]
+//! (allow-list validation), [`runner`] (the one command wrapper). The backends: [`file`](mod@file)
+//! (sparse files in a folder), [`lvm`] (lvm2). A new backend implements the crate-private
+//! `backend::Backend` trait and the [`VolumeDriver`] methods that differ, and expands
+//! `backend::shared_driver_methods!()` for the rest.
 
+pub(crate) mod backend;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod export;
 pub mod file;
+pub mod fsutil;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_harness;

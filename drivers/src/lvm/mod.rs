@@ -10,7 +10,9 @@
 //!
 //! State lives in LVM itself (tags: `ember_name:<display name>`, `ember_origin:<volume uuid>`,
 //! `ember_creating`, `ember_unmanaged`) plus a small state folder holding export models and
-//! attachments (CHAP secrets cannot be tags) and the per-volume lock files.
+//! attachments (CHAP secrets cannot be tags) and the per-volume lock files, both through the
+//! shared layer (`backend.rs`), which also provides the image, export and connection calls;
+//! this module holds what only lvm2 does.
 
 pub mod cmd;
 pub mod layout;
@@ -23,12 +25,12 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::{BackendConfig, LvmType, VolumeClear};
-use crate::data::{self, CopyMode, DataLayout, Span};
+use crate::backend::{self, Backend, Common, ObjectLock, ObjectLocks, RecordDir};
+use crate::config::{BackendConfig, LvmType};
+use crate::data::{self, DataLayout, Layout, Span};
 use crate::error::{DriverError, Result};
 use crate::export::Exporter;
-use crate::file::hostname;
-use crate::file::{lock_path, write_json_atomic, Lock};
+use crate::fsutil::{create_dirs, hostname, lock_path, Lock};
 use crate::names::{self, GIB};
 use crate::runner::{self, Runner};
 use crate::stats::{gib, round2, PoolStats, VolumeStats};
@@ -72,14 +74,17 @@ struct VolumeState {
 
 /// The LVM driver.
 pub struct LvmDriver {
-    cfg: BackendConfig,
+    common: Common,
     vg: String,
     runner: Runner,
     /// device-mapper present: LVs can be activated and used as devices.
     dm: bool,
     state_dir: PathBuf,
+    /// `<state>/state`: export model and attachments per volume.
+    records: RecordDir,
+    /// `<state>/locks`: per-LV locks (the LVs are the records, so lock files stay).
+    locks: ObjectLocks,
     resolved_type: Mutex<Option<LvmType>>,
-    exporter: Option<Arc<Exporter>>,
 }
 
 /// True when the kernel offers device-mapper (LVs can be activated).
@@ -115,16 +120,20 @@ impl LvmDriver {
             vg,
             runner,
             dm: device_mapper_available(),
+            records: RecordDir::new(state_dir.join("state")),
+            locks: ObjectLocks::new(state_dir.join("locks"), None),
             state_dir,
             resolved_type: Mutex::new(None),
-            exporter: None,
-            cfg,
+            common: Common {
+                cfg,
+                exporter: None,
+            },
         })
     }
 
     /// Adds iSCSI exports.
     pub fn with_exporter(mut self, exporter: Arc<Exporter>) -> Self {
-        self.exporter = Some(exporter);
+        self.common.exporter = Some(exporter);
         self
     }
 
@@ -154,6 +163,35 @@ impl LvmDriver {
         self.lvm(op, &a)
     }
 
+    /// An lvm2 JSON report: `tool_args`, then `--reportformat json --units b --nosuffix -o
+    /// <fields> [target]`. `checked`: a failing command is an error; else the caller reads the
+    /// failure (e.g. "not found").
+    fn report(
+        &self,
+        op: &'static str,
+        tool_args: &[&str],
+        fields: &str,
+        target: Option<&str>,
+        checked: bool,
+    ) -> Result<runner::Output> {
+        let mut argv = tool_args.to_vec();
+        argv.extend([
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            fields,
+        ]);
+        argv.extend(target);
+        if checked {
+            self.lvm(op, &argv)
+        } else {
+            self.lvm_output(op, &argv)
+        }
+    }
+
     fn lvm_output(&self, op: &'static str, args: &[&str]) -> Result<runner::Output> {
         let _g = self.lvm_lock()?;
         self.runner.output(op, args)
@@ -163,7 +201,7 @@ impl LvmDriver {
     /// does not stop a concurrent report from missing a VG whose metadata is being rewritten
     /// when activation is disabled. Commands are short; data copies run outside this lock.
     fn lvm_lock(&self) -> Result<Option<Lock>> {
-        let dir = self.state_dir.join("locks");
+        let dir = self.locks.dir();
         if !dir.is_dir() {
             return Ok(None);
         }
@@ -182,7 +220,7 @@ impl LvmDriver {
             .collect();
         pvs.sort();
         pvs.dedup();
-        let dir = self.state_dir.join("locks");
+        let dir = self.locks.dir();
         pvs.iter()
             .map(|p| Ok(lock_path(&dir.join(format!(".pv{p}.lock")), false)?.expect("blocking")))
             .collect()
@@ -190,16 +228,17 @@ impl LvmDriver {
 
     fn copy_data(&self, src: &[Span], dst: &[Span], len: u64, dest_zeroed: bool) -> Result<()> {
         let _g = self.pv_locks(dst)?;
-        retry_busy(|| data::copy_layout(src, dst, len, self.copy_mode(dest_zeroed)))
+        retry_busy(|| data::copy_layout(src, dst, len, self.common.copy_mode(dest_zeroed)))
     }
 
     fn wipe_data(&self, dst: &[Span], len: u64) -> Result<()> {
         let _g = self.pv_locks(dst)?;
-        retry_busy(|| data::wipe_layout(dst, len, self.cfg.volume_copy_bps_limit))
+        retry_busy(|| data::wipe_layout(dst, len, self.common.cfg.volume_copy_bps_limit))
     }
 
     fn pool_name(&self) -> String {
-        self.cfg
+        self.common
+            .cfg
             .thin_pool
             .clone()
             .unwrap_or_else(|| format!("{}-pool", self.vg))
@@ -213,7 +252,7 @@ impl LvmDriver {
         if let Some(t) = *self.resolved_type.lock().expect("lock poisoned") {
             return Ok(t);
         }
-        let t = match self.cfg.lvm_type {
+        let t = match self.common.cfg.lvm_type {
             LvmType::Auto => {
                 let pool = self.lv(&self.pool_name())?;
                 if self.dm && (pool.is_some() || self.vg_info()?.lv_count == 0) {
@@ -235,20 +274,7 @@ impl LvmDriver {
     // ---- reports ----
 
     fn vg_info(&self) -> Result<Vg> {
-        let out = self.lvm_output(
-            "vgs",
-            &[
-                "vgs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::VGS_FIELDS,
-                &self.vg,
-            ],
-        )?;
+        let out = self.report("vgs", &["vgs"], report::VGS_FIELDS, Some(&self.vg), false)?;
         if !out.success() {
             if out.stderr.contains("not found") {
                 return Err(DriverError::NotFound {
@@ -268,40 +294,19 @@ impl LvmDriver {
     }
 
     fn lvs(&self) -> Result<Vec<Lv>> {
-        let out = self.lvm(
+        let out = self.report(
             "lvs",
-            &[
-                "lvs",
-                "-a",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::LVS_FIELDS,
-                &self.vg,
-            ],
+            &["lvs", "-a"],
+            report::LVS_FIELDS,
+            Some(&self.vg),
+            true,
         )?;
         report::parse_lvs(&out.stdout)
     }
 
     fn lv(&self, name: &str) -> Result<Option<Lv>> {
         let target = self.lv_path(name);
-        let out = self.lvm_output(
-            "lvs",
-            &[
-                "lvs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::LVS_FIELDS,
-                &target,
-            ],
-        )?;
+        let out = self.report("lvs", &["lvs"], report::LVS_FIELDS, Some(&target), false)?;
         if !out.success() {
             if out.stderr.contains("Failed to find") || out.stderr.contains("not found") {
                 return Ok(None);
@@ -344,36 +349,15 @@ impl LvmDriver {
             }]);
         }
         let target = self.lv_path(&lv.name);
-        let segs = self.lvm(
+        let segs = self.report(
             "lvs --segments",
-            &[
-                "lvs",
-                "-a",
-                "--segments",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::SEG_FIELDS,
-                &target,
-            ],
+            &["lvs", "-a", "--segments"],
+            report::SEG_FIELDS,
+            Some(&target),
+            true,
         )?;
         let segs = report::parse_segments(&segs.stdout)?;
-        let pvs = self.lvm(
-            "pvs",
-            &[
-                "pvs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                report::PVS_FIELDS,
-            ],
-        )?;
+        let pvs = self.report("pvs", &["pvs"], report::PVS_FIELDS, None, true)?;
         let pvs = report::parse_pvs(&pvs.stdout)?;
         let vg = self.vg_info()?;
         let spans = layout::lv_spans(&lv.name, &segs, &pvs, vg.extent_size)?;
@@ -414,6 +398,38 @@ impl LvmDriver {
         Ok(())
     }
 
+    /// Creates `vol` holding the first `copy_len` bytes of `src` (a clone, or a volume from a
+    /// snapshot LV, which `activate_src` activates): a thin snapshot grown to `vol.size` with
+    /// device-mapper and thin LVs, else an engine copy into a new LV.
+    fn create_from_lv(
+        &self,
+        vol: &Volume,
+        src: &Lv,
+        copy_len: u64,
+        activate_src: bool,
+    ) -> Result<Option<ModelUpdate>> {
+        let tags = self.new_volume_tags(vol)?;
+        if self.dm && self.thin()? {
+            self.lvm_v(
+                "lvcreate --snapshot",
+                cmd::snapshot(&self.vg, &src.name, &vol.name, None, &tags),
+            )?;
+            if vol.size_bytes() > src.size {
+                self.extend_lv(&vol.name, vol.size)?;
+            }
+            if activate_src {
+                self.activate(&src.name, true)?;
+            }
+            self.activate(&vol.name, true)?;
+            return Ok(None);
+        }
+        if activate_src {
+            self.activate(&src.name, false)?;
+        }
+        self.create_copy(&vol.name, vol.size, tags, src, copy_len)?;
+        Ok(None)
+    }
+
     fn remove_lv(&self, name: &str) -> Result<()> {
         self.lvm_v("lvremove", cmd::remove(&self.vg, name))?;
         Ok(())
@@ -446,22 +462,11 @@ impl LvmDriver {
 
     /// Wipes the first `volume_clear_size` MiB (or all) of a thick LV's bytes, as configured.
     fn clear(&self, lay: &[Span], len: u64) -> Result<()> {
-        if self.cfg.volume_clear == VolumeClear::None {
+        let Some(n) = self.common.clear_len(len) else {
             return Ok(());
-        }
-        let n = match self.cfg.volume_clear_size {
-            0 => len,
-            mib => (mib << 20).min(len),
         };
         tracing::info!(bytes = n, "performing secure delete");
         self.wipe_data(lay, n)
-    }
-
-    fn copy_mode(&self, dest_zeroed: bool) -> CopyMode {
-        CopyMode {
-            dest_zeroed,
-            bps_limit: self.cfg.volume_copy_bps_limit,
-        }
     }
 
     /// Creates `name` (`size_gb`) holding the first `len` bytes of `src`, marked `creating`
@@ -494,50 +499,27 @@ impl LvmDriver {
         Ok(())
     }
 
-    fn lock(&self, name: &str) -> Result<Lock> {
-        let p = self.state_dir.join("locks").join(format!("{name}.lock"));
-        Ok(lock_path(&p, false)?.expect("blocking lock"))
-    }
-
-    fn lock_two(&self, a: &str, b: &str) -> Result<(Lock, Lock)> {
-        if a <= b {
-            let la = self.lock(a)?;
-            Ok((la, self.lock(b)?))
-        } else {
-            let lb = self.lock(b)?;
-            Ok((self.lock(a)?, lb))
-        }
+    fn lock(&self, name: &str) -> Result<ObjectLock> {
+        self.locks.lock(name)
     }
 
     fn state(&self, name: &str) -> Result<VolumeState> {
-        let p = self.state_dir.join("state").join(format!("{name}.json"));
-        match std::fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| DriverError::Metadata { path: p, source: e })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VolumeState::default()),
-            Err(e) => Err(DriverError::io("read", &p, e)),
-        }
+        Ok(self.records.read(name)?.unwrap_or_default())
     }
 
     fn set_state(&self, name: &str, st: &VolumeState) -> Result<()> {
-        write_json_atomic(&self.state_dir.join("state"), &format!("{name}.json"), st)
+        self.records.write(name, st)
     }
 
     fn drop_state(&self, name: &str) -> Result<()> {
-        let p = self.state_dir.join("state").join(format!("{name}.json"));
-        match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DriverError::io("remove", &p, e)),
-        }
+        self.records.remove(name)
     }
 
     fn check_vg_ready(&self) -> Result<()> {
         if !self.state_dir.join("locks").is_dir() {
             return Err(DriverError::InvalidConfiguration(format!(
                 "LVM backend {:?} is not set up (run do_setup)",
-                self.cfg.name
+                self.common.cfg.name
             )));
         }
         Ok(())
@@ -583,18 +565,6 @@ impl LvmDriver {
         })
     }
 
-    fn exporter(&self, op: &'static str) -> Result<&Exporter> {
-        self.exporter
-            .as_deref()
-            .ok_or_else(|| DriverError::NotSupported {
-                op,
-                reason: format!(
-                    "backend {:?} has no iSCSI target configured ([backend.target])",
-                    self.cfg.name
-                ),
-            })
-    }
-
     fn with_state(&self, vol: &Volume) -> Result<Volume> {
         let st = self.state(&vol.name)?;
         Ok(Volume {
@@ -621,16 +591,7 @@ impl LvmDriver {
     }
 
     fn manage_lv(&self, r: &ExistingRef) -> Result<Lv> {
-        let n = r.source_name.as_deref().ok_or_else(|| {
-            DriverError::ManageExistingInvalidReference {
-                reason: "missing \"source-name\"".into(),
-            }
-        })?;
-        names::check_lvm_name("source-name", n).map_err(|e| {
-            DriverError::ManageExistingInvalidReference {
-                reason: e.to_string(),
-            }
-        })?;
+        let n = backend::manage_source_name(r)?;
         let lv = self
             .lv(n)?
             .ok_or_else(|| DriverError::ManageExistingInvalidReference {
@@ -660,18 +621,14 @@ impl LvmDriver {
 }
 
 impl VolumeDriver for LvmDriver {
-    fn backend_name(&self) -> &str {
-        &self.cfg.name
-    }
+    backend::shared_driver_methods!();
 
     fn do_setup(&self) -> Result<()> {
-        for d in [
+        create_dirs(&[
             self.state_dir.clone(),
-            self.state_dir.join("locks"),
-            self.state_dir.join("state"),
-        ] {
-            std::fs::create_dir_all(&d).map_err(|e| DriverError::io("create folder", &d, e))?;
-        }
+            self.locks.dir().to_owned(),
+            self.records.dir().to_owned(),
+        ])?;
         self.vg_info()?;
         if self.thin()? && self.dm && self.lv(&self.pool_name())?.is_none() {
             // Cinder: pool sized 95% of the VG's free space, the rest for pool metadata.
@@ -685,11 +642,7 @@ impl VolumeDriver for LvmDriver {
         // Roll back creates interrupted by a crash (their lock is free).
         for lv in self.lvs()? {
             if lv.has_tag(TAG_CREATING) {
-                let p = self
-                    .state_dir
-                    .join("locks")
-                    .join(format!("{}.lock", lv.name));
-                if let Some(_l) = lock_path(&p, true)? {
+                if let Some(_l) = self.locks.try_lock(&lv.name)? {
                     tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
                     if !self.thin()? {
                         let lay = self.layout(&lv)?;
@@ -707,7 +660,7 @@ impl VolumeDriver for LvmDriver {
             if runner::find_tool(t).is_none() {
                 return Err(DriverError::InvalidConfiguration(format!(
                     "LVM backend {:?}: lvm2 tool {t} is not installed",
-                    self.cfg.name
+                    self.common.cfg.name
                 )));
             }
         }
@@ -716,22 +669,22 @@ impl VolumeDriver for LvmDriver {
             Err(DriverError::NotFound { .. }) => {
                 return Err(DriverError::InvalidConfiguration(format!(
                     "LVM backend {:?}: volume group {:?} does not exist (vgs cannot find it)",
-                    self.cfg.name, self.vg
+                    self.common.cfg.name, self.vg
                 )))
             }
             Err(e) => return Err(e),
         }
-        if self.cfg.lvm_type == LvmType::Thin && !self.dm {
+        if self.common.cfg.lvm_type == LvmType::Thin && !self.dm {
             return Err(DriverError::InvalidConfiguration(format!(
                 "LVM backend {:?}: lvm_type = thin needs device-mapper, which this kernel lacks \
                  (use lvm_type = default: thick volumes work metadata-only)",
-                self.cfg.name
+                self.common.cfg.name
             )));
         }
         if self.thin()? && self.lv(&self.pool_name())?.is_none() {
             return Err(DriverError::InvalidConfiguration(format!(
                 "LVM backend {:?}: thin pool {}/{} does not exist",
-                self.cfg.name,
+                self.common.cfg.name,
                 self.vg,
                 self.pool_name()
             )));
@@ -767,10 +720,10 @@ impl VolumeDriver for LvmDriver {
         };
         let lvm_type = self.lvm_type()?;
         let pool = PoolStats {
-            pool_name: self.cfg.name.clone(),
+            pool_name: self.common.cfg.name.clone(),
             total_capacity_gb: total,
             free_capacity_gb: free,
-            reserved_percentage: self.cfg.reserved_percentage,
+            reserved_percentage: self.common.cfg.reserved_percentage,
             location_info: format!(
                 "LVMVolumeDriver:{}:{}:{}:0",
                 hostname(),
@@ -779,17 +732,23 @@ impl VolumeDriver for LvmDriver {
             ),
             qos_support: false,
             provisioned_capacity_gb: provisioned,
-            max_over_subscription_ratio: self.cfg.max_over_subscription_ratio.clone(),
+            max_over_subscription_ratio: self.common.cfg.max_over_subscription_ratio.clone(),
             thin_provisioning_support: thin,
             thick_provisioning_support: !thin,
             total_volumes: visible.len() as u64,
-            filter_function: self.cfg.filter_function.clone(),
-            goodness_function: self.cfg.goodness_function.clone(),
+            filter_function: self.common.cfg.filter_function.clone(),
+            goodness_function: self.common.cfg.goodness_function.clone(),
             multiattach: true,
             backend_state: "up".into(),
         };
-        let mut s =
-            VolumeStats::single_pool(&self.cfg.name, DRIVER_VERSION, "iSCSI", thin, true, pool);
+        let mut s = VolumeStats::single_pool(
+            &self.common.cfg.name,
+            DRIVER_VERSION,
+            "iSCSI",
+            thin,
+            true,
+            pool,
+        );
         let mut extra = BTreeMap::new();
         extra.insert("ember_device_mapper".into(), self.dm.into());
         extra.insert(
@@ -842,7 +801,7 @@ impl VolumeDriver for LvmDriver {
             });
         }
         if st.provider_location.is_some() {
-            if let Some(x) = &self.exporter {
+            if let Some(x) = &self.common.exporter {
                 x.remove(&self.export_volume(vol, lv)?, true)?;
             }
         }
@@ -859,8 +818,7 @@ impl VolumeDriver for LvmDriver {
         snap.validate()?;
         self.check_vg_ready()?;
         let lv_name = names::lvm_snapshot_name(&snap.name)?;
-        let _lv = self.lock(&snap.volume_name)?;
-        let _ls = self.lock(&lv_name)?;
+        let _l = self.locks.lock_all(&[&snap.volume_name, &lv_name])?;
         let origin = self.must_lv("volume", &snap.volume_name)?;
         if self.lv(&lv_name)?.is_some() {
             return Err(DriverError::AlreadyExists {
@@ -888,8 +846,7 @@ impl VolumeDriver for LvmDriver {
         snap.validate()?;
         self.check_vg_ready()?;
         let lv_name = names::lvm_snapshot_name(&snap.name)?;
-        let _lv = self.lock(&snap.volume_name)?;
-        let _ls = self.lock(&lv_name)?;
+        let _l = self.locks.lock_all(&[&snap.volume_name, &lv_name])?;
         let Some(lv) = self.lv(&lv_name)? else {
             tracing::warn!(snapshot = %snap.name, "snapshot not found, treating as deleted");
             return Ok(());
@@ -928,7 +885,7 @@ impl VolumeDriver for LvmDriver {
         snap.validate()?;
         self.check_vg_ready()?;
         let snap_lv = names::lvm_snapshot_name(&snap.name)?;
-        let (_a, _b) = self.lock_two(&snap_lv, &vol.name)?;
+        let _l = self.locks.lock_all(&[&snap_lv, &vol.name])?;
         let s = self.must_lv("snapshot", &snap_lv)?;
         if vol.size_bytes() < s.size.min(snap.size_bytes()) {
             return Err(DriverError::invalid(format!(
@@ -936,34 +893,13 @@ impl VolumeDriver for LvmDriver {
                 vol.size, snap.volume_size
             )));
         }
-        let tags = self.new_volume_tags(vol)?;
-        if self.dm && self.thin()? {
-            self.lvm_v(
-                "lvcreate --snapshot",
-                cmd::snapshot(&self.vg, &snap_lv, &vol.name, None, &tags),
-            )?;
-            if vol.size_bytes() > s.size {
-                self.extend_lv(&vol.name, vol.size)?;
-            }
-            self.activate(&snap_lv, true)?;
-            self.activate(&vol.name, true)?;
-            return Ok(None);
-        }
-        self.activate(&snap_lv, false)?;
-        self.create_copy(&vol.name, vol.size, tags, &s, snap.size_bytes())?;
-        Ok(None)
+        self.create_from_lv(vol, &s, snap.size_bytes(), true)
     }
 
     fn create_cloned_volume(&self, vol: &Volume, src: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        src.validate()?;
+        backend::check_clone(vol, src)?;
         self.check_vg_ready()?;
-        if vol.id == src.id {
-            return Err(DriverError::invalid(
-                "a volume cannot be cloned onto itself",
-            ));
-        }
-        let (_a, _b) = self.lock_two(&src.name, &vol.name)?;
+        let _l = self.locks.lock_all(&[&src.name, &vol.name])?;
         let s = self.must_lv("volume", &src.name)?;
         if vol.size_bytes() < s.size {
             return Err(DriverError::invalid(format!(
@@ -971,20 +907,7 @@ impl VolumeDriver for LvmDriver {
                 vol.size, s.size
             )));
         }
-        let tags = self.new_volume_tags(vol)?;
-        if self.dm && self.thin()? {
-            self.lvm_v(
-                "lvcreate --snapshot",
-                cmd::snapshot(&self.vg, &src.name, &vol.name, None, &tags),
-            )?;
-            if vol.size_bytes() > s.size {
-                self.extend_lv(&vol.name, vol.size)?;
-            }
-            self.activate(&vol.name, true)?;
-            return Ok(None);
-        }
-        self.create_copy(&vol.name, vol.size, tags, &s, s.size)?;
-        Ok(None)
+        self.create_from_lv(vol, &s, s.size, false)
     }
 
     fn extend_volume(&self, vol: &Volume, new_size: u64) -> Result<()> {
@@ -1005,7 +928,7 @@ impl VolumeDriver for LvmDriver {
         self.extend_lv(&vol.name, new_size)?;
         let v = self.with_state(vol)?;
         if v.provider_location.is_some() {
-            if let Some(x) = &self.exporter {
+            if let Some(x) = &self.common.exporter {
                 let lv = self.must_lv("volume", &vol.name)?;
                 let v = Volume {
                     size: new_size,
@@ -1018,18 +941,10 @@ impl VolumeDriver for LvmDriver {
     }
 
     fn revert_to_snapshot(&self, vol: &Volume, snap: &Snapshot) -> Result<()> {
-        vol.validate()?;
-        snap.validate()?;
+        backend::check_revert(vol, snap)?;
         self.check_vg_ready()?;
-        if snap.volume_id != vol.id {
-            return Err(DriverError::invalid(format!(
-                "snapshot {} is not a snapshot of {}",
-                snap.name, vol.name
-            )));
-        }
         let snap_lv = names::lvm_snapshot_name(&snap.name)?;
-        let _lv = self.lock(&vol.name)?;
-        let _ls = self.lock(&snap_lv)?;
+        let _l = self.locks.lock_all(&[&vol.name, &snap_lv])?;
         let v = self.must_lv("volume", &vol.name)?;
         let s = self.must_lv("snapshot", &snap_lv)?;
         if self.dm && !self.thin()? && s.is_snapshot() {
@@ -1057,40 +972,6 @@ impl VolumeDriver for LvmDriver {
             self.wipe_data(&tail, v.size - len)?;
         }
         Ok(())
-    }
-
-    fn copy_image_to_volume(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        vol.validate()?;
-        crate::image::declared_format(image)?;
-        self.check_vg_ready()?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let dst = self.layout(&lv)?;
-        let _g = self.pv_locks(&dst)?;
-        retry_busy(|| {
-            crate::image::image_into_layout(
-                image,
-                vol,
-                &dst,
-                &self.state_dir.join("staging"),
-                self.cfg.volume_copy_bps_limit,
-            )
-        })
-    }
-
-    fn copy_volume_to_image(&self, vol: &Volume, image: &ImageFile) -> Result<()> {
-        vol.validate()?;
-        crate::image::declared_format(image)?;
-        self.check_vg_ready()?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let src = self.layout(&lv)?;
-        crate::image::layout_into_image(
-            &src,
-            image,
-            &self.state_dir.join("staging"),
-            self.cfg.volume_copy_bps_limit,
-        )
     }
 
     fn clone_image(&self, vol: &Volume, _image: &ImageFile) -> Result<CloneImageResult> {
@@ -1177,71 +1058,17 @@ impl VolumeDriver for LvmDriver {
         self.drop_state(&vol.name)
     }
 
-    fn create_export(&self, vol: &Volume) -> Result<Option<ModelUpdate>> {
-        vol.validate()?;
-        let x = self.exporter("create_export")?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        self.activate(&vol.name, false)?;
-        let v = self.with_state(vol)?;
-        let mu = x.create(&self.export_volume(&v, &lv)?, &v)?;
-        let mut st = self.state(&vol.name)?;
-        st.provider_location = mu.provider_location.clone();
-        st.provider_auth = mu.provider_auth.clone();
-        self.set_state(&vol.name, &st)?;
-        Ok(Some(mu))
-    }
-
-    fn ensure_export(&self, vol: &Volume) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("ensure_export")?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        self.activate(&vol.name, false)?;
-        let v = self.with_state(vol)?;
-        x.ensure(&self.export_volume(&v, &lv)?, &v)
-    }
-
-    fn remove_export(&self, vol: &Volume) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("remove_export")?;
-        let _l = self.lock(&vol.name)?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let v = self.with_state(vol)?;
-        x.remove(&self.export_volume(&v, &lv)?, false)?;
-        let mut st = self.state(&vol.name)?;
-        st.provider_location = None;
-        st.provider_auth = None;
-        self.set_state(&vol.name, &st)
-    }
-
-    fn initialize_connection(&self, vol: &Volume, connector: &Connector) -> Result<ConnectionInfo> {
-        vol.validate()?;
-        let x = self.exporter("initialize_connection")?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let v = self.with_state(vol)?;
-        x.connect(&self.export_volume(&v, &lv)?, &v, connector)
-    }
-
-    fn terminate_connection(&self, vol: &Volume, connector: &Connector) -> Result<()> {
-        vol.validate()?;
-        let x = self.exporter("terminate_connection")?;
-        let lv = self.must_lv("volume", &vol.name)?;
-        let v = self.with_state(vol)?;
-        x.disconnect(&self.export_volume(&v, &lv)?, &v, connector)
-    }
-
     fn attach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
         vol.validate()?;
         self.check_vg_ready()?;
         let _l = self.lock(&vol.name)?;
         self.must_lv("volume", &vol.name)?;
         let mut st = self.state(&vol.name)?;
-        if st.attachments.contains(attachment) {
-            // The same host connecting again (Cinder retries, os-brick reconnects).
-            return Ok(());
+        // LVs carry no multiattach flag: any number of attachments is recorded.
+        if backend::attach(&mut st.attachments, attachment, &vol.name, false)? {
+            self.set_state(&vol.name, &st)?;
         }
-        st.attachments.push(attachment.clone());
-        self.set_state(&vol.name, &st)
+        Ok(())
     }
 
     fn detach_volume(&self, vol: &Volume, attachment: &Attachment) -> Result<()> {
@@ -1249,11 +1076,7 @@ impl VolumeDriver for LvmDriver {
         self.check_vg_ready()?;
         let _l = self.lock(&vol.name)?;
         let mut st = self.state(&vol.name)?;
-        if let Some(i) = st.attachments.iter().position(|a| a == attachment) {
-            st.attachments.remove(i);
-        } else if attachment == &Attachment::default() {
-            st.attachments.clear();
-        }
+        backend::detach(&mut st.attachments, attachment);
         self.set_state(&vol.name, &st)
     }
 
@@ -1311,16 +1134,59 @@ impl VolumeDriver for LvmDriver {
         }
         Ok(out)
     }
+}
 
-    fn data_layout(&self, vol: &Volume) -> Result<DataLayout> {
-        vol.validate()?;
-        self.check_vg_ready()?;
+impl Backend for LvmDriver {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn check_ready(&self) -> Result<()> {
+        self.check_vg_ready()
+    }
+
+    fn lock_volume(&self, name: &str) -> Result<ObjectLock> {
+        self.lock(name)
+    }
+
+    /// The caller's volume (LVM keeps only the LV's size) and the LV's bytes.
+    fn volume_layout(&self, vol: &Volume) -> Result<(Volume, Layout)> {
         let lv = self.must_lv("volume", &vol.name)?;
-        Ok(DataLayout {
-            spans: self.layout(&lv)?,
-            // A thin LV reads as zeros; a thick one may hold what its extents held before.
-            fresh_reads_zeros: self.thin()?,
-        })
+        Ok((vol.clone(), self.layout(&lv)?))
+    }
+
+    /// A thin LV reads as zeros; a thick one may hold what its extents held before.
+    fn fresh_reads_zeros(&self) -> Result<bool> {
+        self.thin()
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.state_dir.join("staging")
+    }
+
+    /// Writers of one PV take turns; a destination still claimed by the previous copy is
+    /// retried ([`retry_busy`]).
+    fn write_to(&self, dst: &[Span], f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(f)
+    }
+
+    fn export_target(&self, vol: &Volume) -> Result<(Volume, ember_target::ExportVolume)> {
+        let lv = self.must_lv("volume", &vol.name)?;
+        let v = self.with_state(vol)?;
+        let x = self.export_volume(&v, &lv)?;
+        Ok((v, x))
+    }
+
+    fn prepare_export(&self, name: &str) -> Result<()> {
+        self.activate(name, false)
+    }
+
+    fn set_provider(&self, name: &str, model: &ModelUpdate) -> Result<()> {
+        let mut st = self.state(name)?;
+        st.provider_location = model.provider_location.clone();
+        st.provider_auth = model.provider_auth.clone();
+        self.set_state(name, &st)
     }
 }
 
