@@ -53,6 +53,9 @@ pub struct OpenMode {
     pub exclusive: bool,
 }
 
+/// How long an exclusive open of a block device is retried while it is busy.
+const EXCL_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Endpoint {
     /// Opens and probes `path`.
     pub fn open(path: &Path, mode: OpenMode) -> Result<Endpoint> {
@@ -73,7 +76,21 @@ impl Endpoint {
         if is_block && mode.exclusive {
             opts.custom_flags(libc::O_EXCL);
         }
-        let file = opts.open(path).map_err(|e| {
+        // An exclusive open can meet the O_EXCL claim of a job that just returned: io_uring
+        // drops its registered files asynchronously after the ring is gone. That claim goes
+        // within milliseconds; a mount or another program's claim stays: ask again for a
+        // bounded moment before calling the device in use.
+        let mut open = opts.open(path);
+        let deadline = std::time::Instant::now() + EXCL_RETRY;
+        while is_block
+            && mode.exclusive
+            && matches!(&open, Err(e) if e.raw_os_error() == Some(libc::EBUSY))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            open = opts.open(path);
+        }
+        let file = open.map_err(|e| {
             if is_block && e.raw_os_error() == Some(libc::EBUSY) {
                 Error::invalid(format!(
                     "{} is in use (mounted or held by another program)",
