@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 S=$ROOT/build/cinder-stack
 VENV=$S/venv
 PY_REQS=(cinder==29.0.0 glance==33.0.0 python-cinderclient python-glanceclient gunicorn)
-APT_PKGS=(rabbitmq-server lvm2 tgt libiscsi-bin qemu-utils util-linux iproute2 curl)
+APT_PKGS=(rabbitmq-server lvm2 tgt libiscsi-bin libiscsi-dev gcc libc6-dev qemu-utils util-linux iproute2 curl)
 PV_COUNT=2
 PV_GIB=${EMBER_STACK_PV_GIB:-10}
 HOSTNAME_CINDER=ember-stack
@@ -245,7 +245,11 @@ exec "$@"
 EOF
   chmod +x "$S/bin/sudo"
   ln -sf "$VENV/bin/cinder" "$S/clients/cinder"
-  ln -sf "$VENV/bin/glance" "$S/clients/glance"
+  # glanceclient fails on OS_AUTH_TYPE=noauth (which cinderclient needs): its wrapper drops it
+  # and so uses OS_IMAGE_URL + OS_AUTH_TOKEN, no keystone.
+  rm -f "$S/clients/glance"
+  printf '#!/bin/sh\nunset OS_AUTH_TYPE\nexec "%s" "$@"\n' "$VENV/bin/glance" >"$S/clients/glance"
+  chmod +x "$S/clients/glance"
 
   printf '[].\n' >"$S/rabbitmq/enabled_plugins"
   : >"$S/rabbitmq/rabbitmq-env.conf"
