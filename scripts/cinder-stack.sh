@@ -447,17 +447,21 @@ backends_up() {
   for b in "${BACKENDS[@]}"; do
     grep -E "\| *$HOSTNAME_CINDER@$b *\|" <<<"$out" | grep -q '| *enabled *| *up *|' || return 1
   done
-  # The scheduler has both backends' stats only once each reported capabilities.
-  out=$(cinder_cli get-pools) || return 1
+  # The scheduler places volumes only once it has each backend's capabilities. (Not asked with
+  # `cinder get-pools`: an RPC call that reaches a scheduler still starting up times out after
+  # 60 s.) Its debug log names every update it receives.
   for b in "${BACKENDS[@]}"; do
-    grep -q "$HOSTNAME_CINDER@$b#" <<<"$out" || return 1
+    grep -q "Received volume service update from  *$HOSTNAME_CINDER@$b:" \
+      "$S/logs/cinder-scheduler.log" 2>/dev/null || return 1
   done
 }
 
 ensure_types() {
   local b
   for b in "${BACKENDS[@]}"; do
-    cinder_cli type-show "$b" >/dev/null 2>&1 || cinder_cli type-create "$b" >/dev/null
+    # Only a new type gets its key: Cinder refuses to change a type that volumes use.
+    cinder_cli type-show "$b" >/dev/null 2>&1 && continue
+    cinder_cli type-create "$b" >/dev/null
     cinder_cli type-key "$b" set "volume_backend_name=$b" >/dev/null
   done
 }

@@ -502,8 +502,13 @@ class Stack(unittest.TestCase):
             with open(os.path.join(S, 'pids', '%s.pid' % name)) as f:
                 pid = int(f.read())
             os.killpg(pid, signal.SIGKILL)
-            while os.path.exists('/proc/%d' % pid) and \
-                    open('/proc/%d/stat' % pid).read().split()[2] != 'Z':
+            while True:
+                try:
+                    with open('/proc/%d/stat' % pid) as f:
+                        if f.read().split()[2] == 'Z':
+                            break
+                except FileNotFoundError:
+                    break
                 time.sleep(0.1)
         self.assertRaises(AssertionError, tgt_targets)
         run(os.path.join(ROOT, 'scripts', 'cinder-stack.sh'), 'up')
@@ -532,11 +537,11 @@ class Stack(unittest.TestCase):
 
     # ------------------------------------------------------------ 5. moving volumes
 
-    def _dirty_free_lvm_extents(self, nbytes):
-        """Fills free PV extents with non-zero bytes: stale data a new LV may land on."""
+    def _dirty_free_lvm_extents(self, nbytes, byte=b'\xa5'):
+        """Fills free PV extents with `byte`: stale data a new LV may land on."""
         ext, starts = extent_size(), pe_start()
         left = nbytes
-        junk = b'\xa5' * CHUNK
+        junk = byte * CHUNK
         for line in lvm('pvs', '--noheadings', '--segments', '-o',
                         'pv_name,pvseg_start,pvseg_size,lv_name').splitlines():
             cols = line.split()
@@ -555,6 +560,8 @@ class Stack(unittest.TestCase):
 
     def test_5_retype_and_migrate(self):
         self._dirty_free_lvm_extents(4 * GIB)
+        # The other scenarios start from free extents that read zeros again.
+        self.addCleanup(self._dirty_free_lvm_extents, 4 * GIB, b'\0')
         # Typed: retype with on-demand migration to the other backend's type.
         vol = create(1, '--volume-type', 'ember-file', '--image-id', self.image)
         wait_volume(vol)
