@@ -442,7 +442,9 @@ start_service() {
 
 backends_up() {
   local out b
-  out=$(cinder_cli service-list) || return 1
+  # Microversion 3.0: from 3.49 on, service-list asks every cinder-volume for its backend
+  # state over RPC, which times out (60 s) while a volume service is still starting.
+  out=$(cinder_cli --os-volume-api-version 3.0 service-list) || return 1
   grep -E '\| *cinder-scheduler *\|' <<<"$out" | grep -q '| *enabled *| *up *|' || return 1
   for b in "${BACKENDS[@]}"; do
     grep -E "\| *$HOSTNAME_CINDER@$b *\|" <<<"$out" | grep -q '| *enabled *| *up *|' || return 1

@@ -3,7 +3,7 @@
 # scenarios of tests/cinder/test_stack.py through the cinder/glance clients, and brings the stack
 # down again whatever happened. Needs root; without it (or without the system tools) it skips
 # with a reason, unless EMBER_REQUIRE_SYSTEM_TESTS=1, where that is a failure.
-# Extra arguments go to unittest, e.g. `tests/cinder/run.sh Stack.test_3_iscsi_attach`.
+# Arguments name tests, e.g. `tests/cinder/run.sh test_stack.Stack.test_3_iscsi_attach`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 S=$ROOT/build/cinder-stack
@@ -27,4 +27,5 @@ trap down EXIT
 # The tests' own libiscsi initiator: reads a LUN's bytes (libiscsi-bin only inquires).
 cc -O2 -Wall -o "$S/iscsi_read" "$ROOT/tests/cinder/iscsi_read.c" -liscsi
 cd "$ROOT/tests/cinder"
-"$S/venv/bin/python" -m unittest -v test_stack "$@"
+[ $# -gt 0 ] || set -- test_stack
+PYTHONDONTWRITEBYTECODE=1 "$S/venv/bin/python" -m unittest -v "$@"

@@ -356,7 +356,7 @@ class Stack(unittest.TestCase):
         marker = os.urandom(MIB)
         write_at(vol, 5 * MIB, marker)
         current = os.path.join(self.tmp, 'current.raw')
-        shutil.copyfile(self.raw, current)
+        run('cp', '--sparse=always', self.raw, current)
         with open(current, 'r+b') as f:
             f.seek(5 * MIB)
             f.write(marker)
@@ -386,7 +386,7 @@ class Stack(unittest.TestCase):
                 wait_volume(vol)
                 self.assertVolumeEquals(vol, self.raw, 1)
                 expected = os.path.join(self.tmp, 'vol.expected.raw')
-                shutil.copyfile(self.raw, expected)
+                run('cp', '--sparse=always', self.raw, expected)
                 os.truncate(expected, GIB)
                 for fmt in ('qcow2', 'raw'):
                     name = 'ember-up-%s-%s' % (backend, fmt)
@@ -476,6 +476,7 @@ class Stack(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         run('cmp', '-n', str(64 * MIB), out, self.raw)
         self.assertTrue(all_zero([(out, 64 * MIB, GIB - 64 * MIB)]))
+        os.remove(out)
         # Another initiator, and wrong CHAP credentials, are refused.
         p = iscsi_read(ci, OTHER_INITIATOR, out, MIB)
         self.assertNotEqual(p.returncode, 0, 'a different initiator could read the volume')
@@ -496,6 +497,10 @@ class Stack(unittest.TestCase):
         for v in vols:
             wait_volume(v)
         atts = [attach(v) for v in vols]
+        # Attached for real (in-use): the volumes cinder-volume re-exports when it starts.
+        for v, (att, _) in zip(vols, atts):
+            cinder('attachment-complete', att)
+            self.assertEqual(show(v)['status'], 'in-use')
         before = sorted(tgt_targets())
         self.assertEqual(len(before), 2)
         for name in ('cinder-volume', 'tgtd'):
