@@ -62,6 +62,8 @@ cleanup() {
     for o in $(losetup -n -O NAME -j "$d" 2>/dev/null); do losetup -d "$o"; done
     losetup -d "$d"
   done
+  # Wipes of thick LVs (BLKZEROOUT: zero-range on the loop's file) allocate the PV images.
+  rm -f "$WORK"/lvm/pv*.img
 }
 trap cleanup EXIT
 
@@ -84,10 +86,10 @@ if cinder-rootwrap "$WORK/rootwrap.conf" losetup -a >/dev/null 2>&1; then
   exit 1
 fi
 
-# The LVM backend's VG: two sparse 6 GiB PVs on loop devices (thick LVs are written whole by
-# clones and wipes, so this is also what the run may allocate on the disk).
+# The LVM backend's VG: two sparse 10 GiB PVs on loop devices. Each part starts on an empty VG
+# (Cinder's functional tests leave volumes of stopped services behind).
 for i in 0 1; do
-  truncate -s 6G "$WORK/lvm/pv$i.img"
+  truncate -s 10G "$WORK/lvm/pv$i.img"
   LOOPS+=("$(losetup -f --show "$WORK/lvm/pv$i.img")")
 done
 filter=$(printf '"a|^%s$|", ' "${LOOPS[@]}")
@@ -105,6 +107,7 @@ export EMBER_FT_VG=$VG EMBER_FT_LVM_CONF=$WORK/lvm/etc/lvm.conf
 export PYTHONWARNINGS=ignore
 
 for part in "${parts[@]}"; do
+  LVM_SYSTEM_DIR=$WORK/lvm/etc lvremove -q -f "$VG" >/dev/null 2>&1 || true
   case $part in
   unit)
     (cd drivers/cinder && "$PY" -m unittest -v ember_cinder.tests.unit.test_driver)

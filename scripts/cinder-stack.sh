@@ -428,9 +428,14 @@ start_service() {
       wait_for "tgtd" 30 tgtd tgtadm_ok
       ;;
     cinder-api)
-      [ -f "$S/data/cinder/cinder.sqlite" ] ||
+      if [ ! -f "$S/data/cinder/cinder.sqlite" ]; then
         env "${SVC_ENV[@]}" "$VENV/bin/cinder-manage" --config-file "$S/etc/cinder/cinder.conf" db sync \
           >>"$S/logs/cinder-manage.out" 2>&1
+        # Four services write this one file: in WAL mode readers never block the writer
+        # (a setting stored in the file itself).
+        "$VENV/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' \
+          "$S/data/cinder/cinder.sqlite"
+      fi
       spawn cinder-api env "${SVC_ENV[@]}" "$VENV/bin/cinder-api" --config-file "$S/etc/cinder/cinder.conf"
       wait_for "cinder-api" 90 cinder-api http_ok "http://127.0.0.1:$API_PORT/"
       ;;
