@@ -86,10 +86,11 @@ if cinder-rootwrap "$WORK/rootwrap.conf" losetup -a >/dev/null 2>&1; then
   exit 1
 fi
 
-# The LVM backend's VG: two sparse 10 GiB PVs on loop devices. Each part starts on an empty VG
+# The LVM backend's VG: two sparse 20 GiB PVs on loop devices (cinderlib keeps every volume and its
+# full-copy snapshots until the end of its suite). Each part starts on an empty VG
 # (Cinder's functional tests leave volumes of stopped services behind).
 for i in 0 1; do
-  truncate -s 10G "$WORK/lvm/pv$i.img"
+  truncate -s 20G "$WORK/lvm/pv$i.img"
   LOOPS+=("$(losetup -f --show "$WORK/lvm/pv$i.img")")
 done
 filter=$(printf '"a|^%s$|", ' "${LOOPS[@]}")
