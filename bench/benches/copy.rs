@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ember_engine::copy::{copy, CopyOptions};
+use ember_engine::copy::copy;
+use ember_engine::options::CopyOptions;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 

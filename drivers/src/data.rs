@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use ember_engine::checkpoint::Checkpoint;
-use ember_engine::copy::{copy_window, CopyOptions, Window};
+use ember_engine::copy::{Destination, Job, Source};
+use ember_engine::endpoint::Window;
+use ember_engine::options::{Checkpoint, CopyOptions};
 use ember_engine::wipe::{wipe, WipeMethod, WipeOptions};
 
 use crate::error::{DriverError, Result};
@@ -107,7 +108,7 @@ pub fn copy_layout_resumable(
     let pieces = pieces(src, dst, len);
     let Some(folder) = resume else {
         for (s, d) in pieces {
-            copy_window(&s, &d, &opts)?;
+            Job::new(Source::Path(s), Destination::Path(d), &opts).run()?;
         }
         return Ok(());
     };
@@ -155,7 +156,7 @@ pub fn copy_layout_resumable(
             path: ckp,
             interval: CHECKPOINT_INTERVAL,
         });
-        copy_window(&s, &d, &o)?;
+        Job::new(Source::Path(s), Destination::Path(d), &o).run()?;
         progress.done.push(i);
         write_json_atomic(folder, PROGRESS, &progress)?;
     }

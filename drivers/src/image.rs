@@ -11,11 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ember_engine::copy::{CopyOptions, Window};
+use ember_engine::endpoint::Window;
 use ember_engine::format::convert::{
     image_to_volume, image_to_window, volume_to_image, FromVolumeOptions, ToVolumeOptions,
 };
 use ember_engine::format::{analyze, FileSource, Format, InspectOptions, Reader};
+use ember_engine::options::CopyOptions;
 
 use crate::data::{self, CopyMode, Span};
 use crate::error::{DriverError, Result};

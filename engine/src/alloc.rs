@@ -108,6 +108,12 @@ pub fn walk(seeker: &mut impl Seeker, path: &Path, window: Range<u64>) -> Result
     Ok(map)
 }
 
+/// The data ranges of the whole file or device at `path` (buffered open).
+pub fn data_map(path: &Path) -> Result<ExtentMap> {
+    let ep = Endpoint::open_source(path, false)?;
+    data_ranges(&ep, 0..ep.size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,31 +14,22 @@
 
 use crate::alloc;
 use crate::bitmap::ChunkBitmap;
-use crate::copy::{
-    open_source, run_plan_on, window_len, CopyOptions, Destination, Summary, Target, Window,
-};
-use crate::endpoint::{Endpoint, Kind, OpenMode};
+use crate::dest::Opened;
+use crate::endpoint::{Endpoint, Kind, OpenMode, Window};
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
+use crate::options::{Checkpoint, CopyOptions, Summary};
 use crate::pipeline::ZeroMode;
 use crate::plan::Plan;
+use crate::run::{run_plan_on, Target};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const MAGIC: &[u8; 8] = b"EMBERCKP";
 const MAX_HEADER: usize = 64 << 10;
-
-/// Where and how often to checkpoint.
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    /// The checkpoint file.
-    pub path: PathBuf,
-    /// Interval between checkpoints.
-    pub interval: Duration,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Header {
@@ -133,20 +124,19 @@ fn shifted(m: &ExtentMap, delta: i128) -> ExtentMap {
     ExtentMap::from_ranges(m.iter().map(|r| at(r.start)..at(r.end)))
 }
 
-/// [`crate::copy::copy_window`] with a checkpoint: starts a new resumable copy of a window, or
-/// continues the one the checkpoint file describes (`copy` and `copy_window` call this when
-/// [`CopyOptions::checkpoint`] is set).
-pub fn copy_resumable(
+/// A copy of a window with a checkpoint: starts a new resumable copy, or continues the one the
+/// checkpoint file describes (a [`crate::copy::Job`] from a path to a path runs this when
+/// [`CopyOptions::checkpoint`] is set). `opts` are validated by the caller.
+pub(crate) fn copy_resumable(
     src_w: &Window,
     dst_w: &Window,
     opts: &CopyOptions,
     cp: &Checkpoint,
+    started: Instant,
 ) -> Result<Summary> {
-    let started = Instant::now();
-    opts.validate()?;
     let (src, dst) = (src_w.path.as_path(), dst_w.path.as_path());
-    let s = open_source(src, opts.direct)?;
-    let len = window_len(&s, src_w)?;
+    let s = Endpoint::open_source(src, opts.direct)?;
+    let len = src_w.len_on(&s)?;
     let bs = opts.block_size as u64;
     let meta = s.file.metadata().map_err(|e| Error::open("stat", src, e))?;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
@@ -204,7 +194,7 @@ pub fn copy_resumable(
         }
         (ep, bitmap.to_extents(), h.mode, false)
     } else {
-        let mut dest = Destination::open(dst_w, len, opts)?;
+        let mut dest = Opened::open_window(dst_w, len, opts)?;
         let overlap = src_w.offset < dst_w.offset + len && dst_w.offset < src_w.offset + len;
         if dest.ep.identity == s.identity && overlap {
             return Err(Error::invalid(format!(
@@ -238,13 +228,12 @@ pub fn copy_resumable(
         let rel = shifted(completed, -(dst_w.offset as i128));
         save(&cp.path, &header, &done_chunks(&rel.union(&done), len, bs))
     };
-    let detect = opts.detect_zeroes && !opts.preserve_allocation;
     let (res, completed) = run_plan_on(
         Some(&s),
         &target,
         &plan,
         opts,
-        detect,
+        opts.zero_detection(),
         started,
         Some((&persist, cp.interval)),
     );

@@ -103,6 +103,29 @@ impl Endpoint {
         Self::probe(file, path, mode, path)
     }
 
+    /// Opens `path` for reading as a job's source (a missing file is named as the source).
+    pub fn open_source(path: &Path, direct: bool) -> Result<Endpoint> {
+        Self::open(
+            path,
+            OpenMode {
+                write: false,
+                create: false,
+                direct,
+                exclusive: false,
+            },
+        )
+        .map_err(|e| match e {
+            Error::Open { path, source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::Open {
+                    op: "open source",
+                    path,
+                    source,
+                }
+            }
+            e => e,
+        })
+    }
+
     /// Wraps `file`, already open for reading (an image that was inspected through it), so
     /// that what is read is that very file whatever happens to `path` meanwhile. Its O_DIRECT
     /// descriptor is opened through `/proc/self/fd`: the same inode, never the path again.
@@ -205,5 +228,66 @@ impl Endpoint {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// A byte window of a file or block device (drivers: an LV segment on a PV).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// The file or device.
+    pub path: PathBuf,
+    /// Where the window starts.
+    pub offset: u64,
+    /// Its length; `None` for "to the end" (source) or "the source's length" (destination).
+    pub len: Option<u64>,
+}
+
+impl Window {
+    /// The whole file or device.
+    pub fn whole(path: impl Into<PathBuf>) -> Self {
+        Window {
+            path: path.into(),
+            offset: 0,
+            len: None,
+        }
+    }
+
+    /// `len` bytes at `offset`.
+    pub fn range(path: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        Window {
+            path: path.into(),
+            offset,
+            len: Some(len),
+        }
+    }
+
+    /// The whole file or device (no offset, no length).
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.len.is_none()
+    }
+
+    /// The window's length on the opened `ep`: its `len`, or up to the end; fails when the
+    /// window does not fit.
+    pub fn len_on(&self, ep: &Endpoint) -> Result<u64> {
+        if self.offset > ep.size {
+            return Err(Error::invalid(format!(
+                "offset {} is past the end of {} ({} bytes)",
+                self.offset,
+                self.path.display(),
+                ep.size
+            )));
+        }
+        let avail = ep.size - self.offset;
+        match self.len {
+            None => Ok(avail),
+            Some(l) if l <= avail => Ok(l),
+            Some(l) => Err(Error::invalid(format!(
+                "range {}+{} runs past the end of {} ({} bytes)",
+                self.offset,
+                l,
+                self.path.display(),
+                ep.size
+            ))),
+        }
     }
 }

@@ -4,6 +4,10 @@
 //! source -> alloc (SEEK_DATA/SEEK_HOLE, zero detection) -> ExtentMap -> Plan -> io_uring -> dest
 //! ```
 //!
+//! One entry point moves data: [`copy::Job`] (`Job { source, destination, options }.run()`),
+//! with [`copy::copy`] as the path-to-path shorthand; [`verify::compare`] and [`wipe::wipe`]
+//! run on the same runner. See ARCHITECTURE.md for the layers.
+//!
 //! The engine knows files and block devices, nothing of LVM or iSCSI.
 
 pub mod bitmap;
@@ -20,9 +24,12 @@ pub mod alloc;
 pub mod checkpoint;
 pub mod codec;
 pub mod copy;
+pub mod dest;
 pub mod endpoint;
+pub mod options;
 pub mod pipeline;
 pub mod plan;
+mod run;
 pub mod staged;
 pub mod sys;
 #[cfg(any(test, feature = "testing"))]

@@ -38,7 +38,7 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 /// The first offset where the contents of `a` and `b` differ (a shorter file differs where it
 /// ends), or `None` when they are byte-identical. The independent oracle of copy, image and
 /// iSCSI tests: plain buffered `std::fs` reads of both paths (files or block devices), none of
-/// the engine's code (no extent maps, no io_uring, no `copy::compare`).
+/// the engine's code (no extent maps, no io_uring, no `verify::compare`).
 pub fn first_difference(a: &std::path::Path, b: &std::path::Path) -> Option<u64> {
     use std::io::Read;
     let open = |p: &std::path::Path| {

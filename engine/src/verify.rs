@@ -1,14 +1,17 @@
-//! Read-back scans through the I/O backend: comparing two endpoints, proving a range reads
-//! as zeros. Chunks are issued in ascending order at full queue depth; the scan reports the
-//! lowest offset its check flags.
+//! Read-back scans through the I/O backend: comparing two files or devices ([`compare`]),
+//! proving a range reads as zeros, checking written blocks against their checksums. Chunks
+//! are issued in ascending order at full queue depth; the scan reports the lowest offset its
+//! check flags.
 
-use crate::copy::CopyOptions;
+use crate::alloc;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
+use crate::options::CopyOptions;
 use crate::uring::{self, BufferPool, IoOp, Req};
 use crate::zero::is_zero;
 use std::io;
+use std::path::Path;
 use std::time::Instant;
 
 /// The outcome of a scan.
@@ -18,6 +21,45 @@ pub struct ScanResult {
     pub offset: Option<u64>,
     /// Bytes read from each endpoint.
     pub bytes_compared: u64,
+}
+
+/// The result of [`compare`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Comparison {
+    /// Same size and same bytes (holes read as zeros).
+    pub identical: bool,
+    /// The first offset where they differ (the shorter one's size if only sizes differ).
+    pub first_difference: Option<u64>,
+    /// Size of A.
+    pub size_a: u64,
+    /// Size of B.
+    pub size_b: u64,
+    /// Bytes read from each side (ranges where both are holes are not read).
+    pub bytes_compared: u64,
+}
+
+/// Compares two files or devices, holes reading as zeros. Ranges that are holes in both are
+/// equal without being read; the rest is read through the same I/O backend as copies.
+pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
+    compare_with(a, b, &CopyOptions::default())
+}
+
+/// [`compare`] with explicit block size, queue depth and O_DIRECT choice.
+pub fn compare_with(a: &Path, b: &Path, opts: &CopyOptions) -> Result<Comparison> {
+    opts.validate()?;
+    let ea = Endpoint::open_source(a, opts.direct)?;
+    let eb = Endpoint::open_source(b, opts.direct)?;
+    let common = ea.size.min(eb.size);
+    let data = alloc::data_ranges(&ea, 0..common)?.union(&alloc::data_ranges(&eb, 0..common)?);
+    let diff = first_difference(&ea, &eb, &data, opts)?;
+    let first_difference = diff.offset.or((ea.size != eb.size).then_some(common));
+    Ok(Comparison {
+        identical: first_difference.is_none(),
+        first_difference,
+        size_a: ea.size,
+        size_b: eb.size,
+        bytes_compared: diff.bytes_compared,
+    })
 }
 
 /// The first offset inside `ranges` where `a` and `b` differ.

@@ -7,7 +7,7 @@
 //! PUNCH_HOLE then ZERO_RANGE on files; and finally io_uring writes from a registered zero
 //! buffer at full queue depth. Discard alone is never used: it does not guarantee zeros.
 //! (Copies make a device's holes read as zeros by punching first instead, so thin destinations
-//! stay thin; see `copy`.) An explicit method is used as
+//! stay thin; see `dest`.) An explicit method is used as
 //! asked and fails clearly where the target refuses it.
 //!
 //! Files are sparse-aware: only allocated extents need work; holes already read as zeros.
@@ -15,12 +15,13 @@
 //! flushed; `verify` then reads the range back and proves it is zero.
 
 use crate::alloc;
-use crate::copy::{run_plan_on, CopyOptions, ProgressFn, Target};
-use crate::endpoint::{Endpoint, Kind, OpenMode};
+use crate::endpoint::{Endpoint, Kind, OpenMode, Window};
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
+use crate::options::{CopyOptions, IoHook, ProgressFn};
 use crate::pipeline::{ZeroMode, ZeroedRange};
 use crate::plan::{Op, Plan};
+use crate::run::{run_plan_on, Target};
 use crate::verify;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -88,7 +89,7 @@ pub struct WipeOptions {
     pub io_timeout: Duration,
     /// Test seam: wraps the I/O backend (fault injection).
     #[doc(hidden)]
-    pub io_hook: Option<crate::copy::IoHook>,
+    pub io_hook: Option<IoHook>,
 }
 
 impl Default for WipeOptions {
@@ -251,26 +252,12 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
 }
 
 fn wipe_range(ep: &Endpoint, opts: &WipeOptions) -> Result<std::ops::Range<u64>> {
-    if opts.offset > ep.size {
-        return Err(Error::invalid(format!(
-            "offset {} is past the end of {} ({} bytes)",
-            opts.offset,
-            ep.path.display(),
-            ep.size
-        )));
-    }
-    let mut len = match opts.length {
-        None => ep.size - opts.offset,
-        Some(l) if opts.offset.checked_add(l).is_some_and(|e| e <= ep.size) => l,
-        Some(l) => {
-            return Err(Error::invalid(format!(
-                "range {}+{l} runs past the end of {} ({} bytes)",
-                opts.offset,
-                ep.path.display(),
-                ep.size
-            )))
-        }
+    let window = Window {
+        path: ep.path.clone(),
+        offset: opts.offset,
+        len: opts.length,
     };
+    let mut len = window.len_on(ep)?;
     if let Some(c) = opts.clear_size.filter(|c| *c > 0) {
         len = len.min(c);
     }
@@ -287,7 +274,7 @@ fn verify_zero(
     opts: &WipeOptions,
     copy_opts: &CopyOptions,
 ) -> Result<Verified> {
-    let ep = crate::copy::open_source(target, opts.direct)?;
+    let ep = Endpoint::open_source(target, opts.direct)?;
     // Everything that held data before, and anything that reads as data now.
     let now = alloc::data_ranges(&ep, range.clone())?;
     let mut to_check = wiped_data.union(&now);

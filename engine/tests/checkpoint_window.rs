@@ -1,7 +1,12 @@
 //! Resumable copies of byte windows (what the drivers use for an LV's extents on a PV).
 
-use ember_engine::checkpoint::Checkpoint;
-use ember_engine::copy::{copy_window, CopyOptions, Window};
+use ember_engine::copy::{Destination, Job, Source};
+use ember_engine::endpoint::Window;
+use ember_engine::options::{Checkpoint, CopyOptions, Summary};
+
+fn copy_window(s: &Window, d: &Window, opts: &CopyOptions) -> ember_engine::Result<Summary> {
+    Job::new(Source::Path(s.clone()), Destination::Path(d.clone()), opts).run()
+}
 use ember_engine::ErrorKind;
 use rand::{RngCore, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};

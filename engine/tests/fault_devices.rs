@@ -7,7 +7,8 @@
 //! Skipped without root or the tools, unless EMBER_REQUIRE_SYSTEM_TESTS=1 (then they fail).
 //! Every loop device, mount and process is torn down by Drop guards, also on failure.
 
-use ember_engine::copy::{self, CopyOptions};
+use ember_engine::copy;
+use ember_engine::options::CopyOptions;
 use ember_engine::wipe::{self, WipeMethod, WipeOptions};
 use ember_engine::{Error, ErrorKind};
 use rand::{RngCore, SeedableRng};

@@ -1,11 +1,13 @@
-//! In-process fault injection: copy, wipe, execute_plan and compare run on a real io_uring
+//! In-process fault injection: copy, wipe, image plans and compare run on a real io_uring
 //! backend wrapped in `uring::faulty::FaultyBackend` (through the `io_hook` option), and must
 //! turn every injected fault into either a correct result or a clear error, never into a
 //! silent wrong result.
 
-use ember_engine::copy::{self, CopyOptions};
+use ember_engine::copy::{self, Destination, Job, Source};
+use ember_engine::options::CopyOptions;
 use ember_engine::plan::{Op, Plan};
 use ember_engine::uring::faulty::{Action, Faults, OpMatch, Rule};
+use ember_engine::verify;
 use ember_engine::wipe::{self, Verify, WipeMethod, WipeOptions};
 use ember_engine::{Error, ErrorKind};
 use rand::{RngCore, SeedableRng};
@@ -23,6 +25,14 @@ fn setup(dir: &Path, size: u64, seed: u64) -> (PathBuf, PathBuf) {
     rand::rngs::SmallRng::seed_from_u64(seed).fill_bytes(&mut data);
     std::fs::write(&src, &data).unwrap();
     (src, dir.join("dst.img"))
+}
+
+/// An image plan over `src` (opened here) into `dst`.
+fn run_plan(src: &Path, plan: &Plan, dst: &Path, o: &CopyOptions) -> ember_engine::Result<()> {
+    let image = std::fs::File::open(src).unwrap();
+    Job::new(Source::Image(image, src, plan), Destination::path(dst), o)
+        .run()
+        .map(drop)
 }
 
 fn opts(faults: &Arc<Faults>) -> CopyOptions {
@@ -288,7 +298,7 @@ fn flipped_byte_on_read_is_copied_and_only_compare_finds_it() {
     let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
     let differing = s.iter().zip(&d).filter(|(x, y)| x != y).count();
     assert_eq!(differing, 1, "exactly one byte was flipped");
-    let c = copy::compare(&src, &dst).unwrap();
+    let c = verify::compare(&src, &dst).unwrap();
     assert!(!c.identical);
     assert_eq!(c.first_difference, Some(bad));
 }
@@ -302,7 +312,7 @@ fn hung_read_during_compare_times_out() {
     std::fs::copy(&a, &b).unwrap();
     let faults = Faults::new(vec![Rule::new(OpMatch::Read, Action::Hang).nth(4)]);
     let t = Instant::now();
-    let e = copy::compare_with(&a, &b, &opts(&faults)).unwrap_err();
+    let e = verify::compare_with(&a, &b, &opts(&faults)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(30));
 }
@@ -316,7 +326,7 @@ fn eio_during_compare_is_an_error_not_a_verdict() {
     let faults = Faults::new(vec![
         Rule::new(OpMatch::Read, Action::Fail(libc::EIO)).at(MIB)
     ]);
-    let e = copy::compare_with(&a, &b, &opts(&faults)).unwrap_err();
+    let e = verify::compare_with(&a, &b, &opts(&faults)).unwrap_err();
     assert_eq!(io_fields(&e).0, "read");
     assert_eq!(io_fields(&e).2, MIB);
 }
@@ -412,7 +422,7 @@ fn wipe_verification_catches_data_that_reads_back_non_zero() {
 }
 
 #[test]
-fn execute_plan_read_error_fails_and_removes_destination() {
+fn image_plan_read_error_fails_and_removes_destination() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = setup(dir.path(), 2 * MIB, 18);
     // An "image" whose clusters are stored in reverse order.
@@ -437,7 +447,7 @@ fn execute_plan_read_error_fails_and_removes_destination() {
     let faults = Faults::new(vec![
         Rule::new(OpMatch::Read, Action::Fail(libc::EIO)).at(100)
     ]);
-    let e = copy::execute_plan(&src, &plan, &dst, &opts(&faults)).unwrap_err();
+    let e = run_plan(&src, &plan, &dst, &opts(&faults)).unwrap_err();
     assert_eq!(io_fields(&e), ("read", src.clone(), 0, Some(libc::EIO)));
     assert!(!dst.exists());
 
@@ -448,7 +458,7 @@ fn execute_plan_read_error_fails_and_removes_destination() {
             .nth(4)
             .times(2),
     ]);
-    copy::execute_plan(&src, &plan, &dst, &opts(&faults)).unwrap();
+    run_plan(&src, &plan, &dst, &opts(&faults)).unwrap();
     let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
     assert_eq!(d.len() as u64, 3 * MIB);
     assert!(d[..MIB as usize] == s[MIB as usize..]);

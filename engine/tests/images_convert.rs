@@ -1,4 +1,4 @@
-//! image -> volume through the real io_uring engine (execute_plan / copy / qemu-img), and
+//! image -> volume through the real io_uring engine (image plan jobs / copies / qemu-img), and
 //! volume -> image (raw, qcow2) checked by `qemu-img check` and `qemu-img compare`.
 
 mod images_support;
@@ -6,11 +6,12 @@ mod images_support;
 use std::path::Path;
 use std::process::Command;
 
-use ember_engine::copy::CopyOptions;
+use ember_engine::copy::{Destination, Job, Source};
 use ember_engine::format::convert::{
     image_to_volume, volume_to_image, FromVolumeOptions, ToVolumeOptions,
 };
 use ember_engine::format::{Format, InspectOptions};
+use ember_engine::options::CopyOptions;
 use images_support::*;
 
 fn to_volume(
@@ -227,7 +228,7 @@ fn to_volume_on_a_loop_device_zeroes_holes() {
         .chunks(4096)
         .filter(|b| b.iter().any(|&x| x != 0))
         .count() as u64;
-    let mapped = ember_engine::copy::data_map(&backing).unwrap().total_len();
+    let mapped = ember_engine::alloc::data_map(&backing).unwrap().total_len();
     assert!(
         mapped <= nonzero * 4096,
         "backing maps {mapped} bytes for {} bytes of non-zero blocks",
@@ -451,7 +452,6 @@ fn from_volume_reads_the_volume_as_raw_whatever_it_contains() {
 #[test]
 fn the_inspected_file_is_read_even_when_its_path_is_replaced() {
     ember_engine::require_tool!("qemu-img");
-    use ember_engine::copy::{copy_open, execute_plan_open};
     use ember_engine::format::{analyze, FileSource, Reader};
     let d = tmp();
     let (a, b) = (path(&d, "a.raw"), path(&d, "b.raw"));
@@ -467,7 +467,10 @@ fn the_inspected_file_is_read_even_when_its_path_is_replaced() {
     let f = std::fs::File::open(&img).unwrap();
     std::fs::rename(&b, &img).unwrap();
     let out = path(&d, "raw.out");
-    copy_open(f, &img, &out, &CopyOptions::default()).unwrap();
+    let o = CopyOptions::default();
+    Job::new(Source::Open(f, &img), Destination::path(&out), &o)
+        .run()
+        .unwrap();
     assert_same(&out, &a);
 
     // qcow2: inspected through the descriptor, then the path is replaced
@@ -480,7 +483,8 @@ fn the_inspected_file_is_read_even_when_its_path_is_replaced() {
     };
     std::fs::rename(&qb, &img).unwrap();
     let out = path(&d, "qcow2.out");
-    execute_plan_open(src.into_file(), &img, &plan, &out, &CopyOptions::default()).unwrap();
+    let image = Source::Image(src.into_file(), &img, &plan);
+    Job::new(image, Destination::path(&out), &o).run().unwrap();
     assert_same(&out, &a);
 }
 
@@ -512,7 +516,7 @@ fn to_window_writes_the_image_into_a_larger_volume_and_keeps_its_tail() {
         // the file keeps its size.
         for at in [0u64, 5 << 20] {
             std::fs::write(&vol, vec![0xA5u8; 32 << 20]).unwrap();
-            let w = ember_engine::copy::Window {
+            let w = ember_engine::endpoint::Window {
                 path: vol.clone(),
                 offset: at,
                 len: Some(size),
@@ -535,7 +539,7 @@ fn to_window_writes_the_image_into_a_larger_volume_and_keeps_its_tail() {
     let vhd = path(&d, "a.vhd");
     qemu_img(&["convert", "-f", "raw", "-O", "vpc", p(&src), p(&vhd)]);
     std::fs::write(&vol, vec![0xA5u8; 32 << 20]).unwrap();
-    let w = ember_engine::copy::Window {
+    let w = ember_engine::endpoint::Window {
         path: vol.clone(),
         offset: 0,
         len: Some(size),

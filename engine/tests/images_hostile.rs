@@ -6,6 +6,7 @@ mod images_support;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use ember_engine::copy::{Destination, Job, Source};
 use ember_engine::format::{self, qcow2, FileSource, Format, ImageSource, InspectOptions, Reader};
 use ember_engine::plan::Op;
 use images_support::*;
@@ -259,13 +260,19 @@ fn qcow2_compressed_cluster_bomb_refused_by_decode() {
     // the job naming the cluster; it never writes the bomb's output.
     for threads in [1, 2] {
         let dst = d.path().join(format!("bomb.{threads}.raw"));
-        let opts = ember_engine::copy::CopyOptions {
+        let opts = ember_engine::options::CopyOptions {
             decode_threads: threads,
             ..Default::default()
         };
-        let e = ember_engine::copy::execute_plan(&img, &plan, &dst, &opts)
-            .unwrap_err()
-            .to_string();
+        let image = std::fs::File::open(&img).unwrap();
+        let e = Job::new(
+            Source::Image(image, &img, &plan),
+            Destination::path(&dst),
+            &opts,
+        )
+        .run()
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains(&format!("compressed cluster at offset {src}")) && e.contains("bomb"),
             "{threads} threads: {e}"

@@ -3,7 +3,8 @@
 //! fio's verify headers do), so an independent reader can tell a misplaced block from a right
 //! one, not only flipped bits.
 
-use ember_engine::copy::{self, CopyOptions};
+use ember_engine::copy;
+use ember_engine::options::CopyOptions;
 use ember_engine::uring::faulty::{Action, Faults, OpMatch, Rule};
 use ember_engine::ErrorKind;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Pieces shared by subcommands: size parsing, the copy flags, progress bars, signals, errors.
 
-use ember_engine::copy::{CopyOptions, ProgressFn};
+use ember_engine::options::{CopyOptions, ProgressFn};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;

@@ -17,7 +17,7 @@ pub struct CompareArgs {
 }
 
 pub fn run(a: CompareArgs) -> ExitCode {
-    match ember_engine::copy::compare(&a.a, &a.b) {
+    match ember_engine::verify::compare(&a.a, &a.b) {
         Ok(c) => {
             if a.json {
                 if let Err(e) = super::json::print(&c) {

@@ -61,7 +61,7 @@ pub fn run(a: CopyArgs) -> CliResult {
     let cp_path = a.resume.clone().or(a.checkpoint.clone());
     opts.checkpoint = cp_path
         .clone()
-        .map(|path| ember_engine::checkpoint::Checkpoint {
+        .map(|path| ember_engine::options::Checkpoint {
             path,
             interval: std::time::Duration::from_millis(a.checkpoint_interval.max(10)),
         });

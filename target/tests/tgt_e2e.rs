@@ -3,7 +3,7 @@
 //! there is no kernel initiator.
 //!
 //! "Reads back through Ember's engine": the whole volume read through iSCSI is compared with the
-//! backing file by `ember_engine::copy::compare`, and an image copied onto the backing file by
+//! backing file by `ember_engine::verify::compare`, and an image copied onto the backing file by
 //! `ember_engine::copy::copy` is read back through iSCSI. Spot checks use std positioned I/O.
 
 mod common;
@@ -289,7 +289,7 @@ fn data_round_trip_and_extend() {
         }
         img[(31 * MIB) as usize..(31 * MIB + 4096) as usize].fill(0xC3);
         fs::write(&image, &img).unwrap();
-        let opts = ember_engine::copy::CopyOptions {
+        let opts = ember_engine::options::CopyOptions {
             force: true,
             ..Default::default()
         };

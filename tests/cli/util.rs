@@ -96,7 +96,7 @@ pub fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
 
 /// Data ranges by SEEK_DATA/SEEK_HOLE, via the engine's discovery.
 pub fn allocated(path: &Path) -> u64 {
-    ember_engine::copy::data_map(path).unwrap().total_len()
+    ember_engine::alloc::data_map(path).unwrap().total_len()
 }
 
 /// Bytes the filesystem really allocated (st_blocks).

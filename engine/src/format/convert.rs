@@ -5,8 +5,8 @@
 //! without writing (bombs and corrupt streams are found before the first write: block devices
 //! and existing files), or, for a new file, write it under a temporary name that is linked
 //! into place only once every unit decoded within its cluster -> write:
-//! raw-like images through [`copy::copy_open`], qcow2/vmdk plans through
-//! [`copy::execute_plan_open`], vhd/vhdx/vdi through `qemu-img convert -f <inspected format>`.
+//! raw-like images as a [`Job`] from [`Source::Open`], qcow2/vmdk plans as a [`Job`] from
+//! [`Source::Image`], vhd/vhdx/vdi through `qemu-img convert -f <inspected format>`.
 //! Every one of them reads the image through the descriptor it was inspected by (qemu-img
 //! through `/proc/self/fd/N` of an inherited duplicate), never by its path again.
 //!
@@ -21,7 +21,9 @@ use std::time::Instant;
 
 use super::qcow2::writer::{write_qcow2, WriteOptions, WriteSummary};
 use super::{analyze, verify_compressed, Analysis, FileSource, Format, InspectOptions, Reader};
-use crate::copy::{self, CopyOptions, DestRef, Summary, Window};
+use crate::copy::{Destination, Job, Source};
+use crate::endpoint::Window;
+use crate::options::{CopyOptions, Summary, MAX_BLOCK_SIZE};
 use crate::plan::Op;
 use crate::staged::{check_output, exists, Staged};
 use crate::{Error, Result};
@@ -76,7 +78,7 @@ pub fn image_to_window(
 ) -> Result<ToVolumeSummary> {
     let windowed = dest.offset != 0 || dest.len.is_some();
     let offset = dest.offset;
-    let to = DestRef::Path(dest);
+    let window = dest;
     let dest = dest.path.as_path();
     let started = Instant::now();
     opts.copy.validate()?;
@@ -121,17 +123,20 @@ pub fn image_to_window(
         inspect_seconds,
         seconds: 0.0,
     };
-    match &a.reader {
-        Reader::Raw => {
-            summary.copy = Some(if staged {
-                let out = Staged::create(dest)?;
-                let s = copy::copy_open_to_staged(file, image, &out, &opts.copy)?;
-                out.publish(false)?;
-                s
-            } else {
-                copy::copy_open_into(file, image, to, &opts.copy)?
-            });
+    // A new file: written unnamed (or hidden) and put in place only when whole and flushed; a
+    // file that appeared at `dest` meanwhile is someone else's and is kept.
+    let write = |source: Source<'_>, c: &CopyOptions| -> Result<Summary> {
+        if staged {
+            let out = Staged::create(dest)?;
+            let s = Job::new(source, Destination::Staged(&out), c).run()?;
+            out.publish(false)?;
+            Ok(s)
+        } else {
+            Job::new(source, Destination::Path(window.clone()), c).run()
         }
+    };
+    match &a.reader {
+        Reader::Raw => summary.copy = Some(write(Source::Open(file, image), &opts.copy)?),
         Reader::Native(plan) => {
             let mut c = opts.copy.clone();
             if opts.threads != 0 {
@@ -147,7 +152,7 @@ pub fn image_to_window(
                 })
                 .max()
                 .unwrap_or(0);
-            while (c.block_size as u64) < biggest && c.block_size < copy::MAX_BLOCK_SIZE {
+            while (c.block_size as u64) < biggest && c.block_size < MAX_BLOCK_SIZE {
                 c.block_size *= 2;
             }
             let shifted;
@@ -157,16 +162,7 @@ pub fn image_to_window(
                 shifted = plan.shifted(offset).map_err(Error::invalid)?;
                 &shifted
             };
-            summary.copy = Some(if staged {
-                // Written unnamed (or hidden) and put in place only when whole and flushed; a
-                // file that appeared at `dest` meanwhile is someone else's and is kept.
-                let out = Staged::create(dest)?;
-                let s = copy::execute_plan_open_to_staged(file, image, plan, &out, &c)?;
-                out.publish(false)?;
-                s
-            } else {
-                copy::execute_plan_open_into(file, image, plan, to, &c)?
-            });
+            summary.copy = Some(write(Source::Image(file, image, plan), &c)?);
         }
         Reader::Qemu(fmt) => {
             if let Some(dev_size) = block_device_size(dest)? {
@@ -374,7 +370,7 @@ pub fn volume_to_image(
             let staged = Staged::create(out)?;
             let mut c = opts.copy.clone();
             c.sync = true;
-            let s = copy::copy_open_to_staged(volume, src, &staged, &c)?;
+            let s = Job::new(Source::Open(volume, src), Destination::Staged(&staged), &c).run()?;
             staged.publish(opts.copy.force)?;
             let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
             Ok(FromVolumeSummary {

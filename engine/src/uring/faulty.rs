@@ -181,7 +181,7 @@ impl Faults {
     }
 
     /// An `io_hook` for copy/wipe options that wraps each backend in a [`FaultyBackend`].
-    pub fn hook(self: &Arc<Self>) -> crate::copy::IoHook {
+    pub fn hook(self: &Arc<Self>) -> crate::options::IoHook {
         let faults = Arc::clone(self);
         Arc::new(move |inner| Box::new(FaultyBackend::new(inner, Arc::clone(&faults))))
     }

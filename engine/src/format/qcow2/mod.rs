@@ -2,6 +2,7 @@
 //! (volume -> image).
 
 pub mod header;
+mod placement;
 pub mod reader;
 mod ring_body;
 pub mod writer;

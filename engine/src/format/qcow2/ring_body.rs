@@ -11,8 +11,8 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::writer::{place_plain, Placed, CLUSTER};
-use crate::copy::{cancelled, ProgressFn};
+use super::placement::{place_plain, Placed, CLUSTER};
+use crate::options::{cancelled, ProgressFn};
 use crate::uring::{open_backend, BufferPool, Done, IoOp, Req};
 use crate::{Error, Result};
 

@@ -1,6 +1,6 @@
 //! Volume -> qcow2 v3 writer (64 KiB clusters, 16-bit refcounts).
 //!
-//! One pass over the source's data ranges (SEEK_DATA/SEEK_HOLE via [`crate::copy::data_map`]):
+//! One pass over the source's data ranges (SEEK_DATA/SEEK_HOLE via [`crate::alloc::data_map`]):
 //! all-zero clusters are skipped (they read as zeros: no backing file), the others are
 //! appended after the header cluster in guest order. Uncompressed, that pass runs on the
 //! engine's I/O backend with direct I/O (module `ring_body`); with `compress`, batches are
@@ -27,12 +27,12 @@ use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 
-use crate::copy::{cancelled, data_map, ProgressFn};
+use super::placement::{each_cluster, place_plain, Placed, Stored, CLUSTER, CLUSTER_BITS};
+use crate::alloc::data_map;
+use crate::options::{cancelled, ProgressFn};
 use crate::staged::Staged;
 use crate::{Error, Result};
 
-const CLUSTER_BITS: u32 = 16;
-pub(super) const CLUSTER: u64 = 1 << CLUSTER_BITS;
 const REFCOUNT_BITS: u64 = 16;
 const HEADER_LENGTH: usize = 112;
 const COPIED: u64 = 1 << 63;
@@ -65,59 +65,6 @@ pub struct WriteSummary {
     pub zero_clusters_skipped: u64,
     pub bytes_read: u64,
     pub seconds: f64,
-}
-
-/// Where a guest cluster's data went.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Stored {
-    /// Byte offset of the (first) host cluster.
-    Plain(u64),
-    /// Byte offset and length of the compressed data.
-    Compressed(u64, u64),
-}
-
-/// `n` consecutive guest clusters from `guest` whose data went to `at`: plain runs are
-/// consecutive host clusters too (one entry per run, so memory follows the number of runs,
-/// not of clusters); a compressed cluster is an entry of its own.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Placed {
-    pub guest: u64,
-    pub n: u64,
-    pub at: Stored,
-}
-
-/// Records `n` guest clusters from `guest` stored plainly from host offset `host`, extending
-/// the last run when both continue it.
-pub(super) fn place_plain(stored: &mut Vec<Placed>, guest: u64, host: u64, n: u64) {
-    if let Some(Placed {
-        guest: g,
-        n: m,
-        at: Stored::Plain(h),
-    }) = stored.last_mut()
-    {
-        if *g + *m == guest && *h + *m * CLUSTER == host {
-            *m += n;
-            return;
-        }
-    }
-    stored.push(Placed {
-        guest,
-        n,
-        at: Stored::Plain(host),
-    });
-}
-
-/// Every stored guest cluster, ascending, with where its data is.
-fn each_cluster(stored: &[Placed]) -> impl Iterator<Item = (u64, Stored)> + '_ {
-    stored.iter().flat_map(|p| {
-        (0..p.n).map(move |i| {
-            let at = match p.at {
-                Stored::Plain(h) => Stored::Plain(h + i * CLUSTER),
-                c => c,
-            };
-            (p.guest + i, at)
-        })
-    })
 }
 
 /// Writes the volume (file or block device, always read as raw) `src` as a qcow2 image `out`.
