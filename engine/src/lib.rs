@@ -35,6 +35,8 @@ pub mod sys;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod test_util;
+pub mod tuning;
 pub mod uring;
 pub mod verify;
 pub mod wipe;
+pub mod writeback;

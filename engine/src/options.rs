@@ -34,6 +34,9 @@ pub struct CopyOptions {
     pub queue_depth: u32,
     /// Use O_DIRECT where the file or device allows it.
     pub direct: bool,
+    /// Which of `direct` and `queue_depth` the engine may choose from what the source and
+    /// destination are ([`crate::tuning`]); the rest are used as given.
+    pub tune: Tune,
     /// The destination already reads as zeros: holes need no work.
     pub dest_zeroed: bool,
     /// Keep the source's allocation exactly: no zero detection.
@@ -71,6 +74,7 @@ impl Default for CopyOptions {
             block_size: 1 << 20,
             queue_depth: 32,
             direct: true,
+            tune: Tune::default(),
             dest_zeroed: false,
             preserve_allocation: false,
             detect_zeroes: true,
@@ -95,6 +99,7 @@ impl std::fmt::Debug for CopyOptions {
             .field("queue_depth", &self.queue_depth)
             .field("decode_threads", &self.decode_threads)
             .field("direct", &self.direct)
+            .field("tune", &self.tune)
             .field("dest_zeroed", &self.dest_zeroed)
             .field("preserve_allocation", &self.preserve_allocation)
             .field("detect_zeroes", &self.detect_zeroes)
@@ -136,6 +141,32 @@ impl CopyOptions {
     }
 }
 
+/// Which I/O settings the engine may choose from the storage (see [`crate::tuning`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tune {
+    /// May use the page cache instead of O_DIRECT where the rule says (never the reverse).
+    pub direct: bool,
+    /// May lower the queue depth where the rule says.
+    pub queue_depth: bool,
+}
+
+impl Default for Tune {
+    fn default() -> Self {
+        Tune {
+            direct: true,
+            queue_depth: true,
+        }
+    }
+}
+
+impl Tune {
+    /// Everything as given.
+    pub const PINNED: Tune = Tune {
+        direct: false,
+        queue_depth: false,
+    };
+}
+
 /// What a copy did. Serialised as the CLI's `--json` summary.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
@@ -159,6 +190,9 @@ pub struct Summary {
     pub backend: &'static str,
     /// Whether O_DIRECT was used on the (source, destination).
     pub direct: (bool, bool),
+    /// The I/O shape the run chose and why ([`crate::tuning`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<crate::tuning::Shape>,
     /// How holes were made to read as zeros (after fallbacks).
     pub zero_modes: Vec<ZeroMode>,
     /// With `verify`: bytes of the destination read back and proven (checksums and zeros).

@@ -11,8 +11,10 @@ use crate::extent::ExtentMap;
 use crate::options::{CopyOptions, Summary};
 use crate::pipeline::{self, FileSlots, Job, ZeroMode};
 use crate::plan::{Op, Plan};
+use crate::tuning::{self, Medium, Shape};
 use crate::uring::{self, BufferPool};
 use crate::verify;
+use crate::writeback;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -74,7 +76,9 @@ pub(crate) fn run_plan_on(
     checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
 ) -> RunResult {
     let d = t.ep;
-    let (mut backend, files, queue_depth) = match open_ring(src, t, plan, opts) {
+    let shape = tuning::choose(src, d, opts);
+    let failure = writeback::Failure::default();
+    let (mut backend, files, queue_depth) = match open_ring(src, t, plan, opts, &shape, &failure) {
         Ok(r) => r,
         Err(e) => return (Err(e), None),
     };
@@ -105,12 +109,19 @@ pub(crate) fn run_plan_on(
     // Dropping the backend reaps (or cancels) everything still in flight.
     drop(backend);
     let completed = c.completed.take();
+    if let Some(source) = failure.take() {
+        // A window's writeback failed: data the pipeline saw written never reached the
+        // device. That is a failed flush, and nothing is durable.
+        let path = d.path.clone();
+        return (Err(Error::Flush { path, source }), None);
+    }
     if let Some(e) = err {
         return (Err(e), completed);
     }
     // What completed is only durable once the flush succeeded: after a failed flush (or
     // read-back) nothing may be claimed done.
-    match finish(src, t, plan, opts, c, backend_name, started) {
+    let direct = (files.src_direct.is_some(), files.dst_direct.is_some());
+    match finish(t, plan, opts, c, (backend_name, direct, shape), started) {
         Ok(r) => (Ok(r), completed),
         Err(e) => (Err(e), None),
     }
@@ -123,6 +134,8 @@ fn open_ring(
     t: &Target<'_>,
     plan: &Plan,
     opts: &CopyOptions,
+    shape: &Shape,
+    failure: &writeback::Failure,
 ) -> Result<(Box<dyn uring::IoBackend>, FileSlots, usize)> {
     let d = t.ep;
     let mut files = Vec::with_capacity(4);
@@ -133,12 +146,21 @@ fn open_ring(
     let (s_idx, s_direct) = match src {
         Some(s) => (
             push(&s.file, &s.path)?,
-            s.direct.as_ref().map(|f| push(f, &s.path)).transpose()?,
+            s.direct
+                .as_ref()
+                .filter(|_| shape.direct.0)
+                .map(|f| push(f, &s.path))
+                .transpose()?,
         ),
         None => (usize::MAX, None),
     };
     let dst_idx = push(&d.file, &d.path)?;
-    let dst_direct = d.direct.as_ref().map(|f| push(f, &d.path)).transpose()?;
+    let dst_direct = d
+        .direct
+        .as_ref()
+        .filter(|_| shape.direct.1)
+        .map(|f| push(f, &d.path))
+        .transpose()?;
     // Bytes the ring will move (data, and zeros it writes), and so the buffers worth having:
     // a job that moves little gets a small pool (less memory to fault in and pin). Zeroing
     // methods that may fall back to writes could need the full depth.
@@ -155,10 +177,20 @@ fn open_ring(
     }
     let bs = opts.block_size as u64;
     let qd =
-        (opts.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
+        (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
     let pool = BufferPool::new(qd + 1, opts.block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
     let mut backend = uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?;
+    if dst_direct.is_none() && shape.media.1 == Medium::Device && io_bytes > 0 {
+        // Written through the page cache to a disk: keep its dirty pages bounded.
+        let file = dup(&d.file, &d.path)?;
+        backend = Box::new(writeback::Bounded::new(
+            backend,
+            dst_idx,
+            file,
+            failure.clone(),
+        ));
+    }
     if let Some(hook) = &opts.io_hook {
         backend = hook(backend);
     }
@@ -174,12 +206,11 @@ fn open_ring(
 /// After a successful pipeline run: flush (and the new file's folder), read back with
 /// `verify`, and report.
 fn finish(
-    src: Option<&Endpoint>,
     t: &Target<'_>,
     plan: &Plan,
     opts: &CopyOptions,
     c: pipeline::Counters,
-    backend: &'static str,
+    (backend, direct, shape): (&'static str, (bool, bool), Shape),
     started: Instant,
 ) -> Result<(Summary, Vec<pipeline::ZeroedRange>)> {
     let d = t.ep;
@@ -209,7 +240,8 @@ fn finish(
             0.0
         },
         backend,
-        direct: (src.is_some_and(|s| s.direct.is_some()), d.direct.is_some()),
+        direct,
+        io: Some(shape),
         zero_modes: c.zero_modes,
         verified_bytes,
     };

@@ -416,8 +416,9 @@ fn device_and_filesystem_are_released_when_a_job_returns() {
 #[test]
 fn buffered_copy_onto_thin_device_running_out_fails_never_succeeds() {
     // Loop device WITHOUT direct I/O over a sparse file on a full fs, copied with buffered
-    // writes: the writes land in the page cache and the error only surfaces at the final
-    // fdatasync (fsyncgate). The copy must fail, not report success.
+    // writes: the writes land in the page cache and the error only surfaces when they are
+    // flushed: when the bounded writeback waits for a window, or at the final fdatasync
+    // (fsyncgate). Either way the copy fails as a failed flush, never reports success.
     ember_engine::require_root!();
     ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount");
     let dir = tempfile::tempdir().unwrap();

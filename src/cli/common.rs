@@ -1,6 +1,6 @@
 //! Pieces shared by subcommands: size parsing, the copy flags, progress bars, signals, errors.
 
-use ember_engine::options::{CopyOptions, ProgressFn};
+use ember_engine::options::{CopyOptions, ProgressFn, Tune};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -37,12 +37,16 @@ pub struct IoArgs {
     /// Bytes per I/O (power of two, 4K to 64M).
     #[arg(long, value_parser = parse_size, default_value = "1M")]
     pub block_size: u64,
-    /// I/Os in flight.
-    #[arg(long, default_value_t = 32)]
-    pub queue_depth: u32,
-    /// Do not use O_DIRECT (use the page cache).
+    /// I/Os in flight [default: 32; at most 4 on memory-backed storage unless given].
     #[arg(long)]
+    pub queue_depth: Option<u32>,
+    /// Do not use O_DIRECT (use the page cache).
+    #[arg(long, conflicts_with = "direct")]
     pub no_direct: bool,
+    /// Use O_DIRECT wherever the file or device allows it, also on memory-backed storage
+    /// (by default the page cache is used there).
+    #[arg(long)]
+    pub direct: bool,
     /// Limit throughput to this many bytes per second (e.g. 100M), like Cinder's
     /// volume_copy_bps_limit.
     #[arg(long, value_parser = parse_size)]
@@ -57,12 +61,18 @@ impl IoArgs {
     pub fn options(&self) -> Result<CopyOptions, String> {
         let block_size = usize::try_from(self.block_size)
             .map_err(|_| format!("invalid block size {}", self.block_size))?;
+        let defaults = CopyOptions::default();
         Ok(CopyOptions {
             block_size,
-            queue_depth: self.queue_depth,
+            queue_depth: self.queue_depth.unwrap_or(defaults.queue_depth),
             direct: !self.no_direct,
+            // What the user gave is used as given; the rest the engine may choose.
+            tune: Tune {
+                direct: !self.no_direct && !self.direct,
+                queue_depth: self.queue_depth.is_none(),
+            },
             bps_limit: self.bps_limit,
-            ..CopyOptions::default()
+            ..defaults
         })
     }
 }

@@ -49,6 +49,13 @@ fn seek(fd: BorrowedFd<'_>, offset: u64, whence: nix::unistd::Whence) -> io::Res
     }
 }
 
+/// The file system type (`f_type` of `fstatfs`) of the file behind `fd`.
+pub fn filesystem_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    nix::sys::statfs::fstatfs(fd)
+        .map(|s| s.filesystem_type().0)
+        .map_err(errno)
+}
+
 /// Size in bytes of a block device (BLKGETSIZE64).
 pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut size = 0u64;
@@ -122,14 +129,44 @@ pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writeback of the dirty pages of a range
 /// without waiting for it (not a durability point: fdatasync still is).
 pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+/// `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`: writes the dirty pages of a range and
+/// waits until they are on the device (their I/O errors are reported here; still not a
+/// durability point for metadata or the device's cache: fdatasync is).
+pub fn finish_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(
+        fd,
+        offset,
+        len,
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+    )
+}
+
+fn sync_file_range(fd: BorrowedFd<'_>, offset: u64, len: u64, flags: u32) -> io::Result<()> {
     let (off, n) = (to_off(offset)?, to_off(len)?);
     // SAFETY: sync_file_range takes plain integers and touches no user memory; the fd is
     // borrowed, so it stays open for the call.
-    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), off, n, flags) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)`: drops the clean cached pages of a range (advice:
+/// errors are ignored by callers).
+pub fn drop_cached(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    nix::fcntl::posix_fadvise(
+        fd.as_raw_fd(),
+        to_off(offset)?,
+        to_off(len)?,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(errno)
 }
 
 /// A file offset or length as the kernel's signed type (EINVAL past `i64::MAX`).

@@ -1,0 +1,169 @@
+//! The I/O shape follows the storage (engine/src/tuning.rs), and a copy through the page cache
+//! to a disk keeps its pages bounded (engine/src/writeback.rs). Real tmpfs, real loop devices,
+//! real page cache: what is asserted is what the kernel reports (`fincore`), never a time.
+
+use ember_engine::copy::{self, Destination, Job, Source};
+use ember_engine::options::{CopyOptions, Tune};
+use ember_engine::test_util::{first_difference, skip};
+use ember_engine::tuning::{Medium, MEMORY_QUEUE_DEPTH};
+use rand::{RngCore, SeedableRng};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+fn random_file(path: &Path, size: u64, seed: u64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut buf = vec![0u8; MIB as usize];
+    for _ in 0..size / MIB {
+        rng.fill_bytes(&mut buf);
+        f.write_all(&buf).unwrap();
+    }
+}
+
+/// A private folder on tmpfs (/dev/shm), removed at the end; `None` (skipped) without one.
+fn tmpfs_dir(test: &str) -> Option<tempfile::TempDir> {
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T", "/dev/shm"])
+        .output();
+    match fs {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "tmpfs" => {
+            Some(tempfile::tempdir_in("/dev/shm").unwrap())
+        }
+        _ => {
+            skip(test, "/dev/shm is not a tmpfs");
+            None
+        }
+    }
+}
+
+#[test]
+fn files_on_tmpfs_use_the_page_cache_and_a_shallow_queue_unless_pinned() {
+    let Some(mem) = tmpfs_dir("files_on_tmpfs_use_the_page_cache") else {
+        return;
+    };
+    let disk = tempfile::tempdir().unwrap();
+    let src = mem.path().join("src.raw");
+    random_file(&src, 16 * MIB, 1);
+
+    // tmpfs -> tmpfs: both ends buffered, shallow queue; bytes exact.
+    let dst = mem.path().join("dst.raw");
+    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
+    let io = s.io.expect("a copy reports its I/O shape");
+    assert_eq!(io.media, (Some(Medium::Memory), Medium::Memory));
+    assert_eq!(io.direct, (false, false));
+    assert_eq!(
+        s.direct,
+        (false, false),
+        "what was registered follows the shape"
+    );
+    assert_eq!(io.queue_depth, MEMORY_QUEUE_DEPTH);
+    assert_eq!(first_difference(&src, &dst), None);
+
+    // tmpfs -> disk: the disk keeps O_DIRECT and the deep queue.
+    let on_disk = disk.path().join("dst.raw");
+    let s = copy::copy(&src, &on_disk, &CopyOptions::default()).unwrap();
+    let io = s.io.unwrap();
+    assert_eq!(io.media, (Some(Medium::Memory), Medium::Device));
+    assert_eq!(io.direct, (false, true));
+    assert_eq!(io.queue_depth, CopyOptions::default().queue_depth);
+    assert_eq!(first_difference(&src, &on_disk), None);
+
+    // disk -> disk: as asked.
+    let again = disk.path().join("again.raw");
+    let io = copy::copy(&on_disk, &again, &CopyOptions::default())
+        .unwrap()
+        .io
+        .unwrap();
+    assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
+    assert_eq!((io.direct, io.rule), ((true, true), "as asked"));
+
+    // Pinned: used as given, also on tmpfs.
+    let pinned = CopyOptions {
+        queue_depth: 16,
+        tune: Tune::PINNED,
+        ..CopyOptions::default()
+    };
+    let dst2 = mem.path().join("pinned.raw");
+    let io = copy::copy(&src, &dst2, &pinned).unwrap().io.unwrap();
+    assert_eq!((io.queue_depth, io.rule), (16, "as asked"));
+    assert_eq!(first_difference(&src, &dst2), None);
+}
+
+struct Loop(PathBuf);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_loop_device_over_tmpfs_is_memory_and_keeps_o_direct() {
+    ember_engine::require_root!();
+    ember_engine::require_tool!("losetup");
+    let Some(mem) = tmpfs_dir("a_loop_device_over_tmpfs_is_memory") else {
+        return;
+    };
+    let backing = mem.path().join("lo.img");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
+    let o = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lo = Loop(PathBuf::from(String::from_utf8(o.stdout).unwrap().trim()));
+    let src = mem.path().join("src.raw");
+    random_file(&src, 16 * MIB, 2);
+    let o = CopyOptions::default();
+    let s = Job::new(Source::path(&src), Destination::path(&lo.0), &o)
+        .run()
+        .unwrap();
+    let io = s.io.unwrap();
+    assert_eq!(io.media, (Some(Medium::Memory), Medium::Memory));
+    // Through the loop device's own page cache every byte would be cached twice.
+    assert_eq!(io.direct, (false, true));
+    let mut head = vec![0u8; 16 * MIB as usize];
+    std::io::Read::read_exact(&mut std::fs::File::open(&lo.0).unwrap(), &mut head).unwrap();
+    assert!(head == std::fs::read(&src).unwrap());
+}
+
+/// Bytes of `path` in the page cache, as `fincore` reports them.
+fn resident(path: &Path) -> u64 {
+    let o = Command::new("fincore")
+        .args(["-b", "-n", "-o", "RES"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_buffered_copy_to_disk_leaves_at_most_a_few_windows_in_the_page_cache() {
+    ember_engine::require_tool!("fincore");
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.raw");
+    random_file(&src, 256 * MIB, 3);
+    let dst = d.path().join("dst.raw");
+    let o = CopyOptions {
+        direct: false,
+        ..CopyOptions::default()
+    };
+    let s = copy::copy(&src, &dst, &o).unwrap();
+    assert_eq!(s.direct, (false, false));
+    // Every window but the last two was written back, waited for and dropped; the kernel may
+    // keep fewer pages still, never the whole copy.
+    let kept = resident(&dst);
+    assert!(
+        kept <= 3 * ember_engine::writeback::WINDOW,
+        "{kept} bytes of a 256 MiB buffered copy are still cached"
+    );
+    assert_eq!(first_difference(&src, &dst), None);
+}
