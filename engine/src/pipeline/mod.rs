@@ -20,11 +20,10 @@
 //! expected end is an error (the source shrank), never a silent hole. An I/O that does not
 //! complete within `io_timeout` fails the job.
 
-use crate::codec;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
-use crate::plan::{Codec, Op, Plan};
+use crate::plan::{Op, Plan};
 use crate::sys;
 use crate::uring::{Done, IoBackend, IoOp, Req};
 use crate::zero::is_zero;
@@ -32,8 +31,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
+
+mod decode;
+
+use decode::{Decoders, DECODE_POLL};
 
 /// How EAGAIN/EINTR completions are retried before giving up.
 const MAX_RETRIES: u32 = 16;
@@ -44,9 +46,6 @@ pub(crate) fn retryable(errno: i32, retries: u32) -> bool {
     matches!(errno, libc::EAGAIN | libc::EINTR) && retries < MAX_RETRIES
 }
 
-/// How long the pipeline waits on the ring before looking for finished decodes, while both are
-/// pending (a cluster decodes in ~0.1-0.5 ms).
-const DECODE_POLL: Duration = Duration::from_micros(200);
 /// The largest range a synchronous zeroing call covers at once (keeps cancellation and
 /// progress responsive).
 const SYNC_ZERO_STEP: u64 = 1 << 30;
@@ -219,134 +218,12 @@ enum Item {
     },
 }
 
-/// One compressed unit of a decode run: its codec, where its input lies in the run's input
-/// and where its output goes in the run's output.
-#[derive(Debug, Clone, Copy)]
-struct Unit {
-    codec: Codec,
-    src: u64,
-    in_off: usize,
-    in_len: usize,
-    out_off: usize,
-    out_len: usize,
-    /// The most the stream may decode to ([`Plan::unit`]; 0: the general cap).
-    limit: u64,
-}
-
-/// The units of a decode run.
-fn run_units(plan: &Plan, item: Item) -> Vec<Unit> {
-    let Item::Decode {
-        src, dst, first, n, ..
-    } = item
-    else {
-        return Vec::new();
-    };
-    plan.ops[first..first + n]
-        .iter()
-        .filter_map(|op| match *op {
-            Op::Decode {
-                src: s,
-                src_len,
-                dst: d,
-                len,
-                codec,
-            } => Some(Unit {
-                codec,
-                src: s,
-                in_off: (s - src) as usize,
-                in_len: src_len as usize,
-                out_off: (d - dst) as usize,
-                out_len: len as usize,
-                limit: plan.unit,
-            }),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Decodes every unit of a run from `input` into `out`; on failure, the source offset of the
-/// unit and the reason.
-fn decode_units(
-    units: &[Unit],
-    input: &[u8],
-    out: &mut [u8],
-) -> std::result::Result<(), (u64, String)> {
-    for u in units {
-        codec::decode(
-            u.codec,
-            &input[u.in_off..u.in_off + u.in_len],
-            &mut out[u.out_off..u.out_off + u.out_len],
-            u.limit,
-        )
-        .map_err(|reason| (u.src, reason))?;
-    }
-    Ok(())
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Read,
     /// Handed to a decoder thread (no I/O in flight).
     Decode,
     Write,
-}
-
-/// A compressed unit for a decoder thread. The vectors travel back and forth and are reused.
-struct DecodeTask {
-    slot: usize,
-    units: Vec<Unit>,
-    input: Vec<u8>,
-    out: Vec<u8>,
-}
-
-/// A decoded unit coming back (`out` holds the unit when `res` is Ok).
-struct DecodeDone {
-    slot: usize,
-    input: Vec<u8>,
-    out: Vec<u8>,
-    res: std::result::Result<(), (u64, String)>,
-}
-
-/// The pipeline's side of the decoder threads.
-struct Decoders {
-    tasks: mpsc::Sender<DecodeTask>,
-    done: mpsc::Receiver<DecodeDone>,
-    /// Tasks sent whose results have not come back.
-    pending: usize,
-    /// At most this many tasks are out at once (their vectors are memory beside the pool).
-    cap: usize,
-    /// Slots whose input is read (in their aux buffer), waiting for a task to be sent.
-    waiting: VecDeque<usize>,
-    /// Vectors to reuse.
-    spare: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// A decoder thread: decodes tasks until the pipeline hangs up.
-fn decoder(tasks: &Mutex<mpsc::Receiver<DecodeTask>>, done: mpsc::Sender<DecodeDone>) {
-    loop {
-        let next = tasks.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(DecodeTask {
-            slot,
-            units,
-            input,
-            mut out,
-        }) = next
-        else {
-            return;
-        };
-        let res = decode_units(&units, &input, &mut out);
-        if done
-            .send(DecodeDone {
-                slot,
-                input,
-                out,
-                res,
-            })
-            .is_err()
-        {
-            return;
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -421,35 +298,7 @@ const MAX_GAPS: usize = 1 << 16;
 /// is the zero buffer and is never written into). Returns the counters even on failure (what
 /// completed before the error is still known, for a final checkpoint).
 pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Option<Error>) {
-    let decodes = job.plan.ops.iter().any(|o| matches!(o, Op::Decode { .. }));
-    if !decodes || job.decode_threads <= 1 {
-        return run_with(job, backend, None);
-    }
-    let (task_tx, task_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
-    let task_rx = Mutex::new(task_rx);
-    std::thread::scope(|s| {
-        for _ in 0..job.decode_threads {
-            let done_tx = done_tx.clone();
-            let task_rx = &task_rx;
-            s.spawn(move || decoder(task_rx, done_tx));
-        }
-        drop(done_tx);
-        // Returning drops the task sender: the decoder threads end and the scope joins them.
-        run_with(
-            job,
-            backend,
-            Some(Decoders {
-                tasks: task_tx,
-                done: done_rx,
-                pending: 0,
-                // Two runs per thread keep every decoder busy; more would only be memory.
-                cap: 2 * job.decode_threads,
-                waiting: VecDeque::new(),
-                spare: Vec::new(),
-            }),
-        )
-    })
+    decode::with_decoders(job, |decoders| run_with(job, backend, decoders))
 }
 
 fn run_with(
@@ -518,7 +367,7 @@ impl Run<'_, '_> {
                 throttle_wait = self.fill();
             }
             let in_flight = self.backend.in_flight();
-            let decoding = self.decoders.as_ref().map_or(0, |d| d.pending);
+            let decoding = self.decoding();
             if in_flight == 0 && decoding == 0 {
                 if self.error.is_some() || self.finished() {
                     return;
@@ -568,122 +417,6 @@ impl Run<'_, '_> {
                 self.complete(d);
             }
         }
-    }
-
-    /// Takes the decodes that finished (waiting up to `block` for the first one when given).
-    /// Returns whether any did.
-    fn wait_decoded(&mut self, block: Option<Duration>) -> bool {
-        let Some(dec) = self.decoders.as_mut() else {
-            return false;
-        };
-        let mut got = Vec::new();
-        if let Some(t) = block {
-            match dec.done.recv_timeout(t) {
-                Ok(d) => got.push(d),
-                Err(mpsc::RecvTimeoutError::Timeout) => return false,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // Decoder threads gone with work pending: only a panic does that.
-                    dec.pending = 0;
-                    self.fail(Error::BadImage {
-                        path: self.src_path().to_path_buf(),
-                        reason: "the decoder threads stopped".into(),
-                    });
-                    return false;
-                }
-            }
-        }
-        got.extend(dec.done.try_iter());
-        let any = !got.is_empty();
-        for d in got {
-            self.decoded(d);
-        }
-        any
-    }
-
-    /// A decoder thread finished the unit of `d.slot`: write it (or fail).
-    fn decoded(&mut self, d: DecodeDone) {
-        let DecodeDone {
-            slot,
-            input,
-            out,
-            res,
-        } = d;
-        let (dst, len) = match self.slots[slot].as_ref().map(|a| a.item) {
-            Some(Item::Decode { dst, len, .. }) => (dst, len),
-            _ => unreachable!("decode result for a slot that is not decoding"),
-        };
-        if let Some(dec) = self.decoders.as_mut() {
-            dec.pending -= 1;
-        }
-        let res = match res {
-            Ok(()) if self.error.is_none() => {
-                self.backend.pool_mut().get_mut(slot)[..len as usize].copy_from_slice(&out);
-                Ok(())
-            }
-            other => other,
-        };
-        if let Some(dec) = self.decoders.as_mut() {
-            dec.spare.push((input, out));
-        }
-        if self.error.is_some() {
-            self.release(slot);
-            return;
-        }
-        if let Err(e) = res {
-            self.release(slot);
-            self.fail_decode(e);
-            return;
-        }
-        self.data_ready(slot, dst, len);
-        // A task came back: send the next waiting run.
-        if let Some(next) = self.decoders.as_mut().and_then(|d| d.waiting.pop_front()) {
-            self.send_decode(next);
-        }
-    }
-
-    /// Hands the run of `slot` (its input read into the aux buffer) to a decoder thread, or
-    /// queues it while `cap` tasks are out.
-    fn send_decode(&mut self, slot: usize) {
-        let Some(dec) = self.decoders.as_mut() else {
-            return;
-        };
-        if dec.pending >= dec.cap || self.error.is_some() {
-            dec.waiting.push_back(slot);
-            return;
-        }
-        let a = self.slots[slot].as_mut().expect("active slot");
-        let Item::Decode { src_len, len, .. } = a.item else {
-            unreachable!("only decode runs are sent to decoders")
-        };
-        let units = run_units(self.job.plan, a.item);
-        let aux = a.aux.take().expect("decode has an aux buffer");
-        let (mut input, mut out) = dec.spare.pop().unwrap_or_default();
-        input.clear();
-        input.extend_from_slice(&self.backend.pool().get(aux)[..src_len as usize]);
-        out.resize(len as usize, 0);
-        self.free.push(aux);
-        let task = DecodeTask {
-            slot,
-            units,
-            input,
-            out,
-        };
-        if dec.tasks.send(task).is_ok() {
-            dec.pending += 1;
-        } else {
-            self.release(slot);
-            self.fail(Error::BadImage {
-                path: self.src_path().to_path_buf(),
-                reason: "the decoder threads stopped".into(),
-            });
-        }
-    }
-
-    fn fail_decode(&mut self, (src, reason): (u64, String)) {
-        self.fail(Error::BadImage {
-            path: self.src_path().to_path_buf(),
-            reason: format!("compressed cluster at offset {src}: {reason}"),
-        });
     }
 
     /// Makes the plan's holes (Zero ops and the gaps between ops) read as zeros before any data
@@ -875,58 +608,21 @@ impl Run<'_, '_> {
                     self.c.bytes_skipped += len;
                     self.advance(dst, len);
                 }
-                Op::Decode {
-                    src, src_len, dst, ..
-                } => {
-                    let first = self.op_idx;
-                    let (mut span_end, mut dst_end, mut n) = (src, dst, 0);
-                    // The run: following units that continue the output without a gap, read
-                    // forward in the source, and keep input and output within one block
-                    // (the output also within one block-aligned destination block).
-                    let block_end = dst - dst % bs + bs;
-                    for op in &plan.ops[first..] {
-                        let Op::Decode {
-                            src: s,
-                            src_len: sl,
-                            dst: d,
-                            len: l,
-                            ..
-                        } = *op
-                        else {
-                            break;
-                        };
-                        let fits = d == dst_end
-                            && s >= span_end
-                            && s + sl - src <= bs
-                            && d + l <= block_end;
-                        if n > 0 && !fits {
-                            break;
-                        }
-                        span_end = s + sl;
-                        dst_end = d + l;
-                        n += 1;
+                Op::Decode { .. } => match decode::run_at(plan, self.op_idx, bs) {
+                    Ok(item @ Item::Decode { dst, len, n, .. }) => {
+                        self.op_idx += n;
+                        self.covered_to = dst + len;
+                        return Some(item);
                     }
-                    let (len, span) = (dst_end - dst, span_end - src);
-                    self.op_idx += n;
-                    self.covered_to = dst_end;
-                    if len > bs || span > bs {
+                    Ok(_) => unreachable!("a decode run is a Decode item"),
+                    Err(reason) => {
                         self.fail(Error::BadImage {
                             path: self.src_path().to_path_buf(),
-                            reason: format!(
-                                "compressed cluster at {src} ({src_len} bytes -> {len}) is larger than the {bs}-byte block size"
-                            ),
+                            reason,
                         });
                         return None;
                     }
-                    return Some(Item::Decode {
-                        src,
-                        src_len: span,
-                        dst,
-                        len,
-                        first,
-                        n,
-                    });
-                }
+                },
             }
         }
     }
@@ -1356,25 +1052,9 @@ impl Run<'_, '_> {
                 self.c.bytes_read += len;
                 self.data_ready(slot, dst, len);
             }
-            (item @ Item::Decode { src_len, len, .. }, Stage::Read) => {
+            (Item::Decode { src_len, .. }, Stage::Read) => {
                 self.c.bytes_read += src_len;
-                if self.decoders.is_some() {
-                    // Hand the run to a decoder thread; the ring goes on meanwhile.
-                    a.stage = Stage::Decode;
-                    self.send_decode(slot);
-                    return;
-                }
-                let aux = a.aux.take().expect("decode has an aux buffer");
-                let units = run_units(self.job.plan, item);
-                let (input, out) = self.backend.pool_mut().pair(aux, slot);
-                let res = decode_units(&units, input, out);
-                self.free.push(aux);
-                if let Err(e) = res {
-                    self.release(slot);
-                    self.fail_decode(e);
-                    return;
-                }
-                self.data_ready(slot, item_dst(item), len);
+                self.decode_read(slot);
             }
             (item, Stage::Write) => {
                 if a.seg + 1 < a.segs.len() {
