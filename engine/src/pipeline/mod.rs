@@ -24,18 +24,20 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
 use crate::plan::{Op, Plan};
-use crate::sys;
 use crate::uring::{Done, IoBackend, IoOp, Req};
 use crate::zero::is_zero;
-use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod decode;
+mod gaps;
+mod holes;
 
 use decode::{Decoders, DECODE_POLL};
+use gaps::Gaps;
+use holes::Holes;
+pub use holes::ZeroMode;
 
 /// How EAGAIN/EINTR completions are retried before giving up.
 const MAX_RETRIES: u32 = 16;
@@ -44,59 +46,6 @@ const MAX_RETRIES: u32 = 16;
 /// (EAGAIN/EINTR, a bounded number of times.)
 pub(crate) fn retryable(errno: i32, retries: u32) -> bool {
     matches!(errno, libc::EAGAIN | libc::EINTR) && retries < MAX_RETRIES
-}
-
-/// The largest range a synchronous zeroing call covers at once (keeps cancellation and
-/// progress responsive).
-const SYNC_ZERO_STEP: u64 = 1 << 30;
-
-/// How the destination is made to read zeros where the plan says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ZeroMode {
-    /// The destination already reads zeros there (new sparse file, `--dest-zeroed`).
-    Leave,
-    /// FALLOC_FL_PUNCH_HOLE | KEEP_SIZE (files).
-    Punch,
-    /// FALLOC_FL_ZERO_RANGE (files; stays allocated).
-    ZeroRange,
-    /// BLKZEROOUT (block devices).
-    Zeroout,
-    /// Write zeros through the ring from a shared zero buffer.
-    Write,
-}
-
-impl ZeroMode {
-    /// The next method to try when the target refuses this one. On a block device, punching
-    /// is write-zeroes with unmapping allowed (thin devices and loop files give the space
-    /// back), then BLKZEROOUT (the kernel writes zeros itself if it must); on files, punching
-    /// then ZERO_RANGE; plain writes last.
-    fn fallback(self, block: bool) -> ZeroMode {
-        match self {
-            ZeroMode::Punch if block => ZeroMode::Zeroout,
-            ZeroMode::Punch => ZeroMode::ZeroRange,
-            _ => ZeroMode::Write,
-        }
-    }
-
-    /// Makes `len` bytes at `offset` of `fd` read as zeros with one call, for the methods
-    /// that are one call (`Punch`, `ZeroRange`, `Zeroout`); the others are not calls.
-    fn zero(self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-        match self {
-            ZeroMode::Punch => sys::punch_hole(fd, offset, len),
-            ZeroMode::ZeroRange => sys::zero_range(fd, offset, len),
-            ZeroMode::Zeroout => sys::blk_zeroout(fd, offset, len),
-            ZeroMode::Leave | ZeroMode::Write => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        }
-    }
-}
-
-/// The kernel refuses this zeroing method here outright (not just for this range).
-fn refused(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS)
-    )
 }
 
 /// Indices of the job's files in the backend's file table.
@@ -243,7 +192,7 @@ struct Active {
     segs: Vec<(u32, u32)>,
     /// The run being written.
     seg: usize,
-    /// The zero blocks between `segs` are queued in [`Run::gaps`] (the destination does not
+    /// The zero blocks between `segs` are queued in [`Gaps`] (the destination does not
     /// read zeros there yet): they are neither written nor skipped.
     gaps_queued: bool,
     started: Instant,
@@ -259,10 +208,6 @@ impl Active {
     }
 }
 
-/// Zero 4 KiB blocks inside a data block are skipped on destinations that already read zeros
-/// (as qemu-img does), so partly used image clusters do not allocate their zero tails.
-const ZERO_GRAIN: usize = 4096;
-
 struct Run<'a, 'b> {
     job: &'b Job<'a>,
     backend: &'b mut dyn IoBackend,
@@ -272,27 +217,14 @@ struct Run<'a, 'b> {
     op_idx: usize,
     op_pos: u64,
     covered_to: u64,
-    zero_queue: VecDeque<(u64, u64)>,
-    zero_mode: ZeroMode,
+    holes: Holes,
     c: Counters,
     submitted_bytes: u64,
     started: Instant,
     error: Option<Error>,
     decoders: Option<Decoders>,
-    /// The plan's holes were zeroed before any data I/O ([`Run::zero_first`]).
-    zeroed_first: bool,
-    /// Zero 4 KiB blocks inside written data blocks, left unwritten and punched once every
-    /// write is done ([`Run::punch_gaps`]): punched one by one meanwhile, each would wait
-    /// behind the writes in flight. `None` where holes are not punched, or under a checkpoint
-    /// (it must never record a block whose zero parts still hold old data).
-    gaps: Option<Vec<(u64, u64)>>,
-    /// A zero part of a data block was punched at once (the destination punches).
-    gaps_probed: bool,
+    gaps: Gaps,
 }
-
-/// Most zero parts of data blocks queued for punching (16 bytes each); past it, such blocks
-/// are written whole.
-const MAX_GAPS: usize = 1 << 16;
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
 /// is the zero buffer and is never written into). Returns the counters even on failure (what
@@ -317,17 +249,13 @@ fn run_with(
         op_idx: 0,
         op_pos: 0,
         covered_to: job.plan.dst_base,
-        zero_queue: VecDeque::new(),
-        zero_mode: job.zero_mode,
+        holes: Holes::new(job.zero_mode),
         c: Counters::default(),
         submitted_bytes: 0,
         started: Instant::now(),
         error: None,
         decoders,
-        zeroed_first: false,
-        gaps: (job.zero_mode == ZeroMode::Punch && job.checkpoint.is_none() && job.detect_zeroes)
-            .then(Vec::new),
-        gaps_probed: false,
+        gaps: Gaps::new(job),
     };
     r.c.zero_modes.push(job.zero_mode);
     if job.checkpoint.is_some() {
@@ -419,46 +347,13 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Makes the plan's holes (Zero ops and the gaps between ops) read as zeros before any data
-    /// I/O starts, when that takes synchronous calls (punch, zero-range, BLKZEROOUT). Done in
-    /// the middle of the copy, each call would wait for the destination's in-flight direct I/O
-    /// to drain (a punch on ext4 does, and a loop device punches its backing file) and stall
-    /// the ring meanwhile: measured 1.4 s of 342 calls on an 8 GiB loop device holding old
-    /// data, against ~10 ms with nothing in flight. Zero writes (the last fallback) are queued
-    /// and so still go through the ring first.
-    fn zero_first(&mut self) {
-        if matches!(self.zero_mode, ZeroMode::Leave | ZeroMode::Write) {
-            return;
-        }
-        let plan = self.job.plan;
-        let mut pos = plan.dst_base;
-        for op in &plan.ops {
-            let r = op.dst_range();
-            if pos < r.start {
-                self.zero_range(pos, r.start - pos);
-            }
-            if let Op::Zero { dst, len } = *op {
-                self.zero_range(dst, len);
-            }
-            pos = r.end;
-            if self.error.is_some() || self.cancelled() {
-                return;
-            }
-        }
-        let end = plan.dst_base + plan.logical_size;
-        if pos < end {
-            self.zero_range(pos, end - pos);
-        }
-        self.zeroed_first = true;
-    }
-
     fn cancelled(&self) -> bool {
         self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     fn finished(&self) -> bool {
         self.op_idx >= self.job.plan.ops.len()
-            && self.zero_queue.is_empty()
+            && self.holes.is_idle()
             && self.covered_to >= self.job.plan.dst_base + self.job.plan.logical_size
     }
 
@@ -549,12 +444,8 @@ impl Run<'_, '_> {
     fn next_item(&mut self) -> Option<Item> {
         let bs = self.job.block_size as u64;
         loop {
-            if let Some((dst, len)) = self.zero_queue.pop_front() {
-                let n = len.min(bs - dst % bs);
-                if n < len {
-                    self.zero_queue.push_front((dst + n, len - n));
-                }
-                return Some(Item::ZeroWrite { dst, len: n });
+            if let Some(item) = self.holes.next_write(bs) {
+                return Some(item);
             }
             let plan = self.job.plan;
             let end = plan.dst_base + plan.logical_size;
@@ -564,7 +455,7 @@ impl Run<'_, '_> {
             if self.covered_to < gap_to {
                 let (dst, len) = (self.covered_to, gap_to - self.covered_to);
                 self.covered_to = gap_to;
-                if self.zeroed_first {
+                if self.holes.zeroed_first {
                     continue;
                 }
                 self.zero_range(dst, len);
@@ -594,7 +485,7 @@ impl Run<'_, '_> {
                 Op::Zero { dst, len } => {
                     self.op_idx += 1;
                     self.covered_to = dst + len;
-                    if self.zeroed_first {
+                    if self.holes.zeroed_first {
                         continue;
                     }
                     self.zero_range(dst, len);
@@ -627,98 +518,12 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Makes `[dst, dst+len)` read as zeros with the current zero mode. Returns true when the
-    /// range was queued for zero writes.
-    fn zero_range(&mut self, dst: u64, len: u64) -> bool {
-        let fd = self.job.dst.file.as_fd();
-        let mut pos = dst;
-        let end = dst + len;
-        // Under a bandwidth limit, zero in steps small enough for the throttle to bite.
-        let step = match self.job.bps_limit {
-            Some(bps) => (bps / 4).clamp(self.job.block_size as u64, SYNC_ZERO_STEP),
-            None => SYNC_ZERO_STEP,
-        };
-        while pos < end {
-            let n = (end - pos).min(step);
-            if self.zero_mode != ZeroMode::Leave && self.zero_mode != ZeroMode::Write {
-                if let Some(d) = self.throttle_delay() {
-                    std::thread::sleep(d);
-                }
-                self.submitted_bytes += n;
-            }
-            let res = match self.zero_mode {
-                ZeroMode::Leave => {
-                    self.c.bytes_skipped += n;
-                    self.c.record(pos, n, ZeroMode::Leave);
-                    self.advance(pos, n);
-                    pos += n;
-                    continue;
-                }
-                ZeroMode::Write => {
-                    self.c.record(pos, end - pos, ZeroMode::Write);
-                    self.zero_queue.push_back((pos, end - pos));
-                    return true;
-                }
-                m => m.zero(fd, pos, n),
-            };
-            match res {
-                Ok(()) => {
-                    self.c.bytes_zeroed += n;
-                    self.c.record(pos, n, self.zero_mode);
-                    self.advance(pos, n);
-                    pos += n;
-                }
-                Err(e)
-                    if self.job.zero_fallback
-                        && matches!(
-                            e.raw_os_error(),
-                            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOTTY)
-                        ) =>
-                {
-                    let next = self.zero_mode.fallback(self.job.dst.is_block());
-                    tracing::debug!(from = ?self.zero_mode, to = ?next, error = %e, "zeroing method refused; falling back");
-                    self.zero_mode = next;
-                    if !self.c.zero_modes.contains(&next) {
-                        self.c.zero_modes.push(next);
-                    }
-                }
-                Err(e) if !self.job.zero_fallback && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    let what = match self.zero_mode {
-                        ZeroMode::Punch => "punching holes (FALLOC_FL_PUNCH_HOLE)",
-                        ZeroMode::ZeroRange => "FALLOC_FL_ZERO_RANGE",
-                        _ => "BLKZEROOUT",
-                    };
-                    self.fail(Error::Unsupported {
-                        what,
-                        path: self.job.dst.path.clone(),
-                        source: Some(e),
-                    });
-                    return false;
-                }
-                Err(e) => {
-                    let op = match self.zero_mode {
-                        ZeroMode::Punch => "punch hole",
-                        ZeroMode::ZeroRange => "zero range",
-                        _ => "BLKZEROOUT",
-                    };
-                    self.fail(Error::io(op, &self.job.dst.path, pos, e));
-                    return false;
-                }
-            }
-            if self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                // Remaining part is abandoned; the main loop reports the cancellation.
-                return false;
-            }
-        }
-        false
-    }
-
     /// The slot's buffer holds `len` bytes for `dst`: an all-zero block is handled like a hole
     /// (unless holes are made by writing zeros anyway), anything else is written.
     fn data_ready(&mut self, slot: usize, dst: u64, len: u64) {
         let detect =
             self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
-        if detect && self.zero_mode != ZeroMode::Write {
+        if detect && self.holes.mode != ZeroMode::Write {
             self.release(slot);
             self.zero_range(dst, len);
             return;
@@ -727,25 +532,10 @@ impl Run<'_, '_> {
             self.c.record(dst, len, ZeroMode::Write);
         }
         self.checksum(slot, dst, len);
-        let mut gaps_queued = false;
-        let segs = if !self.job.detect_zeroes || detect {
-            Vec::new()
-        } else if self.zero_mode == ZeroMode::Leave {
-            nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst)
-        } else if self.zero_mode == ZeroMode::Punch
-            && self.gaps.as_ref().is_some_and(|g| g.len() < MAX_GAPS)
-        {
-            // Holes are punched here: so are the zero parts of a partly used block (an image
-            // cluster's zero tail), as qemu-img does, instead of writing them.
-            let runs = nonzero_runs(&self.backend.pool().get(slot)[..len as usize], dst);
-            gaps_queued = !runs.is_empty() && self.queue_gaps(dst, len, &runs);
-            if gaps_queued {
-                runs
-            } else {
-                Vec::new()
-            }
+        let (segs, gaps_queued) = if detect {
+            (Vec::new(), false)
         } else {
-            Vec::new()
+            self.write_segments(slot, dst, len)
         };
         let a = self.slots[slot].as_mut().expect("active slot");
         a.stage = Stage::Write;
@@ -755,114 +545,6 @@ impl Run<'_, '_> {
         a.seg = 0;
         a.gaps_queued = gaps_queued;
         self.submit(slot);
-    }
-
-    /// Queues the parts of `dst..dst + len` outside `runs` (offsets in the block) for
-    /// punching; false (write the block whole) when the queue is full or punching is refused.
-    /// The very first part is punched at once, so a destination that refuses punching is
-    /// known before anything piles up.
-    fn queue_gaps(&mut self, dst: u64, len: u64, runs: &[(u32, u32)]) -> bool {
-        let mut mine = Vec::with_capacity(runs.len() + 1);
-        let mut pos = 0u64;
-        for &(off, n) in runs {
-            if u64::from(off) > pos {
-                mine.push((dst + pos, u64::from(off) - pos));
-            }
-            pos = u64::from(off) + u64::from(n);
-        }
-        if pos < len {
-            mine.push((dst + pos, len - pos));
-        }
-        if !self.gaps_probed {
-            let Some(&(off, n)) = mine.first() else {
-                return false;
-            };
-            if let Err(e) = sys::punch_hole(self.job.dst.file.as_fd(), off, n) {
-                tracing::debug!(error = %e, "punching zero parts of data blocks refused; writing them");
-                self.gaps = None;
-                return false;
-            }
-            self.gaps_probed = true;
-            self.c.bytes_zeroed += n;
-            self.c.record(off, n, ZeroMode::Punch);
-            mine.remove(0);
-        }
-        let Some(gaps) = self.gaps.as_mut() else {
-            return false;
-        };
-        if gaps.len() + mine.len() > MAX_GAPS {
-            return false;
-        }
-        for (off, n) in mine {
-            match gaps.last_mut() {
-                Some(g) if g.0 + g.1 == off => g.1 += n,
-                _ => gaps.push((off, n)),
-            }
-        }
-        true
-    }
-
-    /// Makes the queued zero parts of data blocks read as zeros, once every write is done:
-    /// punched; where a punch fails, zeroed the next way (BLKZEROOUT on a device, ZERO_RANGE
-    /// on a file), else written with zeros.
-    fn punch_gaps(&mut self) {
-        let Some(gaps) = self.gaps.take() else {
-            return;
-        };
-        use std::os::unix::fs::FileExt;
-        let job = self.job;
-        let file = &job.dst.file;
-        let zeros = vec![0u8; ZERO_GRAIN * 16];
-        let mut punch = true;
-        let mut fallback = true;
-        for (off, len) in gaps {
-            if self.cancelled() {
-                self.error = Some(Error::Cancelled {
-                    done: self.c.done,
-                    total: job.plan.logical_size,
-                });
-                return;
-            }
-            if punch {
-                match sys::punch_hole(file.as_fd(), off, len) {
-                    Ok(()) => {
-                        self.c.bytes_zeroed += len;
-                        self.c.record(off, len, ZeroMode::Punch);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, offset = off, "punching a zero part of a data block failed");
-                        // Refused outright: stop trying; anything else (an odd tail): this one.
-                        punch = !refused(&e);
-                    }
-                }
-            }
-            let mode = ZeroMode::Punch.fallback(job.dst.is_block());
-            let zeroed = fallback
-                && mode
-                    .zero(file.as_fd(), off, len)
-                    .map_err(|e| fallback = !refused(&e))
-                    .is_ok();
-            let mode = if zeroed {
-                mode
-            } else {
-                let mut at = off;
-                while at < off + len {
-                    let n = (off + len - at).min(zeros.len() as u64) as usize;
-                    if let Err(e) = file.write_all_at(&zeros[..n], at) {
-                        self.fail(Error::io("write zeros", &job.dst.path, at, e));
-                        return;
-                    }
-                    at += n as u64;
-                }
-                ZeroMode::Write
-            };
-            self.c.bytes_zeroed += len;
-            self.c.record(off, len, mode);
-            if !self.c.zero_modes.contains(&mode) {
-                self.c.zero_modes.push(mode);
-            }
-        }
     }
 
     fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
@@ -1084,32 +766,6 @@ impl Run<'_, '_> {
             (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
             (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
         }
-    }
-}
-
-/// The runs of non-zero [`ZERO_GRAIN`] blocks of `buf` (which lands at `dst`), as (offset, len);
-/// empty when every block holds data (write it whole) or `dst` is not grain-aligned.
-fn nonzero_runs(buf: &[u8], dst: u64) -> Vec<(u32, u32)> {
-    if !dst.is_multiple_of(ZERO_GRAIN as u64) || buf.len() <= ZERO_GRAIN {
-        return Vec::new();
-    }
-    let mut runs: Vec<(u32, u32)> = Vec::new();
-    let mut any_zero = false;
-    for (i, block) in buf.chunks(ZERO_GRAIN).enumerate() {
-        if is_zero(block) {
-            any_zero = true;
-            continue;
-        }
-        let off = (i * ZERO_GRAIN) as u32;
-        match runs.last_mut() {
-            Some(r) if r.0 + r.1 == off => r.1 += block.len() as u32,
-            _ => runs.push((off, block.len() as u32)),
-        }
-    }
-    if any_zero {
-        runs
-    } else {
-        Vec::new()
     }
 }
 
