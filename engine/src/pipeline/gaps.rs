@@ -192,9 +192,7 @@ impl Run<'_, '_> {
             };
             self.c.bytes_zeroed += len;
             self.c.record(off, len, mode);
-            if !self.c.zero_modes.contains(&mode) {
-                self.c.zero_modes.push(mode);
-            }
+            self.c.note_mode(mode);
         }
     }
 }

@@ -190,9 +190,7 @@ impl Run<'_, '_> {
                     let next = self.holes.mode.fallback(self.job.dst.is_block());
                     tracing::debug!(from = ?self.holes.mode, to = ?next, error = %e, "zeroing method refused; falling back");
                     self.holes.mode = next;
-                    if !self.c.zero_modes.contains(&next) {
-                        self.c.zero_modes.push(next);
-                    }
+                    self.c.note_mode(next);
                 }
                 Err(e) if !self.job.zero_fallback && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                     let what = match self.holes.mode {

@@ -30,10 +30,13 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod counters;
 mod decode;
 mod gaps;
 mod holes;
 
+pub(crate) use counters::Counters;
+pub use counters::{ChunkSum, ZeroedRange};
 use decode::{Decoders, DECODE_POLL};
 use gaps::Gaps;
 use holes::Holes;
@@ -85,64 +88,8 @@ pub(crate) struct Job<'a> {
     pub decode_threads: usize,
 }
 
-/// The CRC32C of a block written to the destination, computed from the source's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkSum {
-    /// Destination offset.
-    pub dst: u64,
-    /// Length.
-    pub len: u32,
-    /// CRC32C of the bytes.
-    pub crc: u32,
-}
-
 /// A checkpoint callback: persists the completed ranges, after making them durable.
 pub(crate) type CheckpointFn<'a> = dyn Fn(&ExtentMap) -> Result<()> + 'a;
-
-/// What the pipeline did.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Counters {
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    pub bytes_zeroed: u64,
-    pub bytes_skipped: u64,
-    pub done: u64,
-    /// The zero modes actually used (after fallbacks), in order of first use.
-    pub zero_modes: Vec<ZeroMode>,
-    /// Ranges zeroed or left as holes, with the method (consecutive ones coalesced).
-    pub zero_ranges: Vec<ZeroedRange>,
-    /// Destination ranges fully processed (tracked only when checkpointing).
-    pub completed: Option<ExtentMap>,
-    /// Checksums of written blocks (only with `Job::checksum`).
-    pub sums: Vec<ChunkSum>,
-}
-
-/// A destination range made to read as zeros, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct ZeroedRange {
-    /// Start offset.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// The method.
-    pub method: ZeroMode,
-}
-
-impl Counters {
-    fn record(&mut self, offset: u64, len: u64, method: ZeroMode) {
-        if let Some(last) = self.zero_ranges.last_mut() {
-            if last.method == method && last.offset + last.len == offset {
-                last.len += len;
-                return;
-            }
-        }
-        self.zero_ranges.push(ZeroedRange {
-            offset,
-            len,
-            method,
-        });
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Item {
@@ -250,17 +197,13 @@ fn run_with(
         op_pos: 0,
         covered_to: job.plan.dst_base,
         holes: Holes::new(job.zero_mode),
-        c: Counters::default(),
+        c: Counters::for_job(job),
         submitted_bytes: 0,
         started: Instant::now(),
         error: None,
         decoders,
         gaps: Gaps::new(job),
     };
-    r.c.zero_modes.push(job.zero_mode);
-    if job.checkpoint.is_some() {
-        r.c.completed = Some(ExtentMap::new());
-    }
     r.zero_first();
     r.main_loop();
     if r.error.is_none() {
@@ -276,14 +219,7 @@ impl Run<'_, '_> {
         let mut last_progress = Instant::now();
         let mut last_checkpoint = Instant::now();
         loop {
-            if let (Some(cp), Some(done)) = (self.job.checkpoint, self.c.completed.as_ref()) {
-                if self.error.is_none() && last_checkpoint.elapsed() >= self.job.checkpoint_every {
-                    if let Err(e) = cp(done) {
-                        self.fail(e);
-                    }
-                    last_checkpoint = Instant::now();
-                }
-            }
+            self.checkpoint_if_due(&mut last_checkpoint);
             if self.error.is_none() && self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 self.error = Some(Error::Cancelled {
                     done: self.c.done,
@@ -545,27 +481,6 @@ impl Run<'_, '_> {
         a.seg = 0;
         a.gaps_queued = gaps_queued;
         self.submit(slot);
-    }
-
-    fn checksum(&mut self, slot: usize, dst: u64, len: u64) {
-        if self.job.checksum {
-            let crc = crc32c::crc32c(&self.backend.pool().get(slot)[..len as usize]);
-            self.c.sums.push(ChunkSum {
-                dst,
-                len: len as u32,
-                crc,
-            });
-        }
-    }
-
-    fn advance(&mut self, at: u64, n: u64) {
-        self.c.done += n;
-        if let Some(m) = self.c.completed.as_mut() {
-            m.insert(at..at + n);
-        }
-        if let Some(p) = self.job.progress {
-            p(self.c.done, self.job.plan.logical_size);
-        }
     }
 
     fn src_path(&self) -> &std::path::Path {
