@@ -11,7 +11,8 @@
 //! the slot goes on to [`Run::data_ready`] like a read block. The threads end when the pipeline
 //! drops its task sender.
 
-use super::{Item, Job, Run, Stage};
+use super::slot::{Item, Stage};
+use super::{Job, Run};
 use crate::codec;
 use crate::error::Error;
 use crate::plan::{Codec, Op, Plan};

@@ -150,10 +150,7 @@ impl Run<'_, '_> {
         let mut fallback = true;
         for (off, len) in gaps {
             if self.cancelled() {
-                self.error = Some(Error::Cancelled {
-                    done: self.c.done,
-                    total: job.plan.logical_size,
-                });
+                self.error = Some(self.cancelled_error());
                 return;
             }
             if punch {

@@ -10,8 +10,10 @@
 //! run fails. When holes are synchronous calls, [`Run::zero_first`] makes every hole of the plan
 //! before any data I/O starts, and the window then passes holes by.
 
-use super::{Item, Op, Run};
+use super::slot::Item;
+use super::Run;
 use crate::error::Error;
+use crate::plan::Op;
 use crate::sys;
 use std::collections::VecDeque;
 use std::io;
@@ -153,10 +155,10 @@ impl Run<'_, '_> {
         while pos < end {
             let n = (end - pos).min(step);
             if self.holes.mode != ZeroMode::Leave && self.holes.mode != ZeroMode::Write {
-                if let Some(d) = self.throttle_delay() {
+                if let Some(d) = self.throttle.delay() {
                     std::thread::sleep(d);
                 }
-                self.submitted_bytes += n;
+                self.throttle.charge(n);
             }
             let res = match self.holes.mode {
                 ZeroMode::Leave => {

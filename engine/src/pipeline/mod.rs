@@ -19,37 +19,73 @@
 //! first error with its operation, path, offset and errno. Reading zero bytes before the
 //! expected end is an error (the source shrank), never a silent hole. An I/O that does not
 //! complete within `io_timeout` fails the job.
+//!
+//! # Parts
+//!
+//! One `Run` owns the ring side of a job (the backend, its buffer pool, the slot table) and
+//! drives it from one thread. Each part is a file: its own state, and the methods of `Run` that
+//! do its job.
+//!
+//! | part | its job | its state |
+//! |---|---|---|
+//! | this file | the job, `run`, the main loop: checkpoint, cancel, fill, wait, complete | `error` |
+//! | `window` | cut the plan into items, start them as slots and the throttle allow, push requests | `Cursor`, `Throttle` |
+//! | `slot` | what a slot holds while its item is in flight; giving its buffers back | `Active` in `slots`, `free` |
+//! | `complete` | one completion: retry, resubmit, fail, or move the slot to its next stage | |
+//! | `holes` | make ranges read as zeros with the [`ZeroMode`] and its fallback | `Holes` |
+//! | `gaps` | the zero parts inside data blocks: which runs to write, punching the rest last | `Gaps` |
+//! | `decode` | decode runs: on decoder threads or inline, then on to the write | `Decoders` |
+//! | `counters` | `Counters`, progress, checksums, the periodic checkpoint | `c` |
+//!
+//! # Contract between the parts
+//!
+//! - **Order.** `run` starts the decoder threads when the job has them, then: `zero_first`
+//!   (every hole at once, when holes are synchronous calls), the main loop until the plan is
+//!   handed out and nothing is in flight or decoding, then `punch_gaps` unless the run failed.
+//! - **Requests.** Only `window` (`Run::submit`) pushes requests; only the main loop waits, and
+//!   it hands each completion to `complete`. `user_data` is the slot index. A slot's buffer
+//!   belongs to the kernel from its push to its completion; at `Stage::Decode` it is idle (the
+//!   decoder threads work on copies, `decode` copies the result in). The last pool buffer is
+//!   the shared zero buffer: written from, never read into.
+//! - **Holes.** Whoever meets a range that must read as zeros (a `Zero` op or a gap between
+//!   ops in `window`, an all-zero block in `complete`) hands it to `Run::zero_range`, which
+//!   finishes it at once (left alone, or synchronous calls) or queues zero writes; `window`
+//!   starts queued zero writes before any further plan item. The zero mode only moves down its
+//!   fallback chain, so later ranges use the method that worked.
+//! - **Failure.** A part that fails calls `Run::fail` (the first error wins) and starts nothing
+//!   more; the main loop then starts no item, `complete` only frees the slots of what drains,
+//!   and `run` returns the first error with the counters so far. A failed wait or an I/O
+//!   timeout returns at once instead: the backend's `Drop` cancels what is in flight.
+//! - **Accounting.** A destination byte is counted once, by `Run::advance`, when the part
+//!   handling it is done with it (see `counters`); a checkpoint hands out only such ranges.
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
-use crate::plan::{Op, Plan};
-use crate::uring::{Done, IoBackend, IoOp, Req};
+use crate::plan::Plan;
+use crate::uring::IoBackend;
 use crate::zero::is_zero;
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod complete;
 mod counters;
 mod decode;
 mod gaps;
 mod holes;
+mod slot;
+mod window;
 
+pub(crate) use complete::retryable;
 pub(crate) use counters::Counters;
 pub use counters::{ChunkSum, ZeroedRange};
+pub use holes::ZeroMode;
+
 use decode::{Decoders, DECODE_POLL};
 use gaps::Gaps;
 use holes::Holes;
-pub use holes::ZeroMode;
-
-/// How EAGAIN/EINTR completions are retried before giving up.
-const MAX_RETRIES: u32 = 16;
-
-/// A completion failed with `errno` after `retries` retries of the same request: try again?
-/// (EAGAIN/EINTR, a bounded number of times.)
-pub(crate) fn retryable(errno: i32, retries: u32) -> bool {
-    matches!(errno, libc::EAGAIN | libc::EINTR) && retries < MAX_RETRIES
-}
+use slot::Active;
+use window::{Cursor, Throttle};
 
 /// Indices of the job's files in the backend's file table.
 #[derive(Debug, Clone, Copy)]
@@ -91,86 +127,24 @@ pub(crate) struct Job<'a> {
 /// A checkpoint callback: persists the completed ranges, after making them durable.
 pub(crate) type CheckpointFn<'a> = dyn Fn(&ExtentMap) -> Result<()> + 'a;
 
-#[derive(Debug, Clone, Copy)]
-enum Item {
-    Copy {
-        src: u64,
-        dst: u64,
-        len: u64,
-    },
-    ZeroWrite {
-        dst: u64,
-        len: u64,
-    },
-    /// A run of `n` Decode ops from `plan.ops[first]` whose outputs are contiguous (one
-    /// write) and whose inputs lie in `[src, src + src_len)` (one read), both within a block.
-    Decode {
-        src: u64,
-        src_len: u64,
-        dst: u64,
-        len: u64,
-        first: usize,
-        n: usize,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Read,
-    /// Handed to a decoder thread (no I/O in flight).
-    Decode,
-    Write,
-}
-
-#[derive(Debug)]
-struct Active {
-    item: Item,
-    stage: Stage,
-    /// Bytes of the current transfer done.
-    done: usize,
-    retries: u32,
-    /// Extra slot whose buffer holds compressed input (Decode).
-    aux: Option<usize>,
-    /// The write comes from the zero buffer / a zero-detected block.
-    zeroing: bool,
-    /// Write only these (offset, len) runs of the buffer (its other 4 KiB blocks are zero and
-    /// the destination already reads zeros there, or they are queued for punching); empty:
-    /// write it whole.
-    segs: Vec<(u32, u32)>,
-    /// The run being written.
-    seg: usize,
-    /// The zero blocks between `segs` are queued in [`Gaps`] (the destination does not
-    /// read zeros there yet): they are neither written nor skipped.
-    gaps_queued: bool,
-    started: Instant,
-}
-
-impl Active {
-    /// (offset in the item, length) of the current write.
-    fn write_span(&self) -> (u64, u64) {
-        match self.segs.get(self.seg) {
-            Some(&(off, len)) => (off as u64, len as u64),
-            None => (0, item_len(self.item)),
-        }
-    }
-}
-
+/// One job's run: the ring side of the pipeline (see the module doc for its parts).
 struct Run<'a, 'b> {
     job: &'b Job<'a>,
     backend: &'b mut dyn IoBackend,
+    /// The pool buffer that stays all zeros (the last one).
     zero_buf: usize,
+    /// The window's slots, by index (`None`: free).
     slots: Vec<Option<Active>>,
+    /// Free slot indices (popped from the end).
     free: Vec<usize>,
-    op_idx: usize,
-    op_pos: u64,
-    covered_to: u64,
+    cursor: Cursor,
+    throttle: Throttle,
     holes: Holes,
-    c: Counters,
-    submitted_bytes: u64,
-    started: Instant,
-    error: Option<Error>,
-    decoders: Option<Decoders>,
     gaps: Gaps,
+    decoders: Option<Decoders>,
+    c: Counters,
+    /// The first failure: nothing new starts once it is set.
+    error: Option<Error>,
 }
 
 /// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
@@ -193,16 +167,13 @@ fn run_with(
         slots: (0..job.queue_depth).map(|_| None).collect(),
         free: (0..job.queue_depth).rev().collect(),
         backend,
-        op_idx: 0,
-        op_pos: 0,
-        covered_to: job.plan.dst_base,
+        cursor: Cursor::new(job.plan),
+        throttle: Throttle::new(job.bps_limit),
         holes: Holes::new(job.zero_mode),
-        c: Counters::for_job(job),
-        submitted_bytes: 0,
-        started: Instant::now(),
-        error: None,
-        decoders,
         gaps: Gaps::new(job),
+        decoders,
+        c: Counters::for_job(job),
+        error: None,
     };
     r.zero_first();
     r.main_loop();
@@ -214,17 +185,17 @@ fn run_with(
 }
 
 impl Run<'_, '_> {
+    /// Until the plan is done and nothing is in flight, or a failure has drained: checkpoints
+    /// when due, notices cancellation, starts what the window allows, then waits for
+    /// completions (or finished decodes, or the throttle) and handles them.
     fn main_loop(&mut self) {
         let mut completions = Vec::with_capacity(self.job.queue_depth * 2);
         let mut last_progress = Instant::now();
         let mut last_checkpoint = Instant::now();
         loop {
             self.checkpoint_if_due(&mut last_checkpoint);
-            if self.error.is_none() && self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                self.error = Some(Error::Cancelled {
-                    done: self.c.done,
-                    total: self.job.plan.logical_size,
-                });
+            if self.error.is_none() && self.cancelled() {
+                self.error = Some(self.cancelled_error());
             }
             let mut throttle_wait = None;
             if self.error.is_none() {
@@ -287,22 +258,20 @@ impl Run<'_, '_> {
         self.job.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    fn finished(&self) -> bool {
-        self.op_idx >= self.job.plan.ops.len()
-            && self.holes.is_idle()
-            && self.covered_to >= self.job.plan.dst_base + self.job.plan.logical_size
-    }
-
-    /// The oldest in-flight I/O if it has waited longer than the I/O timeout.
-    fn stalled(&self, last_progress: Instant) -> Option<(u64, std::path::PathBuf, &'static str)> {
-        if last_progress.elapsed() < self.job.io_timeout {
-            return None;
+    /// The error a cancelled run returns.
+    fn cancelled_error(&self) -> Error {
+        Error::Cancelled {
+            done: self.c.done,
+            total: self.job.plan.logical_size,
         }
-        let a = self.slots.iter().flatten().min_by_key(|a| a.started)?;
-        let (off, path, op) = self.transfer_target(a);
-        Some((off, path.to_path_buf(), op))
     }
 
+    /// Every item has been started and no zero write waits.
+    fn finished(&self) -> bool {
+        self.cursor.finished(self.job.plan) && self.holes.is_idle()
+    }
+
+    /// Stops the run with `e`, unless it has already failed.
     fn fail(&mut self, e: Error) {
         if self.error.is_none() {
             tracing::debug!(error = %e, "pipeline stopping");
@@ -310,388 +279,8 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Starts as many items as slots and the throttle allow. Returns how long to wait before
-    /// the throttle lets the next item start, if it is what stops us.
-    fn fill(&mut self) -> Option<Duration> {
-        while let Some(&slot) = self.free.last() {
-            if let Some(d) = self.throttle_delay() {
-                return Some(d);
-            }
-            let item = self.next_item()?;
-            if let Item::Decode { .. } = item {
-                if self.free.len() < 2 {
-                    // Needs a second buffer for the compressed input: wait for one.
-                    self.push_back(item);
-                    return None;
-                }
-            }
-            self.free.pop();
-            let aux = match item {
-                Item::Decode { .. } => self.free.pop(),
-                _ => None,
-            };
-            let (stage, zeroing) = match item {
-                Item::ZeroWrite { .. } => (Stage::Write, true),
-                _ => (Stage::Read, false),
-            };
-            self.submitted_bytes += match item {
-                Item::Copy { len, .. } | Item::ZeroWrite { len, .. } => len,
-                Item::Decode { src_len, .. } => src_len,
-            };
-            self.slots[slot] = Some(Active {
-                item,
-                stage,
-                done: 0,
-                retries: 0,
-                aux,
-                zeroing,
-                segs: Vec::new(),
-                seg: 0,
-                gaps_queued: false,
-                started: Instant::now(),
-            });
-            self.submit(slot);
-            if self.error.is_some() {
-                return None;
-            }
-        }
-        None
-    }
-
-    fn throttle_delay(&self) -> Option<Duration> {
-        let rate = self.job.bps_limit.filter(|r| *r > 0)?;
-        let due = Duration::from_secs_f64(self.submitted_bytes as f64 / rate as f64);
-        let elapsed = self.started.elapsed();
-        (due > elapsed).then(|| due - elapsed)
-    }
-
-    /// A pending item pushed back because it could not start yet.
-    fn push_back(&mut self, item: Item) {
-        if let Item::Decode { n, .. } = item {
-            // Decode items are whole ops: rewind to the first.
-            self.op_idx -= n;
-            self.op_pos = 0;
-            self.covered_to = item_dst(item);
-        }
-    }
-
-    /// The next item needing a slot. Zero ranges handled without I/O (left alone, or zeroed by
-    /// a synchronous call) are done here on the way.
-    fn next_item(&mut self) -> Option<Item> {
-        let bs = self.job.block_size as u64;
-        loop {
-            if let Some(item) = self.holes.next_write(bs) {
-                return Some(item);
-            }
-            let plan = self.job.plan;
-            let end = plan.dst_base + plan.logical_size;
-            let next_op = plan.ops.get(self.op_idx).copied();
-            // A gap before the next op (or the end) is an implicit Zero op.
-            let gap_to = next_op.map_or(end, |op| op.dst_range().start);
-            if self.covered_to < gap_to {
-                let (dst, len) = (self.covered_to, gap_to - self.covered_to);
-                self.covered_to = gap_to;
-                if self.holes.zeroed_first {
-                    continue;
-                }
-                self.zero_range(dst, len);
-                if self.error.is_some() {
-                    return None;
-                }
-                continue;
-            }
-            let op = next_op?;
-            match op {
-                Op::Copy { src, dst, len } => {
-                    let pos = self.op_pos;
-                    let at = dst + pos;
-                    let n = (len - pos).min(bs - at % bs);
-                    self.op_pos += n;
-                    if self.op_pos == len {
-                        self.op_idx += 1;
-                        self.op_pos = 0;
-                        self.covered_to = dst + len;
-                    }
-                    return Some(Item::Copy {
-                        src: src + pos,
-                        dst: at,
-                        len: n,
-                    });
-                }
-                Op::Zero { dst, len } => {
-                    self.op_idx += 1;
-                    self.covered_to = dst + len;
-                    if self.holes.zeroed_first {
-                        continue;
-                    }
-                    self.zero_range(dst, len);
-                    if self.error.is_some() {
-                        return None;
-                    }
-                }
-                Op::Skip { dst, len } => {
-                    self.op_idx += 1;
-                    self.covered_to = dst + len;
-                    self.c.bytes_skipped += len;
-                    self.advance(dst, len);
-                }
-                Op::Decode { .. } => match decode::run_at(plan, self.op_idx, bs) {
-                    Ok(item @ Item::Decode { dst, len, n, .. }) => {
-                        self.op_idx += n;
-                        self.covered_to = dst + len;
-                        return Some(item);
-                    }
-                    Ok(_) => unreachable!("a decode run is a Decode item"),
-                    Err(reason) => {
-                        self.fail(Error::BadImage {
-                            path: self.src_path().to_path_buf(),
-                            reason,
-                        });
-                        return None;
-                    }
-                },
-            }
-        }
-    }
-
-    /// The slot's buffer holds `len` bytes for `dst`: an all-zero block is handled like a hole
-    /// (unless holes are made by writing zeros anyway), anything else is written.
-    fn data_ready(&mut self, slot: usize, dst: u64, len: u64) {
-        let detect =
-            self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
-        if detect && self.holes.mode != ZeroMode::Write {
-            self.release(slot);
-            self.zero_range(dst, len);
-            return;
-        }
-        if detect {
-            self.c.record(dst, len, ZeroMode::Write);
-        }
-        self.checksum(slot, dst, len);
-        let (segs, gaps_queued) = if detect {
-            (Vec::new(), false)
-        } else {
-            self.write_segments(slot, dst, len)
-        };
-        let a = self.slots[slot].as_mut().expect("active slot");
-        a.stage = Stage::Write;
-        a.done = 0;
-        a.zeroing = detect;
-        a.segs = segs;
-        a.seg = 0;
-        a.gaps_queued = gaps_queued;
-        self.submit(slot);
-    }
-
+    /// The source's path (the destination's when there is no source), for errors.
     fn src_path(&self) -> &std::path::Path {
         self.job.src.map_or(&self.job.dst.path, |s| &s.path)
-    }
-
-    /// (file offset, path, op name) of the current transfer of `a`.
-    fn transfer_target<'s>(&'s self, a: &Active) -> (u64, &'s std::path::Path, &'static str) {
-        match (a.item, a.stage) {
-            (Item::Copy { src, .. }, Stage::Read) => (src + a.done as u64, self.src_path(), "read"),
-            (Item::Decode { src, .. }, Stage::Read) => {
-                (src + a.done as u64, self.src_path(), "read compressed")
-            }
-            (Item::Decode { src, .. }, Stage::Decode) => (src, self.src_path(), "decode"),
-            (item, _) => (
-                item_dst(item) + a.write_span().0 + a.done as u64,
-                &self.job.dst.path,
-                if a.zeroing { "write zeros" } else { "write" },
-            ),
-        }
-    }
-
-    fn submit(&mut self, slot: usize) {
-        let a = self.slots[slot].as_ref().expect("active slot");
-        let job = self.job;
-        let (op, file, direct, buf, offset, total) = match (a.item, a.stage) {
-            (Item::Copy { src, len, .. }, Stage::Read) => (
-                IoOp::Read,
-                job.files.src,
-                job.files.src_direct,
-                slot,
-                src,
-                len,
-            ),
-            (Item::Decode { src, src_len, .. }, Stage::Read) => (
-                IoOp::Read,
-                job.files.src,
-                None,
-                a.aux.expect("decode has an aux buffer"),
-                src,
-                src_len,
-            ),
-            (item, Stage::Write) => {
-                let buf = match item {
-                    Item::ZeroWrite { .. } => self.zero_buf,
-                    _ => slot,
-                };
-                let (off, len) = a.write_span();
-                (
-                    IoOp::Write,
-                    job.files.dst,
-                    job.files.dst_direct,
-                    buf,
-                    item_dst(item) + off,
-                    len,
-                )
-            }
-            (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
-            (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
-        };
-        let span_off = match a.stage {
-            Stage::Write => a.write_span().0 as usize,
-            Stage::Read | Stage::Decode => 0,
-        };
-        let done = a.done as u64;
-        let remaining = total - done;
-        let align = match op {
-            IoOp::Read => job.src.map_or(job.dst.align, |s| s.align),
-            IoOp::Write => job.dst.align,
-        };
-        // O_DIRECT only when offset, length and buffer address are all aligned; the zero buffer
-        // offset is 0 for every write (it is all zeros), others continue where they stopped.
-        let buf_off = if buf == self.zero_buf {
-            0
-        } else {
-            span_off + a.done
-        };
-        let aligned = (offset + done).is_multiple_of(align)
-            && remaining.is_multiple_of(align)
-            && (buf_off as u64).is_multiple_of(align);
-        let file = match direct {
-            Some(d) if aligned => d,
-            _ => file,
-        };
-        let req = Req {
-            user_data: slot as u64,
-            op,
-            file,
-            buf,
-            buf_off,
-            len: remaining as usize,
-            offset: offset + done,
-        };
-        if let Err(e) = self.backend.push(req) {
-            let (off, path, opname) = self.transfer_target(self.slots[slot].as_ref().unwrap());
-            let err = Error::io(opname, path, off, e);
-            self.slots[slot] = None;
-            self.free.push(slot);
-            self.fail(err);
-        }
-    }
-
-    fn release(&mut self, slot: usize) {
-        if let Some(a) = self.slots[slot].take() {
-            if let Some(aux) = a.aux {
-                self.free.push(aux);
-            }
-        }
-        self.free.push(slot);
-    }
-
-    fn complete(&mut self, d: Done) {
-        let slot = d.user_data as usize;
-        let Some(a) = self.slots[slot].as_mut() else {
-            return;
-        };
-        let total = match (a.item, a.stage) {
-            (Item::Decode { src_len, .. }, Stage::Read) => src_len,
-            (_, Stage::Write) => a.write_span().1,
-            (item, Stage::Read) => item_len(item),
-            (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
-        } as usize;
-        if self.error.is_some() {
-            // Draining after a failure: just take the buffers back.
-            self.release(slot);
-            return;
-        }
-        if d.result < 0 {
-            let errno = -d.result;
-            if retryable(errno, a.retries) {
-                a.retries += 1;
-                self.submit(slot);
-                return;
-            }
-            let (off, path, op) = self.transfer_target(self.slots[slot].as_ref().unwrap());
-            let err = Error::io(op, path, off, io::Error::from_raw_os_error(errno));
-            self.release(slot);
-            self.fail(err);
-            return;
-        }
-        let n = d.result as usize;
-        if n == 0 && a.done < total {
-            let (off, path, op) = self.transfer_target(self.slots[slot].as_ref().unwrap());
-            let kind = if op.starts_with("read") {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "end of file before the expected end: the source shrank or is truncated",
-                )
-            } else {
-                io::Error::new(io::ErrorKind::WriteZero, "the device accepted no bytes")
-            };
-            let err = Error::io(op, path, off, kind);
-            self.release(slot);
-            self.fail(err);
-            return;
-        }
-        a.done += n;
-        a.retries = 0;
-        if a.done < total {
-            // Short transfer: resubmit the remainder.
-            self.submit(slot);
-            return;
-        }
-        match (a.item, a.stage) {
-            (Item::Copy { dst, len, .. }, Stage::Read) => {
-                self.c.bytes_read += len;
-                self.data_ready(slot, dst, len);
-            }
-            (Item::Decode { src_len, .. }, Stage::Read) => {
-                self.c.bytes_read += src_len;
-                self.decode_read(slot);
-            }
-            (item, Stage::Write) => {
-                if a.seg + 1 < a.segs.len() {
-                    // Next non-zero run of this block.
-                    a.seg += 1;
-                    a.done = 0;
-                    self.submit(slot);
-                    return;
-                }
-                let len = item_len(item);
-                let written = if a.segs.is_empty() {
-                    len
-                } else {
-                    a.segs.iter().map(|s| s.1 as u64).sum()
-                };
-                if a.zeroing {
-                    self.c.bytes_zeroed += written;
-                } else {
-                    self.c.bytes_written += written;
-                }
-                if !a.gaps_queued {
-                    self.c.bytes_skipped += len - written;
-                }
-                self.release(slot);
-                self.advance(item_dst(item), len);
-            }
-            (Item::ZeroWrite { .. }, Stage::Read) => unreachable!("zero writes never read"),
-            (_, Stage::Decode) => unreachable!("a decoding slot has no I/O"),
-        }
-    }
-}
-
-fn item_dst(item: Item) -> u64 {
-    match item {
-        Item::Copy { dst, .. } | Item::ZeroWrite { dst, .. } | Item::Decode { dst, .. } => dst,
-    }
-}
-
-fn item_len(item: Item) -> u64 {
-    match item {
-        Item::Copy { len, .. } | Item::ZeroWrite { len, .. } | Item::Decode { len, .. } => len,
     }
 }
