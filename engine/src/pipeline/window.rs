@@ -299,3 +299,123 @@ impl Run<'_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Codec;
+
+    /// Every step of `plan` as (kind, dst, len): 'c' copy piece, 'd' decode run, 'h' hole,
+    /// 's' skip.
+    fn walk(plan: &Plan, bs: u64) -> Vec<(char, u64, u64)> {
+        let mut cursor = Cursor::new(plan);
+        let mut steps = Vec::new();
+        while let Some(step) = cursor.step(plan, bs).unwrap() {
+            steps.push(match step {
+                Step::Item(item @ Item::Copy { .. }) => ('c', item.dst(), item.len()),
+                Step::Item(item) => ('d', item.dst(), item.len()),
+                Step::Hole { dst, len } => ('h', dst, len),
+                Step::Skip { dst, len } => ('s', dst, len),
+            });
+        }
+        assert!(cursor.finished(plan));
+        steps
+    }
+
+    #[test]
+    fn copies_are_cut_at_destination_blocks_and_gaps_are_holes() {
+        let plan = Plan {
+            dst_base: 1000,
+            logical_size: 9000,
+            ops: vec![
+                Op::Copy {
+                    src: 0,
+                    dst: 1500,
+                    len: 5000,
+                },
+                Op::Skip {
+                    dst: 6500,
+                    len: 500,
+                },
+                Op::Zero {
+                    dst: 7000,
+                    len: 1000,
+                },
+            ],
+            unit: 0,
+        };
+        assert_eq!(
+            walk(&plan, 4096),
+            vec![
+                ('h', 1000, 500),
+                ('c', 1500, 2596),
+                ('c', 4096, 2404),
+                ('s', 6500, 500),
+                ('h', 7000, 1000),
+                ('h', 8000, 2000),
+            ]
+        );
+    }
+
+    #[test]
+    fn decode_units_within_a_block_are_one_run_and_push_back_rewinds_to_it() {
+        let unit = |src, dst| Op::Decode {
+            src,
+            src_len: 300,
+            dst,
+            len: 1024,
+            codec: Codec::Deflate,
+        };
+        let plan = Plan {
+            dst_base: 0,
+            logical_size: 6144,
+            // Three units in the first 4 KiB block, then one in the next.
+            ops: vec![
+                unit(0, 0),
+                unit(300, 1024),
+                unit(600, 2048),
+                unit(900, 4096),
+            ],
+            unit: 1024,
+        };
+        assert_eq!(
+            walk(&plan, 4096),
+            vec![
+                ('d', 0, 3072),
+                ('h', 3072, 1024),
+                ('d', 4096, 1024),
+                ('h', 5120, 1024)
+            ]
+        );
+        let mut cursor = Cursor::new(&plan);
+        let Some(Step::Item(first)) = cursor.step(&plan, 4096).unwrap() else {
+            panic!("a decode run first");
+        };
+        cursor.push_back(first);
+        assert!(matches!(
+            cursor.step(&plan, 4096).unwrap(),
+            Some(Step::Item(Item::Decode { dst: 0, n: 3, .. }))
+        ));
+    }
+
+    #[test]
+    fn a_decode_run_larger_than_a_block_is_refused() {
+        let plan = Plan {
+            dst_base: 0,
+            logical_size: 8192,
+            ops: vec![Op::Decode {
+                src: 0,
+                src_len: 100,
+                dst: 0,
+                len: 8192,
+                codec: Codec::Zstd,
+            }],
+            unit: 0,
+        };
+        let err = Cursor::new(&plan).step(&plan, 4096).err().unwrap();
+        assert!(
+            err.contains("larger than the 4096-byte block size"),
+            "{err}"
+        );
+    }
+}
