@@ -2,13 +2,14 @@
 //! cluster's zero tail, a sparse region of a read block).
 //!
 //! With zero detection on, [`Run::write_segments`] chooses which runs of a data block are
-//! written: all of it, or only its non-zero runs when the destination already reads zeros
-//! (`ZeroMode::Leave`, as qemu-img does) or when holes are punched; then the zero parts
-//! between the runs are queued in [`Gaps`] and punched by [`Run::punch_gaps`] once every write
-//! is done (punched one by one meanwhile, each would wait behind the writes in flight). The
-//! first gap is punched at once, so a destination that refuses punching is known before
-//! anything piles up; past [`MAX_GAPS`] queued parts, blocks are written whole. A gap whose
-//! punch fails is zeroed the next way ([`ZeroMode::fallback`]), else written with zeros.
+//! written: all of it, or only its non-zero runs where the destination already reads zeros
+//! (`ZeroMode::Leave`, as qemu-img does) or where holes are punched. In the punch case the zero
+//! parts between the runs are queued in [`Gaps`] and punched by [`Run::punch_gaps`] once every
+//! write is done (punched one by one meanwhile, each would wait behind the writes in flight).
+//! The first gap is punched at once, so a destination that refuses punching is known before
+//! anything piles up; past [`MAX_GAPS`] queued parts, or under a checkpoint, blocks are written
+//! whole. A gap whose punch fails is zeroed the next way ([`ZeroMode::fallback`]), else written
+//! with zeros.
 
 use super::{Counters, Job, Run, ZeroMode};
 use crate::error::Error;

@@ -8,7 +8,8 @@
 //! written from the zero buffer. A method the target refuses (EOPNOTSUPP/EINVAL/ENOTTY) is
 //! replaced by [`ZeroMode::fallback`] for the rest of the run when the job allows it, else the
 //! run fails. When holes are synchronous calls, [`Run::zero_first`] makes every hole of the plan
-//! before any data I/O starts, and the window then passes holes by.
+//! before any data I/O starts, and the window then passes the plan's holes by (zero-detected
+//! blocks are still zeroed as they are found).
 
 use super::slot::Item;
 use super::Run;
