@@ -305,55 +305,53 @@ mod tests {
     use super::*;
     use crate::plan::Codec;
 
-    /// Every step of `plan` as (kind, dst, len): 'c' copy piece, 'd' decode run, 'h' hole,
-    /// 's' skip.
-    fn walk(plan: &Plan, bs: u64) -> Vec<(char, u64, u64)> {
+    fn plan(dst_base: u64, logical_size: u64, unit: u64, ops: Vec<Op>) -> Plan {
+        Plan {
+            logical_size,
+            dst_base,
+            ops,
+            unit,
+        }
+    }
+
+    /// Every step of `plan` in 4 KiB blocks, as `kind dst+len` ('c' copy piece, 'd' decode
+    /// run, 'h' hole, 's' skip).
+    fn walk(plan: &Plan) -> String {
         let mut cursor = Cursor::new(plan);
         let mut steps = Vec::new();
-        while let Some(step) = cursor.step(plan, bs).unwrap() {
-            steps.push(match step {
+        while let Some(step) = cursor.step(plan, 4096).unwrap() {
+            let (kind, dst, len) = match step {
                 Step::Item(item @ Item::Copy { .. }) => ('c', item.dst(), item.len()),
                 Step::Item(item) => ('d', item.dst(), item.len()),
                 Step::Hole { dst, len } => ('h', dst, len),
                 Step::Skip { dst, len } => ('s', dst, len),
-            });
+            };
+            steps.push(format!("{kind}{dst}+{len}"));
         }
         assert!(cursor.finished(plan));
-        steps
+        steps.join(" ")
     }
 
     #[test]
     fn copies_are_cut_at_destination_blocks_and_gaps_are_holes() {
-        let plan = Plan {
-            dst_base: 1000,
-            logical_size: 9000,
-            ops: vec![
-                Op::Copy {
-                    src: 0,
-                    dst: 1500,
-                    len: 5000,
-                },
-                Op::Skip {
-                    dst: 6500,
-                    len: 500,
-                },
-                Op::Zero {
-                    dst: 7000,
-                    len: 1000,
-                },
-            ],
-            unit: 0,
-        };
+        let ops = vec![
+            Op::Copy {
+                src: 0,
+                dst: 1500,
+                len: 5000,
+            },
+            Op::Skip {
+                dst: 6500,
+                len: 500,
+            },
+            Op::Zero {
+                dst: 7000,
+                len: 1000,
+            },
+        ];
         assert_eq!(
-            walk(&plan, 4096),
-            vec![
-                ('h', 1000, 500),
-                ('c', 1500, 2596),
-                ('c', 4096, 2404),
-                ('s', 6500, 500),
-                ('h', 7000, 1000),
-                ('h', 8000, 2000),
-            ]
+            walk(&plan(1000, 9000, 0, ops)),
+            "h1000+500 c1500+2596 c4096+2404 s6500+500 h7000+1000 h8000+2000"
         );
     }
 
@@ -366,27 +364,10 @@ mod tests {
             len: 1024,
             codec: Codec::Deflate,
         };
-        let plan = Plan {
-            dst_base: 0,
-            logical_size: 6144,
-            // Three units in the first 4 KiB block, then one in the next.
-            ops: vec![
-                unit(0, 0),
-                unit(300, 1024),
-                unit(600, 2048),
-                unit(900, 4096),
-            ],
-            unit: 1024,
-        };
-        assert_eq!(
-            walk(&plan, 4096),
-            vec![
-                ('d', 0, 3072),
-                ('h', 3072, 1024),
-                ('d', 4096, 1024),
-                ('h', 5120, 1024)
-            ]
-        );
+        // Three units in the first 4 KiB block, then one in the next.
+        let ops = [(0, 0), (300, 1024), (600, 2048), (900, 4096)];
+        let plan = plan(0, 6144, 1024, ops.map(|(s, d)| unit(s, d)).to_vec());
+        assert_eq!(walk(&plan), "d0+3072 h3072+1024 d4096+1024 h5120+1024");
         let mut cursor = Cursor::new(&plan);
         let Some(Step::Item(first)) = cursor.step(&plan, 4096).unwrap() else {
             panic!("a decode run first");
@@ -400,18 +381,14 @@ mod tests {
 
     #[test]
     fn a_decode_run_larger_than_a_block_is_refused() {
-        let plan = Plan {
-            dst_base: 0,
-            logical_size: 8192,
-            ops: vec![Op::Decode {
-                src: 0,
-                src_len: 100,
-                dst: 0,
-                len: 8192,
-                codec: Codec::Zstd,
-            }],
-            unit: 0,
+        let op = Op::Decode {
+            src: 0,
+            src_len: 100,
+            dst: 0,
+            len: 8192,
+            codec: Codec::Zstd,
         };
+        let plan = plan(0, 8192, 0, vec![op]);
         let err = Cursor::new(&plan).step(&plan, 4096).err().unwrap();
         assert!(
             err.contains("larger than the 4096-byte block size"),
