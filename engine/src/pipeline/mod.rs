@@ -12,7 +12,7 @@
 //! Holes (`Zero` ops and zero-detected blocks) are handled by the destination's [`ZeroMode`]:
 //! left alone on a destination known to read zeros there, punched or zero-ranged on files,
 //! BLKZEROOUT on block devices, or written from a shared zero buffer. A method the target
-//! refuses (EOPNOTSUPP/EINVAL) falls back to the next one down to plain writes.
+//! refuses (EOPNOTSUPP/EINVAL/ENOTTY) falls back to the next one down to plain writes.
 //!
 //! Errors: short transfers resubmit the remainder; EAGAIN/EINTR are retried a bounded number of
 //! times; anything else stops the pipeline, which drains what is in flight and returns the
