@@ -162,6 +162,7 @@ impl Scale {
             ext_max: 4 * MIB,
             seed: 0x8_0001,
             fill: Fill::Random,
+            stride: None,
         }
     }
 
@@ -170,15 +171,7 @@ impl Scale {
             Scale::Full => 4 * GIB,
             Scale::Quick => 256 * MIB,
         };
-        FixtureSpec {
-            name: format!("full4g{}", self.suffix()),
-            logical,
-            data: logical,
-            ext_min: logical,
-            ext_max: logical,
-            seed: 0x4_0002,
-            fill: Fill::Random,
-        }
+        FixtureSpec::full(format!("full4g{}", self.suffix()), logical, 0x4_0002)
     }
 
     pub fn sparse4t(self) -> FixtureSpec {
@@ -194,6 +187,7 @@ impl Scale {
             ext_max: 16 * MIB,
             seed: 0x4_0003,
             fill: Fill::Random,
+            stride: None,
         }
     }
 
@@ -212,6 +206,7 @@ impl Scale {
             ext_max: 4 * MIB,
             seed: 0x4_0004,
             fill: Fill::Text,
+            stride: None,
         }
     }
 
