@@ -1,5 +1,5 @@
 //! The few system calls std does not expose: waiting for a child without reaping it, reaping it
-//! with its resource usage, killing a process group, and SEEK_DATA/SEEK_HOLE.
+//! with its resource usage, killing a process group, SEEK_DATA/SEEK_HOLE and read-ahead hints.
 //! All unsafe code of the harness lives in this module.
 
 use std::fs::File;
@@ -135,6 +135,23 @@ pub fn data_ranges(file: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
         pos = hole;
     }
     Ok(out)
+}
+
+/// Ask the kernel to start reading `range` of `file` into the page cache now
+/// (`POSIX_FADV_WILLNEED`: asynchronous read-ahead; the call does not wait for the data).
+/// A hint: errors are ignored.
+pub fn will_need(file: &File, range: &Range<u64>) {
+    let (Ok(off), Ok(len)) = (
+        libc::off_t::try_from(range.start),
+        libc::off_t::try_from(range.end - range.start),
+    ) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is owned by `file`, which
+    // is alive for the call.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED);
+    }
 }
 
 /// Make `cmd` start through fork()+exec() instead of posix_spawn's vfork-style clone.
