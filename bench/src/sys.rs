@@ -14,13 +14,21 @@ pub enum ExitKind {
     Signal(i32),
 }
 
-/// A reaped child: how it ended and its peak resident set size.
+/// A reaped child: how it ended, its peak resident set size and the CPU time it used.
 #[derive(Debug, Clone, Copy)]
 pub struct Reaped {
     pub exit: ExitKind,
     /// `ru_maxrss` of the child (KiB). Linux reports the maximum over the child and every
     /// descendant it waited for, so `sh -c 'a && b'` or `nbdcopy` spawning a helper is covered.
     pub max_rss_kib: u64,
+    /// `ru_utime` and `ru_stime` (seconds): CPU time of all the child's threads (io_uring's
+    /// io-wq workers included) plus that of the descendants it waited for.
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
+}
+
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
 /// Block until child `pid` has exited, leaving it a zombie (so its pid cannot be reused yet).
@@ -68,6 +76,8 @@ pub fn reap(pid: u32) -> io::Result<Reaped> {
     Ok(Reaped {
         exit,
         max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        user_seconds: seconds(usage.ru_utime),
+        sys_seconds: seconds(usage.ru_stime),
     })
 }
 

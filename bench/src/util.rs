@@ -90,9 +90,9 @@ impl LoopDevice {
     /// at `backing`); loop devices need root, so without it the case `name` fails to set up.
     pub fn over_new_sparse(name: &str, root: bool, backing: &Path, len: u64) -> Result<Self> {
         if !root {
-            return Err(crate::error::BenchError::Fixture {
-                name: name.to_string(),
-                detail: "loop devices need root".into(),
+            return Err(crate::error::BenchError::Skipped {
+                case: name.to_string(),
+                reason: "loop devices need root".into(),
             });
         }
         remove_if_exists(backing)?;
