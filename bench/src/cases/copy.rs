@@ -62,6 +62,22 @@ impl CopyCase {
         }
     }
 
+    /// The same copy, reported as family `kind` with the given Ember variants (see
+    /// [`CopyLineup`]), dd left out for `dd_skip`.
+    pub fn family(
+        self,
+        kind: &'static str,
+        ember_variants: &'static [(&'static str, &'static str)],
+        dd_skip: Option<String>,
+    ) -> Self {
+        CopyCase {
+            kind,
+            ember_variants,
+            dd_skip,
+            ..self
+        }
+    }
+
     /// Where the tools write: the new file or the loop device.
     fn target(&self) -> &Path {
         self.dev
