@@ -28,9 +28,10 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use cases::copy::CopyCase;
+use cases::fast::FastCase;
 use cases::image::{Direction, ImageCase};
 use cases::wipe::WipeCase;
-use cases::{frag, Case, Ctx, Ember, Scale};
+use cases::{fast, frag, Case, Ctx, Ember, Scale};
 use error::{io_err, BenchError, Result};
 use harness::{error_chain, run_case};
 use report::CaseResult;
@@ -40,7 +41,7 @@ use report::CaseResult;
 pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The groups `--cases` accepts (besides `all`), each with its cases in run order.
-const GROUPS: [(&str, &[&str]); 4] = [
+const GROUPS: [(&str, &[&str]); 5] = [
     ("copy", &["sparse8g", "full4g", "sparse4t", "copy-to-loop"]),
     ("wipe", &["wipe-file", "wipe-loop"]),
     (
@@ -55,6 +56,7 @@ const GROUPS: [(&str, &[&str]); 4] = [
             "img-from-vol",
         ],
     ),
+    ("fast", &fast::CASES),
     ("frag", &frag::CASES),
 ];
 
@@ -81,8 +83,8 @@ enum Cmd {
 struct CompareArgs {
     /// Comma-separated cases or groups. Cases: sparse8g, full4g, sparse4t, copy-to-loop,
     /// wipe-file, wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop,
-    /// imgz-to-file, imgz-to-loop, img-from-vol, frag64k, frag1m; groups copy, wipe, image,
-    /// frag, all.
+    /// imgz-to-file, imgz-to-loop, img-from-vol, fast-full2g, fast-sparse4g, fast-loop-full2g,
+    /// fast-loop-sparse4g, frag64k, frag1m; groups copy, wipe, image, fast, frag, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -98,7 +100,7 @@ struct CompareArgs {
     #[arg(long, default_value_t = 300)]
     timeout: u64,
     /// Small fixtures (512 MiB / 256 MiB / 64 GiB / 256 MiB text logical, 256 MiB wipes, and
-    /// 4,096 and 16,384 extents for frag) to try the harness.
+    /// the smaller sizes of the fast and frag families) to try the harness.
     #[arg(long)]
     quick: bool,
     /// Where compare-<timestamp>.json and latest.json (a copy of the latest run) are written
@@ -150,6 +152,7 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
 fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
     let wipe = scale.wipe_size();
     match name {
+        n if fast::CASES.contains(&n) => Box::new(FastCase::new(name, scale, dir)),
         n if frag::CASES.contains(&n) => Box::new(frag::case(name, scale, dir)),
         "sparse8g" => Box::new(CopyCase::new(
             name,
@@ -405,7 +408,7 @@ mod tests {
         assert!(image.contains(&"imgz-to-file") && image.contains(&"imgz-to-loop"));
         let all = select_cases(&["all".into()]).unwrap();
         assert_eq!(all, all_cases().collect::<Vec<_>>());
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 19);
         assert_eq!(
             select_cases(&["frag".into()]).unwrap(),
             ["frag64k", "frag1m"]

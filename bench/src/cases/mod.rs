@@ -1,11 +1,12 @@
 //! Cases × tools. A [`Case`] builds its fixtures, lists the tools that race on it (Ember, the
 //! peers operators use today, and the fio device reference), prepares the destination before
 //! each timed run, validates and measures the output, and cleans up. One case family per file:
-//! `copy` (raw copies on the work dir's disk), `wipe`, `image`, `frag` (heavily fragmented
-//! sources); the command lines they share are in `peers`. New workloads are new `Case`
-//! implementations; new contenders are new [`Tool`] entries.
+//! `copy` (raw copies on the work dir's disk), `wipe`, `image`, `fast` (RAM-backed storage),
+//! `frag` (heavily fragmented sources); the command lines they share are in `peers`. New
+//! workloads are new `Case` implementations; new contenders are new [`Tool`] entries.
 
 pub mod copy;
+pub mod fast;
 pub mod frag;
 pub mod image;
 pub mod peers;
