@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release -p ember-bench -- compare [--cases sparse8g,full4g,sparse4t] [--runs 3]
-//!     [--dir DIR] [--ember PATH] [--timeout SECS] [--quick]
+//! cargo run --release -p ember-bench -- compare [--cases sparse8g,full4g,frag,...] [--runs 3]
+//!     [--dir DIR] [--ember PATH] [--timeout SECS] [--quick] [--bps-limit BYTES]
 //! ```
 //!
 //! See bench/README.md for the families, the columns, the goals and the exact command lines.
@@ -27,11 +27,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use cases::concurrent::ConcurrentCase;
 use cases::copy::CopyCase;
 use cases::fast::FastCase;
 use cases::image::{Direction, ImageCase};
 use cases::wipe::WipeCase;
-use cases::{fast, frag, Case, Ctx, Ember, Scale};
+use cases::{concurrent, fast, frag, Case, Ctx, Ember, Scale};
 use error::{io_err, BenchError, Result};
 use harness::{error_chain, run_case};
 use report::CaseResult;
@@ -41,7 +42,7 @@ use report::CaseResult;
 pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The groups `--cases` accepts (besides `all`), each with its cases in run order.
-const GROUPS: [(&str, &[&str]); 5] = [
+const GROUPS: [(&str, &[&str]); 6] = [
     ("copy", &["sparse8g", "full4g", "sparse4t", "copy-to-loop"]),
     ("wipe", &["wipe-file", "wipe-loop"]),
     (
@@ -58,6 +59,7 @@ const GROUPS: [(&str, &[&str]); 5] = [
     ),
     ("fast", &fast::CASES),
     ("frag", &frag::CASES),
+    ("concurrent", &concurrent::CASES),
 ];
 
 /// Every case, in run order.
@@ -84,7 +86,8 @@ struct CompareArgs {
     /// Comma-separated cases or groups. Cases: sparse8g, full4g, sparse4t, copy-to-loop,
     /// wipe-file, wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop,
     /// imgz-to-file, imgz-to-loop, img-from-vol, fast-full2g, fast-sparse4g, fast-loop-full2g,
-    /// fast-loop-sparse4g, frag64k, frag1m; groups copy, wipe, image, fast, frag, all.
+    /// fast-loop-sparse4g, frag64k, frag1m, concurrent4; groups copy, wipe, image, fast, frag,
+    /// concurrent, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -100,9 +103,13 @@ struct CompareArgs {
     #[arg(long, default_value_t = 300)]
     timeout: u64,
     /// Small fixtures (512 MiB / 256 MiB / 64 GiB / 256 MiB text logical, 256 MiB wipes, and
-    /// the smaller sizes of the fast and frag families) to try the harness.
+    /// the smaller sizes of the fast, frag and concurrent families) to try the harness.
     #[arg(long)]
     quick: bool,
+    /// Per-copy limit of `ember x4 --bps-limit` in concurrent4, bytes per second
+    /// [default: 64 MiB/s; with --quick: 16 MiB/s].
+    #[arg(long)]
+    bps_limit: Option<u64>,
     /// Where compare-<timestamp>.json and latest.json (a copy of the latest run) are written
     /// [default: bench/results; with --quick: DIR/results].
     #[arg(long)]
@@ -149,11 +156,15 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
     Ok(out)
 }
 
-fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
+/// The case `name`; `bps_limit` is concurrent4's per-copy limit.
+fn make_case(name: &str, scale: Scale, dir: &Path, bps_limit: u64) -> Box<dyn Case> {
     let wipe = scale.wipe_size();
     match name {
         n if fast::CASES.contains(&n) => Box::new(FastCase::new(name, scale, dir)),
         n if frag::CASES.contains(&n) => Box::new(frag::case(name, scale, dir)),
+        n if concurrent::CASES.contains(&n) => {
+            Box::new(ConcurrentCase::new(name, scale, dir, bps_limit))
+        }
         "sparse8g" => Box::new(CopyCase::new(
             name,
             scale.sparse8g(),
@@ -278,6 +289,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
     } else {
         Scale::Full
     };
+    let bps_limit = args.bps_limit.unwrap_or_else(|| scale.bps_limit());
     let default_ember = args.ember.is_none();
     let ember_path = args
         .ember
@@ -321,7 +333,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
         if runner::interrupted() {
             break;
         }
-        let mut case = make_case(name, scale, &dir);
+        let mut case = make_case(name, scale, &dir, bps_limit);
         let r = run_case(case.as_mut(), &ctx, args.runs, drop);
         report::print_case(&r, args.runs);
         results.push(r);
@@ -408,10 +420,10 @@ mod tests {
         assert!(image.contains(&"imgz-to-file") && image.contains(&"imgz-to-loop"));
         let all = select_cases(&["all".into()]).unwrap();
         assert_eq!(all, all_cases().collect::<Vec<_>>());
-        assert_eq!(all.len(), 19);
+        assert_eq!(all.len(), 20);
         assert_eq!(
-            select_cases(&["frag".into()]).unwrap(),
-            ["frag64k", "frag1m"]
+            select_cases(&["frag".into(), "concurrent".into()]).unwrap(),
+            ["frag64k", "frag1m", "concurrent4"]
         );
         assert_eq!(
             select_cases(&["imgz-to-loop".into(), "image".into()]).unwrap()[0],
@@ -420,7 +432,7 @@ mod tests {
         assert!(select_cases(&["imgz".into()]).is_err());
         for name in all_cases() {
             assert_eq!(
-                make_case(name, Scale::Quick, Path::new("/nonexistent")).name(),
+                make_case(name, Scale::Quick, Path::new("/nonexistent"), 1).name(),
                 name
             );
         }

@@ -2,9 +2,11 @@
 //! peers operators use today, and the fio device reference), prepares the destination before
 //! each timed run, validates and measures the output, and cleans up. One case family per file:
 //! `copy` (raw copies on the work dir's disk), `wipe`, `image`, `fast` (RAM-backed storage),
-//! `frag` (heavily fragmented sources); the command lines they share are in `peers`. New
-//! workloads are new `Case` implementations; new contenders are new [`Tool`] entries.
+//! `frag` (heavily fragmented sources), `concurrent` (several copies at once); the command
+//! lines they share are in `peers`. New workloads are new `Case` implementations; new
+//! contenders are new [`Tool`] entries.
 
+pub mod concurrent;
 pub mod copy;
 pub mod fast;
 pub mod frag;
@@ -75,6 +77,18 @@ impl Tool {
         Tool {
             skip: Some(reason),
             jobs: Vec::new(),
+            ..Tool::new(name, role, Vec::new())
+        }
+    }
+
+    /// `parts` (one job each) started at once, as one tool; skipped when any part is.
+    pub fn concurrent(name: &str, parts: Vec<Tool>) -> Self {
+        let role = parts.first().map_or(Role::Peer, |t| t.role);
+        if let Some(why) = parts.iter().find_map(|t| t.skip.clone()) {
+            return Tool::skipped(name, role, why);
+        }
+        Tool {
+            jobs: parts.into_iter().flat_map(|t| t.jobs).collect(),
             ..Tool::new(name, role, Vec::new())
         }
     }
