@@ -18,6 +18,9 @@ pub enum BenchError {
     UnknownCase { name: String, known: String },
     #[error("fixture {name}: {detail}")]
     Fixture { name: String, detail: String },
+    /// The case cannot run here (not root, tool missing): reported as skipped, not failed.
+    #[error("case {case} skipped: {reason}")]
+    Skipped { case: String, reason: String },
     #[error("cannot encode results")]
     Json(#[from] serde_json::Error),
 }

@@ -1,8 +1,11 @@
 //! Seeded fixtures: sparse or fully allocated raw files of random, non-zero data, either
-//! incompressible bytes or compressible printable text ([`Fill`]).
+//! incompressible bytes or compressible printable text ([`Fill`]), in extents at seeded random
+//! places or, for fragmentation, at a fixed stride ([`FixtureSpec::stride`]).
 //!
 //! A fixture is rebuilt only when missing or when its manifest (`NAME.raw.json`: layout version,
 //! spec and extent list) or its size does not match; otherwise it is reused across runs.
+//! Strided fixtures leave the extent list out of the manifest: the spec alone places their
+//! extents, and a million of them would make a 30 MB manifest.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -35,6 +38,27 @@ pub struct FixtureSpec {
     /// fixtures made before this field existed stay byte-identical (and are not rebuilt).
     #[serde(default, skip_serializing_if = "Fill::is_random")]
     pub fill: Fill,
+    /// Fragmentation layout: one extent of `ext_min` bytes at the start of every `stride`
+    /// bytes (`data` must be `logical / stride * ext_min`). Omitted from the manifest when
+    /// `None` (the random layout), so older keys stay byte-identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<u64>,
+}
+
+impl FixtureSpec {
+    /// A fully allocated fixture of `size` bytes of random data.
+    pub fn full(name: String, size: u64, seed: u64) -> Self {
+        FixtureSpec {
+            name,
+            logical: size,
+            data: size,
+            ext_min: size,
+            ext_max: size,
+            seed,
+            fill: Fill::Random,
+            stride: None,
+        }
+    }
 }
 
 /// Content of a fixture's data extents.
@@ -85,24 +109,34 @@ fn fill_data(fill: Fill, rng: &mut SmallRng, buf: &mut [u8]) {
 struct Manifest {
     version: u32,
     spec: FixtureSpec,
+    /// Empty for strided fixtures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     extents: Vec<(u64, u64)>,
 }
 
+/// A fixture on disk. Its extent list is not kept: the harness's own memory is what every
+/// forked tool's peak RSS starts from, and a fragmented fixture has a million extents.
 #[derive(Debug, Clone)]
 pub struct Fixture {
     pub path: PathBuf,
-    pub extents: Vec<Range<u64>>,
+    data: u64,
 }
 
 impl Fixture {
     pub fn data_bytes(&self) -> u64 {
-        self.extents.iter().map(|r| r.end - r.start).sum()
+        self.data
     }
 }
 
-/// Where the data of `spec` goes: extents of [ext_min, ext_max] (64 KiB granular) summing to
-/// exactly `spec.data`, separated by random 4 KiB-aligned gaps.
+/// Where the data of `spec` goes: with a stride, `ext_min` bytes at the start of every stride;
+/// otherwise extents of [ext_min, ext_max] (64 KiB granular) summing to exactly `spec.data`,
+/// separated by random 4 KiB-aligned gaps.
 pub fn layout(spec: &FixtureSpec) -> Vec<Range<u64>> {
+    if let Some(stride) = spec.stride {
+        return (0..spec.logical / stride)
+            .map(|i| i * stride..i * stride + spec.ext_min)
+            .collect();
+    }
     if spec.data >= spec.logical {
         return std::iter::once(0..spec.logical).collect();
     }
@@ -145,16 +179,23 @@ pub fn ensure(dir: &Path, spec: &FixtureSpec) -> Result<Fixture> {
     let path = dir.join(format!("{}.raw", spec.name));
     let mpath = manifest_path(&path);
     let extents = layout(spec);
+    let fixture = Fixture {
+        path: path.clone(),
+        data: extents.iter().map(|r| r.end - r.start).sum(),
+    };
     let want = Manifest {
         version: LAYOUT_VERSION,
         spec: spec.clone(),
-        extents: extents.iter().map(|r| (r.start, r.end)).collect(),
+        extents: match spec.stride {
+            Some(_) => Vec::new(),
+            None => extents.iter().map(|r| (r.start, r.end)).collect(),
+        },
     };
     if let (Ok(text), Ok(meta)) = (fs::read_to_string(&mpath), fs::metadata(&path)) {
         if let Ok(have) = serde_json::from_str::<Manifest>(&text) {
             if have == want && meta.len() == spec.logical {
                 eprintln!("fixture {}: reusing {}", spec.name, path.display());
-                return Ok(Fixture { path, extents });
+                return Ok(fixture);
             }
         }
     }
@@ -178,7 +219,7 @@ pub fn ensure(dir: &Path, spec: &FixtureSpec) -> Result<Fixture> {
     f.write_all(serde_json::to_string_pretty(&want)?.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(io_err("write", &mpath))?;
-    Ok(Fixture { path, extents })
+    Ok(fixture)
 }
 
 fn write_data(path: &Path, spec: &FixtureSpec, extents: &[Range<u64>]) -> Result<()> {
@@ -290,6 +331,7 @@ mod tests {
             ext_max: 4 * MIB,
             seed: 7,
             fill: Fill::Random,
+            stride: None,
         };
         let a = layout(&spec);
         assert_eq!(a, layout(&spec));
@@ -306,6 +348,43 @@ mod tests {
     }
 
     #[test]
+    fn strided_layout_and_its_manifest() {
+        let spec = FixtureSpec {
+            name: "frag".into(),
+            logical: 4 * GIB,
+            data: 4 * GIB / (64 * KIB) * 4 * KIB,
+            ext_min: 4 * KIB,
+            ext_max: 4 * KIB,
+            seed: 9,
+            fill: Fill::Random,
+            stride: Some(64 * KIB),
+        };
+        let a = layout(&spec);
+        assert_eq!(a.len(), 65_536);
+        assert_eq!(a[1], 64 * KIB..68 * KIB);
+        assert_eq!(a.iter().map(|r| r.end - r.start).sum::<u64>(), spec.data);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.ends_with(",\"stride\":65536}"), "{json}");
+        // Built and reused: the data lands where the layout says, and the manifest has no
+        // extent list.
+        let dir = tempfile::tempdir().unwrap();
+        let small = FixtureSpec {
+            logical: 16 * 64 * KIB,
+            data: 16 * 4 * KIB,
+            ..spec
+        };
+        let f = ensure(dir.path(), &small).unwrap();
+        assert_eq!(f.data_bytes(), 16 * 4 * KIB);
+        let manifest = fs::read_to_string(manifest_path(&f.path)).unwrap();
+        assert!(!manifest.contains("extents"), "{manifest}");
+        let file = File::open(&f.path).unwrap();
+        let ranges = crate::sys::data_ranges(&file, small.logical).unwrap();
+        assert_eq!(ranges, layout(&small));
+        let again = ensure(dir.path(), &small).unwrap();
+        assert_eq!(again.data_bytes(), f.data_bytes());
+    }
+
+    #[test]
     fn random_fill_keeps_the_old_key() {
         // The manifest of sparse8g as written before `fill` existed.
         let spec = FixtureSpec {
@@ -316,6 +395,7 @@ mod tests {
             ext_max: 4 * MIB,
             seed: 0x8_0001,
             fill: Fill::Random,
+            stride: None,
         };
         let old = "{\n  \"name\": \"sparse8g\",\n  \"logical\": 8589934592,\n  \"data\": 858993459,\n  \"ext_min\": 1048576,\n  \"ext_max\": 4194304,\n  \"seed\": 524289\n}";
         assert_eq!(serde_json::to_string_pretty(&spec).unwrap(), old);

@@ -2,15 +2,17 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release -p ember-bench -- compare [--cases sparse8g,full4g,sparse4t] [--runs 3]
-//!     [--dir DIR] [--ember PATH] [--timeout SECS] [--quick]
+//! cargo run --release -p ember-bench -- compare [--cases sparse8g,full4g,frag,...] [--runs 3]
+//!     [--dir DIR] [--ember PATH] [--timeout SECS] [--quick] [--bps-limit BYTES]
 //! ```
 //!
-//! See bench/README.md for the columns, the goals and the exact peer command lines.
+//! See bench/README.md for the families, the columns, the goals and the exact command lines.
 
 mod cases;
 mod error;
 mod fixture;
+mod goals;
+mod harness;
 mod report;
 mod runner;
 mod sys;
@@ -25,34 +27,45 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use cases::concurrent::ConcurrentCase;
 use cases::copy::CopyCase;
+use cases::fast::FastCase;
 use cases::image::{Direction, ImageCase};
 use cases::wipe::WipeCase;
-use cases::{Case, Ctx, Ember, Role, Scale};
+use cases::{concurrent, fast, frag, Case, Ctx, Ember, Scale};
 use error::{io_err, BenchError, Result};
-use report::{CaseResult, RunRecord, ToolResult};
-use runner::RunStatus;
-use verify::Validation;
+use harness::{error_chain, run_case};
+use report::CaseResult;
 
 /// Tests that hold large buffers take this, so the RSS test does not see them in a fork.
 #[cfg(test)]
 pub static BIG_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const ALL_CASES: [&str; 13] = [
-    "sparse8g",
-    "full4g",
-    "sparse4t",
-    "copy-to-loop",
-    "wipe-file",
-    "wipe-loop",
-    "img-to-file",
-    "img-to-loop",
-    "imgc-to-file",
-    "imgc-to-loop",
-    "imgz-to-file",
-    "imgz-to-loop",
-    "img-from-vol",
+/// The groups `--cases` accepts (besides `all`), each with its cases in run order.
+const GROUPS: [(&str, &[&str]); 6] = [
+    ("copy", &["sparse8g", "full4g", "sparse4t", "copy-to-loop"]),
+    ("wipe", &["wipe-file", "wipe-loop"]),
+    (
+        "image",
+        &[
+            "img-to-file",
+            "img-to-loop",
+            "imgc-to-file",
+            "imgc-to-loop",
+            "imgz-to-file",
+            "imgz-to-loop",
+            "img-from-vol",
+        ],
+    ),
+    ("fast", &fast::CASES),
+    ("frag", &frag::CASES),
+    ("concurrent", &concurrent::CASES),
 ];
+
+/// Every case, in run order.
+fn all_cases() -> impl Iterator<Item = &'static str> {
+    GROUPS.iter().flat_map(|(_, cases)| cases.iter().copied())
+}
 
 #[derive(Parser)]
 #[command(name = "ember-bench", about = "Ember side-by-side benchmarks")]
@@ -63,15 +76,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Race ember against dd, cp, qemu-img, nbdcopy and a fio ceiling on seeded fixtures.
+    /// Race ember against dd, cp, qemu-img, nbdcopy and the fio device reference on seeded
+    /// fixtures.
     Compare(CompareArgs),
 }
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Comma-separated cases or groups: sparse8g, full4g, sparse4t, copy-to-loop, wipe-file,
-    /// wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop, imgz-to-file,
-    /// imgz-to-loop, img-from-vol; groups copy, wipe, image, all.
+    /// Comma-separated cases or groups. Cases: sparse8g, full4g, sparse4t, copy-to-loop,
+    /// wipe-file, wipe-loop, img-to-file, img-to-loop, imgc-to-file, imgc-to-loop,
+    /// imgz-to-file, imgz-to-loop, img-from-vol, fast-full2g, fast-sparse4g, fast-loop-full2g,
+    /// fast-loop-sparse4g, frag64k, frag1m, concurrent4; groups copy, wipe, image, fast, frag,
+    /// concurrent, all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     cases: Vec<String>,
     /// Timed runs per tool (the median is reported).
@@ -86,10 +102,14 @@ struct CompareArgs {
     /// Per-tool, per-run timeout in seconds; a timed-out tool is recorded as such and not rerun.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Small fixtures (512 MiB / 256 MiB / 64 GiB / 256 MiB text logical, 256 MiB wipes) to try
-    /// the harness.
+    /// Small fixtures (512 MiB / 256 MiB / 64 GiB / 256 MiB text logical, 256 MiB wipes, and
+    /// the smaller sizes of the fast, frag and concurrent families) to try the harness.
     #[arg(long)]
     quick: bool,
+    /// Per-copy limit of `ember x4 --bps-limit` in concurrent4, bytes per second
+    /// [default: 64 MiB/s; with --quick: 16 MiB/s].
+    #[arg(long)]
+    bps_limit: Option<u64>,
     /// Where compare-<timestamp>.json and latest.json (a copy of the latest run) are written
     /// [default: bench/results; with --quick: DIR/results].
     #[arg(long)]
@@ -110,20 +130,22 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
     let mut out: Vec<&'static str> = Vec::new();
     for raw in list {
         let name = raw.trim();
-        let add: Vec<&'static str> = match name {
-            "all" => ALL_CASES.to_vec(),
-            "copy" => ALL_CASES[..4].to_vec(),
-            "wipe" => ALL_CASES[4..6].to_vec(),
-            "image" => ALL_CASES[6..].to_vec(),
-            n => match ALL_CASES.iter().find(|c| **c == n) {
-                Some(c) => vec![*c],
-                None => {
-                    return Err(BenchError::UnknownCase {
-                        name: n.to_string(),
-                        known: format!("{}, copy, wipe, image, all", ALL_CASES.join(", ")),
-                    })
-                }
-            },
+        let add: Vec<&'static str> = if name == "all" {
+            all_cases().collect()
+        } else if let Some((_, cases)) = GROUPS.iter().find(|(g, _)| *g == name) {
+            cases.to_vec()
+        } else if let Some(c) = all_cases().find(|c| *c == name) {
+            vec![c]
+        } else {
+            let groups: Vec<&str> = GROUPS.iter().map(|(g, _)| *g).collect();
+            return Err(BenchError::UnknownCase {
+                name: name.to_string(),
+                known: format!(
+                    "{}, {}, all",
+                    all_cases().collect::<Vec<_>>().join(", "),
+                    groups.join(", ")
+                ),
+            });
         };
         for c in add {
             if !out.contains(&c) {
@@ -134,9 +156,15 @@ fn select_cases(list: &[String]) -> Result<Vec<&'static str>> {
     Ok(out)
 }
 
-fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
+/// The case `name`; `bps_limit` is concurrent4's per-copy limit.
+fn make_case(name: &str, scale: Scale, dir: &Path, bps_limit: u64) -> Box<dyn Case> {
     let wipe = scale.wipe_size();
     match name {
+        n if fast::CASES.contains(&n) => Box::new(FastCase::new(name, scale, dir)),
+        n if frag::CASES.contains(&n) => Box::new(frag::case(name, scale, dir)),
+        n if concurrent::CASES.contains(&n) => {
+            Box::new(ConcurrentCase::new(name, scale, dir, bps_limit))
+        }
         "sparse8g" => Box::new(CopyCase::new(
             name,
             scale.sparse8g(),
@@ -211,183 +239,6 @@ fn make_case(name: &str, scale: Scale, dir: &Path) -> Box<dyn Case> {
     }
 }
 
-fn status_text(s: &RunStatus) -> (String, Option<String>) {
-    match s {
-        RunStatus::Ok => ("ok".into(), None),
-        RunStatus::Interrupted { step } => (
-            "interrupted".into(),
-            Some(format!("step {} killed", step + 1)),
-        ),
-        RunStatus::TimedOut { step } => (
-            "timeout".into(),
-            Some(format!("step {} timed out", step + 1)),
-        ),
-        RunStatus::Failed { step, detail } => (
-            "failed".into(),
-            Some(format!("step {}: {detail}", step + 1)),
-        ),
-        RunStatus::SpawnFailed { step, detail } => (
-            "failed".into(),
-            Some(format!("step {} did not start: {detail}", step + 1)),
-        ),
-    }
-}
-
-fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> CaseResult {
-    let mut result = CaseResult {
-        name: case.name().to_string(),
-        info: None,
-        error: None,
-        tools: Vec::new(),
-    };
-    eprintln!("case {}: setting up", case.name());
-    match case.setup(ctx) {
-        Ok(info) => result.info = Some(info),
-        Err(e) => {
-            result.error = Some(error_chain(&e));
-            case.teardown();
-            return result;
-        }
-    }
-    let tools = case.tools(ctx);
-    result.tools = tools
-        .iter()
-        .map(|t| {
-            let status = if t.skip.is_some() { "skipped" } else { "ok" };
-            ToolResult::new(&t.name, t.role, t.command_line(), status, t.skip.clone())
-        })
-        .collect();
-    for t in &tools {
-        if let Some(why) = &t.skip {
-            eprintln!("  skip {}: {why}", t.name);
-        }
-    }
-    // Runs are interleaved (run 1 of every tool, then run 2, ...) so drift hits all alike.
-    'runs: for run in 1..=runs {
-        for (tool, res) in tools.iter().zip(result.tools.iter_mut()) {
-            if runner::interrupted() {
-                break 'runs;
-            }
-            if tool.skip.is_some() || res.status != "ok" {
-                continue;
-            }
-            if let Err(e) = case.before_run(tool) {
-                res.status = "failed".into();
-                res.note = Some(format!("preparing the destination: {}", error_chain(&e)));
-                continue;
-            }
-            if drop {
-                util::drop_caches();
-            }
-            eprintln!("  run {run}/{runs}: {}", tool.name);
-            let o = runner::run_steps(&tool.steps, ctx.timeout);
-            let (status, note) = status_text(&o.status);
-            let mut rec = RunRecord {
-                run,
-                seconds: o.seconds,
-                max_rss_kib: o.max_rss_kib,
-                dst_allocated: None,
-                dst_mapped: None,
-                status: status.clone(),
-                ember_summary: None,
-                fio_wall_seconds: None,
-                validation: None,
-            };
-            if tool.role == Role::Ember {
-                rec.ember_summary = serde_json::from_str(o.stdout.trim()).ok();
-            } else if tool.role == Role::Ceiling {
-                // The ceiling is the time until both fio jobs finished, from fio's own job
-                // runtimes: fio's process start-up and teardown (~0.5-1 s here) are not I/O.
-                if let Some((summary, secs)) = fio_summary(&o.stdout) {
-                    rec.fio_wall_seconds = Some(rec.seconds);
-                    rec.seconds = secs;
-                    rec.ember_summary = Some(summary);
-                }
-            }
-            if status == "ok" {
-                if let Some(f) = case.dst_file(tool) {
-                    match util::allocated(&f).and_then(|a| Ok((a, util::mapped(&f)?))) {
-                        Ok((a, m)) => {
-                            rec.dst_allocated = Some(a);
-                            rec.dst_mapped = Some(m);
-                        }
-                        Err(e) => eprintln!("  warning: {}", error_chain(&e)),
-                    }
-                }
-                // Every run's output is checked (cheap next to the run): a tool that is right
-                // once and wrong later must not pass.
-                let v = case
-                    .validate(tool, ctx)
-                    .unwrap_or_else(|e| Validation::NotChecked {
-                        reason: format!("validation failed to run: {}", error_chain(&e)),
-                    });
-                rec.validation = Some(v.clone());
-                let v = Validation::merge(res.validation.take(), run, v);
-                if let Validation::Differs { detail } = &v {
-                    eprintln!("  !! {} output differs: {detail}", tool.name);
-                    res.status = "differs".into();
-                    res.note = Some(detail.clone());
-                }
-                res.validation = Some(v);
-            } else {
-                eprintln!(
-                    "  {} {status}: {}",
-                    tool.name,
-                    note.clone().unwrap_or_default()
-                );
-                res.status = status;
-                res.note = note;
-            }
-            res.runs.push(rec);
-            if let Err(e) = case.after_run(tool) {
-                eprintln!(
-                    "  warning: cleanup after {}: {}",
-                    tool.name,
-                    error_chain(&e)
-                );
-            }
-        }
-    }
-    case.teardown();
-    report::finish_case(&mut result);
-    result
-}
-
-/// fio's per-job figures and the time until the last job finished (seconds).
-fn fio_summary(stdout: &str) -> Option<(serde_json::Value, f64)> {
-    let start = stdout.find('{')?;
-    let v: serde_json::Value = serde_json::from_str(&stdout[start..]).ok()?;
-    let jobs = v.get("jobs")?.as_array()?;
-    let ms = jobs
-        .iter()
-        .filter_map(|j| j.get("job_runtime")?.as_u64())
-        .max()?;
-    let summary = serde_json::Value::Array(
-        jobs.iter()
-            .map(|j| {
-                serde_json::json!({
-                    "job": j.get("jobname"),
-                    "runtime_ms": j.get("job_runtime"),
-                    "read_bw_kib_s": j.pointer("/read/bw"),
-                    "write_bw_kib_s": j.pointer("/write/bw"),
-                })
-            })
-            .collect(),
-    );
-    Some((summary, ms as f64 / 1000.0))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[derive(Serialize)]
 struct Document<'a> {
     timestamp: String,
@@ -401,7 +252,7 @@ struct Document<'a> {
     environment: serde_json::Value,
     definitions: serde_json::Value,
     cases: &'a [CaseResult],
-    goals: &'a [report::Goal],
+    goals: &'a [goals::Goal],
 }
 
 fn compare(args: CompareArgs) -> Result<bool> {
@@ -438,6 +289,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
     } else {
         Scale::Full
     };
+    let bps_limit = args.bps_limit.unwrap_or_else(|| scale.bps_limit());
     let default_ember = args.ember.is_none();
     let ember_path = args
         .ember
@@ -481,7 +333,7 @@ fn compare(args: CompareArgs) -> Result<bool> {
         if runner::interrupted() {
             break;
         }
-        let mut case = make_case(name, scale, &dir);
+        let mut case = make_case(name, scale, &dir, bps_limit);
         let r = run_case(case.as_mut(), &ctx, args.runs, drop);
         report::print_case(&r, args.runs);
         results.push(r);
@@ -490,8 +342,8 @@ fn compare(args: CompareArgs) -> Result<bool> {
     if interrupted {
         eprintln!("interrupted: cases cleaned up; partial results follow");
     }
-    let goals = report::goals(&results);
-    report::print_goals(&goals);
+    let goals = goals::goals(&results);
+    goals::print_goals(&goals);
     let doc = Document {
         timestamp: iso,
         scale,
@@ -505,9 +357,17 @@ fn compare(args: CompareArgs) -> Result<bool> {
         definitions: serde_json::json!({
             "median_seconds": "median wall time over the successful runs, spawn to exit of the last step, data made durable (fdatasync/O_DIRECT+flush or `sync FILE`, an fsync of what the peer wrote)",
             "mb_per_s": "data_bytes / 1e6 / median_seconds; data_bytes is the allocated source data for sparse sources and the logical size otherwise",
-            "time_vs_ember": "tool median time / ember median time (> 1 means ember is faster)",
-            "peak_rss_kib": "max over runs of wait4 ru_maxrss (covers every step and the processes it reaped; includes rss_floor_kib, the harness's resident anonymous memory copied at fork)",
-            "fio_ceiling_seconds": "max of fio's job_runtime over the reader and writer jobs (time until both finished, end_fsync included); fio_wall_seconds has the process wall time",
+            "mb_per_s (tools with bytes)": "a tool that moves other bytes than the case's (concurrent4's single copy) has them in `bytes`; its MB/s and ratios use them",
+            "time_vs_ember": "(tool median time / its bytes) / (ember median time / its bytes): the time ratio when both move the same bytes (> 1 means ember is faster)",
+            "time_vs_best_peer": "as time_vs_ember, against the fastest validated peer",
+            "median_cpu_seconds": "median over the successful runs of user + sys CPU seconds (wait4 ru_utime + ru_stime of every step and job, with the processes they reaped; io_uring workers are the tool's threads; kernel writeback threads are nobody's)",
+            "cpu_seconds_per_gb": "median_cpu_seconds / (bytes / 1e9)",
+            "cpu_vs_best_peer": "cpu_seconds_per_gb / that of the validated peer with the least CPU per GB",
+            "peak_rss_kib": "max over runs of wait4 ru_maxrss (covers every step and the processes it reaped; includes rss_floor_kib, the harness's resident anonymous memory copied at fork); several jobs: the largest one's",
+            "reference_seconds": "device reference tools (role reference, one per fio configuration): max of fio's job_runtime over its jobs (time until all finished, end_fsync included); fio_wall_seconds has the process wall time; the case's device reference is the fastest configuration",
+            "job_seconds": "several jobs at once: each job's finishing time from the common start",
+            "evenness": "median over the runs of last job finishing time / first job finishing time",
+            "job_rates": "tools with rate_limit: each job's bytes / its finishing time, every successful run (bytes/s)",
             "dst_allocated": "st_blocks * 512 of the destination (loop devices: of the backing file), max over runs",
             "dst_mapped": "bytes of the destination inside SEEK_DATA ranges (no file-system metadata, no unwritten preallocation), max over runs",
         }),
@@ -558,15 +418,21 @@ mod tests {
         let image = select_cases(&["image".into()]).unwrap();
         assert_eq!(image.first(), Some(&"img-to-file"));
         assert!(image.contains(&"imgz-to-file") && image.contains(&"imgz-to-loop"));
-        assert_eq!(select_cases(&["all".into()]).unwrap(), ALL_CASES.to_vec());
+        let all = select_cases(&["all".into()]).unwrap();
+        assert_eq!(all, all_cases().collect::<Vec<_>>());
+        assert_eq!(all.len(), 20);
+        assert_eq!(
+            select_cases(&["frag".into(), "concurrent".into()]).unwrap(),
+            ["frag64k", "frag1m", "concurrent4"]
+        );
         assert_eq!(
             select_cases(&["imgz-to-loop".into(), "image".into()]).unwrap()[0],
             "imgz-to-loop"
         );
         assert!(select_cases(&["imgz".into()]).is_err());
-        for name in ALL_CASES {
+        for name in all_cases() {
             assert_eq!(
-                make_case(name, Scale::Quick, Path::new("/nonexistent")).name(),
+                make_case(name, Scale::Quick, Path::new("/nonexistent"), 1).name(),
                 name
             );
         }

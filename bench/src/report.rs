@@ -1,22 +1,34 @@
-//! Results: per-tool records, the aligned table, goal checks and the JSON document.
+//! Results: per-tool records, medians and ratios, the aligned table. The goal lines are in
+//! `goals`.
 
 use serde::Serialize;
 
-use crate::cases::{CaseInfo, Role};
+use crate::cases::{CaseInfo, Role, Tool};
 use crate::units::{bytes, MB};
 use crate::verify::Validation;
+
+/// Decimal gigabyte of the CPU-per-GB figures.
+const GB: f64 = 1e9;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub run: usize,
     pub seconds: f64,
     pub max_rss_kib: u64,
+    /// CPU time of the run (`ru_utime`, `ru_stime` from `wait4`, summed over its steps and
+    /// jobs), seconds.
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
+    /// Several jobs at once: each job's finishing time from the common start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_seconds: Option<Vec<f64>>,
     pub dst_allocated: Option<u64>,
     /// Destination bytes in SEEK_DATA ranges.
     pub dst_mapped: Option<u64>,
     /// "ok", "timeout", "failed: ..."
     pub status: String,
-    /// Ember's `--json` summary, when it printed one (fio: its per-job figures).
+    /// Ember's `--json` summary, when it printed one (several jobs: one per job; fio: its
+    /// per-job figures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ember_summary: Option<serde_json::Value>,
     /// fio only: wall time of the fio process (`seconds` is fio's job time).
@@ -27,6 +39,12 @@ pub struct RunRecord {
     pub validation: Option<Validation>,
 }
 
+impl RunRecord {
+    fn cpu_seconds(&self) -> f64 {
+        self.user_seconds + self.sys_seconds
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolResult {
     pub name: String,
@@ -35,16 +53,42 @@ pub struct ToolResult {
     /// "ok", "skipped", "timeout", "failed", "differs"
     pub status: String,
     pub note: Option<String>,
+    /// Jobs started at once (1 but in the concurrency case).
+    pub jobs: usize,
+    /// Bytes this tool moves, when not the case's data bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The rate limit each job was given (bytes/s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u64>,
     pub runs: Vec<RunRecord>,
     pub median_seconds: Option<f64>,
     pub mb_per_s: Option<f64>,
-    /// This tool's median time / ember's median time (> 1: ember is faster).
+    /// Time per byte against ember's: (this tool's median / its bytes) / (ember's median / its
+    /// bytes); the plain time ratio when both move the same bytes (> 1: ember is faster).
     pub time_vs_ember: Option<f64>,
+    /// Time per byte against the best peer's (the fastest validated peer), as above.
+    pub time_vs_best_peer: Option<f64>,
+    /// Median over the successful runs of user + sys CPU seconds.
+    pub median_cpu_seconds: Option<f64>,
+    pub median_user_seconds: Option<f64>,
+    pub median_sys_seconds: Option<f64>,
+    /// median_cpu_seconds per 10^9 bytes moved.
+    pub cpu_seconds_per_gb: Option<f64>,
+    /// cpu_seconds_per_gb / that of the validated peer with the least CPU per GB.
+    pub cpu_vs_best_peer: Option<f64>,
     pub peak_rss_kib: Option<u64>,
     /// Largest destination allocation seen over the runs (st_blocks * 512).
     pub dst_allocated: Option<u64>,
     /// Largest destination SEEK_DATA-mapped bytes seen over the runs.
     pub dst_mapped: Option<u64>,
+    /// Several jobs: median over the runs of (last finishing time / first finishing time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evenness: Option<f64>,
+    /// With a rate limit: every job's achieved rate (its bytes / its finishing time) in every
+    /// successful run, bytes/s.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub job_rates: Vec<f64>,
     /// The verdict over every run (see [`Validation::merge`]).
     pub validation: Option<Validation>,
 }
@@ -64,21 +108,55 @@ impl ToolResult {
             command,
             status: status.to_owned(),
             note,
+            jobs: 1,
+            bytes: None,
+            rate_limit: None,
             runs: Vec::new(),
             median_seconds: None,
             mb_per_s: None,
             time_vs_ember: None,
+            time_vs_best_peer: None,
+            median_cpu_seconds: None,
+            median_user_seconds: None,
+            median_sys_seconds: None,
+            cpu_seconds_per_gb: None,
+            cpu_vs_best_peer: None,
             peak_rss_kib: None,
             dst_allocated: None,
             dst_mapped: None,
+            evenness: None,
+            job_rates: Vec::new(),
             validation: None,
         }
     }
-}
 
-impl ToolResult {
+    /// The result of `tool` before its first run (skipped when the tool is).
+    pub fn of(tool: &Tool) -> Self {
+        let status = if tool.skip.is_some() { "skipped" } else { "ok" };
+        ToolResult {
+            jobs: tool.jobs.len().max(1),
+            bytes: tool.bytes,
+            rate_limit: tool.rate_limit,
+            ..ToolResult::new(
+                &tool.name,
+                tool.role,
+                tool.command_line(),
+                status,
+                tool.skip.clone(),
+            )
+        }
+    }
+
     pub fn usable(&self) -> bool {
         self.status == "ok" && self.median_seconds.is_some()
+    }
+
+    /// Median seconds per byte moved.
+    fn seconds_per_byte(&self, case_bytes: u64) -> Option<f64> {
+        let b = self.bytes.unwrap_or(case_bytes);
+        self.median_seconds
+            .filter(|_| b > 0 && self.usable())
+            .map(|s| s / b as f64)
     }
 }
 
@@ -87,6 +165,9 @@ pub struct CaseResult {
     pub name: String,
     pub info: Option<CaseInfo>,
     pub error: Option<String>,
+    /// Why the case did not run here (not root), when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     pub tools: Vec<ToolResult>,
 }
 
@@ -97,21 +178,48 @@ impl CaseResult {
             .find(|t| t.role == Role::Ember && t.usable())
     }
 
+    /// The fastest validated peer.
     pub fn best_peer(&self) -> Option<&ToolResult> {
-        self.tools
-            .iter()
-            .filter(|t| t.role == Role::Peer && t.usable())
-            .min_by(|a, b| {
-                a.median_seconds
-                    .partial_cmp(&b.median_seconds)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
+        fastest(&self.tools, Role::Peer)
     }
 
-    pub fn ceiling(&self) -> Option<&ToolResult> {
+    /// The device reference: the fastest fio configuration.
+    pub fn reference(&self) -> Option<&ToolResult> {
+        fastest(&self.tools, Role::Reference)
+    }
+
+    /// The validated peer with the least CPU per GB.
+    pub fn leanest_peer(&self) -> Option<&ToolResult> {
         self.tools
             .iter()
-            .find(|t| t.role == Role::Ceiling && t.usable())
+            .filter(|t| t.role == Role::Peer && t.usable() && t.cpu_seconds_per_gb.is_some())
+            .min_by(|a, b| a.cpu_seconds_per_gb.total_cmp(&b.cpu_seconds_per_gb))
+    }
+
+    /// Bytes the case's MB/s is computed from.
+    pub fn data_bytes(&self) -> u64 {
+        self.info.as_ref().map_or(0, |i| i.data_bytes)
+    }
+}
+
+fn fastest(tools: &[ToolResult], role: Role) -> Option<&ToolResult> {
+    tools
+        .iter()
+        .filter(|t| t.role == role && t.usable())
+        .min_by(|a, b| a.median_seconds.total_cmp(&b.median_seconds))
+}
+
+/// `Option<f64>` ordered with `f64::total_cmp` (None first).
+trait TotalCmp {
+    fn total_cmp(&self, other: &Self) -> std::cmp::Ordering;
+}
+
+impl TotalCmp for Option<f64> {
+    fn total_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (Some(a), Some(b)) => a.total_cmp(b),
+            (a, b) => a.is_some().cmp(&b.is_some()),
+        }
     }
 }
 
@@ -119,7 +227,7 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     Some(if n % 2 == 1 {
         v[n / 2]
@@ -128,36 +236,126 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// Fill medians, MB/s and ratios once all runs of a case are in.
+/// The median of `f` over the successful runs.
+fn median_of(runs: &[RunRecord], f: impl Fn(&RunRecord) -> Option<f64>) -> Option<f64> {
+    let mut v: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.status == "ok")
+        .filter_map(f)
+        .collect();
+    median(&mut v)
+}
+
+/// Fill medians, MB/s, CPU per GB, evenness, rates and ratios once all runs of a case are in.
 pub fn finish_case(c: &mut CaseResult) {
-    let data = c.info.as_ref().map(|i| i.data_bytes).unwrap_or(0);
+    let data = c.data_bytes();
     for t in &mut c.tools {
-        let mut secs: Vec<f64> = t
-            .runs
-            .iter()
-            .filter(|r| r.status == "ok")
-            .map(|r| r.seconds)
-            .collect();
-        t.median_seconds = median(&mut secs);
+        let bytes = t.bytes.unwrap_or(data);
+        t.median_seconds = median_of(&t.runs, |r| Some(r.seconds));
         t.mb_per_s = t
             .median_seconds
             .filter(|s| *s > 0.0)
-            .map(|s| data as f64 / MB / s);
+            .map(|s| bytes as f64 / MB / s);
+        t.median_cpu_seconds = median_of(&t.runs, |r| Some(r.cpu_seconds()));
+        t.median_user_seconds = median_of(&t.runs, |r| Some(r.user_seconds));
+        t.median_sys_seconds = median_of(&t.runs, |r| Some(r.sys_seconds));
+        t.cpu_seconds_per_gb = t
+            .median_cpu_seconds
+            .filter(|_| bytes > 0)
+            .map(|cpu| cpu / (bytes as f64 / GB));
         t.peak_rss_kib = t.runs.iter().map(|r| r.max_rss_kib).max();
         t.dst_allocated = t.runs.iter().filter_map(|r| r.dst_allocated).max();
         t.dst_mapped = t.runs.iter().filter_map(|r| r.dst_mapped).max();
+        t.evenness = median_of(&t.runs, |r| spread(r.job_seconds.as_ref()?));
+        if t.rate_limit.is_some() {
+            let per_job = bytes as f64 / t.jobs as f64;
+            t.job_rates = t
+                .runs
+                .iter()
+                .filter(|r| r.status == "ok")
+                .flat_map(|r| r.job_seconds.clone().unwrap_or_else(|| vec![r.seconds]))
+                .filter(|s| *s > 0.0)
+                .map(|s| per_job / s)
+                .collect();
+        }
     }
-    let ember = c.ember().and_then(|e| e.median_seconds);
+    let per_byte = |t: Option<&ToolResult>| t.and_then(|t| t.seconds_per_byte(data));
+    let ember = per_byte(c.ember());
+    let best = per_byte(c.best_peer());
+    let lean = c.leanest_peer().and_then(|t| t.cpu_seconds_per_gb);
     for t in &mut c.tools {
-        t.time_vs_ember = match (t.median_seconds, ember) {
-            (Some(s), Some(e)) if e > 0.0 && t.status == "ok" => Some(s / e),
+        let own = t.seconds_per_byte(data);
+        let ratio = |base: Option<f64>| match (own, base) {
+            (Some(o), Some(b)) if b > 0.0 => Some(o / b),
+            _ => None,
+        };
+        t.time_vs_ember = ratio(ember);
+        t.time_vs_best_peer = ratio(best);
+        t.cpu_vs_best_peer = match (t.cpu_seconds_per_gb, lean) {
+            (Some(o), Some(b)) if b > 0.0 && t.usable() => Some(o / b),
             _ => None,
         };
     }
 }
 
+/// Last finishing time / first finishing time of jobs started together.
+fn spread(job_seconds: &[f64]) -> Option<f64> {
+    let first = job_seconds.iter().copied().min_by(f64::total_cmp)?;
+    let last = job_seconds.iter().copied().max_by(f64::total_cmp)?;
+    (first > 0.0).then(|| last / first)
+}
+
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// The columns of the table, in order.
+const HEADER: [&str; 11] = [
+    "tool",
+    "median s",
+    "MB/s",
+    "t/ember",
+    "CPU u+s",
+    "CPU s/GB",
+    "CPU/best",
+    "peak RSS",
+    "dst alloc",
+    "valid",
+    "status",
+];
+
+fn row(t: &ToolResult, ember: Option<f64>) -> [String; 11] {
+    // A timed-out tool took at least the timeout: show that bound.
+    let bound =
+        (t.status == "timeout").then(|| t.runs.iter().map(|r| r.seconds).fold(0.0, f64::max));
+    [
+        t.name.clone(),
+        match bound {
+            Some(b) => format!(">{b:.0}"),
+            None => opt(t.median_seconds, |s| format!("{s:.3}")),
+        },
+        opt(t.mb_per_s, |m| format!("{m:.0}")),
+        match (bound, ember) {
+            (Some(b), Some(e)) => format!(">{:.0}x", b / e),
+            _ => opt(t.time_vs_ember, |r| format!("{r:.2}x")),
+        },
+        match (t.median_user_seconds, t.median_sys_seconds) {
+            (Some(u), Some(s)) => format!("{u:.2}+{s:.2}"),
+            _ => "-".into(),
+        },
+        opt(t.cpu_seconds_per_gb, |c| format!("{c:.3}")),
+        opt(t.cpu_vs_best_peer, |r| format!("{r:.2}x")),
+        opt(t.peak_rss_kib, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        opt(t.dst_allocated, bytes),
+        t.validation
+            .as_ref()
+            .map(|v| v.label().to_string())
+            .unwrap_or_else(|| "-".into()),
+        match &t.note {
+            Some(n) if t.status != "ok" => format!("{}: {n}", t.status),
+            _ => t.status.clone(),
+        },
+    ]
 }
 
 pub fn print_case(c: &CaseResult, runs: usize) {
@@ -176,77 +374,46 @@ pub fn print_case(c: &CaseResult, runs: usize) {
         ),
         None => println!("== {}", c.name),
     }
+    if let Some(why) = &c.skipped {
+        println!("   case skipped: {why}");
+        return;
+    }
     if let Some(e) = &c.error {
         println!("   case not run: {e}");
         return;
     }
-    let header = [
-        "tool",
-        "median s",
-        "MB/s",
-        "t/ember",
-        "peak RSS",
-        "dst alloc",
-        "valid",
-        "status",
-    ];
-    let rows: Vec<[String; 8]> = c
-        .tools
-        .iter()
-        .map(|t| {
-            // A timed-out tool took at least the timeout: show that bound.
-            let bound = (t.status == "timeout")
-                .then(|| t.runs.iter().map(|r| r.seconds).fold(0.0, f64::max));
-            let ember = c
-                .ember()
-                .and_then(|e| e.median_seconds)
-                .filter(|e| *e > 0.0);
-            [
-                t.name.clone(),
-                match bound {
-                    Some(b) => format!(">{b:.0}"),
-                    None => opt(t.median_seconds, |s| format!("{s:.3}")),
-                },
-                opt(t.mb_per_s, |m| format!("{m:.0}")),
-                match (bound, ember) {
-                    (Some(b), Some(e)) => format!(">{:.0}x", b / e),
-                    _ => opt(t.time_vs_ember, |r| format!("{r:.2}x")),
-                },
-                opt(t.peak_rss_kib, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                opt(t.dst_allocated, bytes),
-                t.validation
-                    .as_ref()
-                    .map(|v| v.label().to_string())
-                    .unwrap_or_else(|| "-".into()),
-                match &t.note {
-                    Some(n) if t.status != "ok" => format!("{}: {n}", t.status),
-                    _ => t.status.clone(),
-                },
-            ]
-        })
-        .collect();
-    let mut w = header.map(str::len);
+    let ember = c
+        .ember()
+        .and_then(|e| e.median_seconds)
+        .filter(|e| *e > 0.0);
+    let rows: Vec<[String; 11]> = c.tools.iter().map(|t| row(t, ember)).collect();
+    let last = HEADER.len() - 1;
+    let mut w = HEADER.map(str::len);
     for r in &rows {
-        for (i, cell) in r.iter().enumerate().take(7) {
+        for (i, cell) in r.iter().enumerate().take(last) {
             w[i] = w[i].max(cell.len());
         }
     }
-    let line = |cells: [&str; 8]| {
+    let line = |cells: &[String]| {
         let mut s = format!("   {:<w0$}", cells[0], w0 = w[0]);
-        for i in 1..7 {
+        for i in 1..last {
             s.push_str(&format!("  {:>wi$}", cells[i], wi = w[i]));
         }
-        s.push_str(&format!("  {}", cells[7]));
+        s.push_str(&format!("  {}", cells[last]));
         println!("{s}");
     };
-    line(header);
+    line(&HEADER.map(String::from));
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6], &r[7]]);
+        line(r);
     }
     for t in &c.tools {
         if let Some(Validation::Differs { detail }) = &t.validation {
             println!("   !! {} output differs from the source: {detail}", t.name);
         }
+    }
+    print_reference(c);
+    for t in &c.tools {
+        print_jobs(t);
     }
     if let Some(i) = &c.info {
         for n in &i.notes {
@@ -261,195 +428,73 @@ pub fn print_case(c: &CaseResult, runs: usize) {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Goal {
-    pub goal: String,
-    /// PASS, FAIL or N/A
-    pub status: &'static str,
-    pub detail: String,
+/// `device reference: <best fio configuration> N MB/s (best of K); ember P% of it`.
+fn print_reference(c: &CaseResult) {
+    let Some(r) = c.reference() else { return };
+    let configs = c.tools.iter().filter(|t| t.role == Role::Reference).count();
+    let ember = match (c.ember().and_then(|e| e.mb_per_s), r.mb_per_s) {
+        (Some(e), Some(f)) if f > 0.0 => format!("; ember {:.0}% of it", 100.0 * e / f),
+        _ => String::new(),
+    };
+    println!(
+        "   device reference: {} {} MB/s (best of {configs} fio configurations){ember}",
+        r.name,
+        opt(r.mb_per_s, |m| format!("{m:.0}")),
+    );
 }
 
-fn goal(goal: &str, status: &'static str, detail: String) -> Goal {
-    Goal {
-        goal: goal.to_string(),
-        status,
-        detail,
+/// Evenness of a tool that ran several jobs at once, and each job's rate against its limit.
+fn print_jobs(t: &ToolResult) {
+    if let Some(e) = t.evenness {
+        let per_run: Vec<String> = t
+            .runs
+            .iter()
+            .filter(|r| r.status == "ok")
+            .filter_map(|r| spread(r.job_seconds.as_ref()?))
+            .map(|x| format!("{x:.2}"))
+            .collect();
+        println!(
+            "   evenness {}: last/first finish {e:.2} (median; per run: {})",
+            t.name,
+            per_run.join(" ")
+        );
+    }
+    if let (Some(limit), false) = (t.rate_limit, t.job_rates.is_empty()) {
+        let worst = worst_rate_deviation(t).unwrap_or(0.0);
+        let (lo, hi) = t
+            .job_rates
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+                (lo.min(*r), hi.max(*r))
+            });
+        println!(
+            "   rate limit {}: {} copies at {:.1}-{:.1} MB/s against a limit of {:.1} MB/s each (worst {:+.1}%)",
+            t.name,
+            t.job_rates.len(),
+            lo / MB,
+            hi / MB,
+            limit as f64 / MB,
+            100.0 * worst
+        );
     }
 }
 
-/// PASS when ember's median time in `case` is at most `max` times the best peer's.
-fn ratio_goal(case: Option<&CaseResult>, g: &str, max: f64) -> Goal {
-    match case.map(|c| (c.ember(), c.best_peer())) {
-        Some((Some(e), Some(p))) => {
-            let (es, ps) = (
-                e.median_seconds.unwrap_or(0.0),
-                p.median_seconds.unwrap_or(0.0),
-            );
-            goal(
-                g,
-                if es <= max * ps { "PASS" } else { "FAIL" },
-                format!(
-                    "ember {es:.3} s vs {} {ps:.3} s (ratio {:.2})",
-                    p.name,
-                    es / ps
-                ),
-            )
-        }
-        Some((None, _)) => goal(g, "N/A", "ember did not run successfully".into()),
-        Some((_, None)) => goal(g, "N/A", "no peer ran successfully".into()),
-        None => goal(g, "N/A", "case not run".into()),
-    }
-}
-
-pub fn goals(cases: &[CaseResult]) -> Vec<Goal> {
-    let find = |n: &str| cases.iter().find(|c| c.name == n && c.error.is_none());
-    let mut out = Vec::new();
-
-    out.push(ratio_goal(
-        find("sparse8g"),
-        "sparse8g: ember time <= 0.8 x best peer time",
-        0.8,
-    ));
-
-    let g = "full4g: ember throughput >= 90% of the fio ceiling";
-    out.push(match find("full4g").map(|c| (c.ember(), c.ceiling())) {
-        Some((Some(e), Some(f))) => {
-            let (em, fm) = (e.mb_per_s.unwrap_or(0.0), f.mb_per_s.unwrap_or(0.0));
-            let ok = em >= 0.9 * fm;
-            goal(
-                g,
-                if ok { "PASS" } else { "FAIL" },
-                format!(
-                    "ember {em:.0} MB/s vs fio {fm:.0} MB/s ({:.0}%)",
-                    100.0 * em / fm
-                ),
-            )
-        }
-        Some((None, _)) => goal(g, "N/A", "ember did not run successfully".into()),
-        Some((_, None)) => goal(g, "N/A", "fio ceiling did not run".into()),
-        None => goal(g, "N/A", "case not run".into()),
-    });
-
-    out.push(ratio_goal(
-        find("sparse4t"),
-        "sparse4t: ember no slower than the best peer",
-        1.0,
-    ));
-
-    // Issue 5: images, against qemu-img.
-    for case in ["img-to-file", "img-to-loop", "imgc-to-file", "imgc-to-loop"] {
-        let g = format!("{case}: ember time <= 0.8 x qemu-img time");
-        out.push(ratio_goal(find(case), &g, 0.8));
-    }
-    out.push(ratio_goal(
-        find("img-from-vol"),
-        "img-from-vol: ember no slower than qemu-img",
-        1.0,
-    ));
-
-    let g = "ember peak RSS <= 64 MiB in every case";
-    let rss: Vec<(String, u64)> = cases
+/// The achieved rate furthest from the tool's limit, as (rate / limit - 1).
+pub fn worst_rate_deviation(t: &ToolResult) -> Option<f64> {
+    let limit = t.rate_limit? as f64;
+    t.job_rates
         .iter()
-        .flat_map(|c| {
-            c.tools
-                .iter()
-                .filter(|t| t.role == Role::Ember && !t.runs.is_empty())
-                .map(move |t| {
-                    (
-                        format!("{}/{}", c.name, t.name),
-                        t.peak_rss_kib.unwrap_or(0),
-                    )
-                })
-        })
-        .collect();
-    out.push(if rss.is_empty() {
-        goal(g, "N/A", "ember did not run".into())
-    } else {
-        let worst = rss.iter().max_by_key(|r| r.1).cloned().unwrap_or_default();
-        let ok = rss.iter().all(|r| r.1 <= 64 * 1024);
-        goal(
-            g,
-            if ok { "PASS" } else { "FAIL" },
-            format!("max {:.1} MiB ({})", worst.1 as f64 / 1024.0, worst.0),
-        )
-    });
-
-    let g = "ember destination allocation (st_blocks) <= source allocation";
-    let mut checked = Vec::new();
-    let mut bad = Vec::new();
-    for c in cases {
-        let Some(info) = &c.info else { continue };
-        let (Some(_), Some(limit)) = (info.alloc_limit, info.src_allocated) else {
-            continue;
-        };
-        for t in c.tools.iter().filter(|t| t.role == Role::Ember) {
-            if let Some(a) = t.dst_allocated {
-                // Mapped (SEEK_DATA) bytes leave out unwritten extents and metadata: shown
-                // beside the verdict, which is on real allocation.
-                let mapped = match (t.dst_mapped, info.src_mapped) {
-                    (Some(d), Some(s)) => {
-                        format!(", mapped {:+} KiB", (d as i64 - s as i64) / 1024)
-                    }
-                    _ => String::new(),
-                };
-                let delta = (a as i64 - limit as i64) / 1024;
-                checked.push(format!("{} {delta:+} KiB{mapped}", c.name));
-                if a > limit {
-                    bad.push(format!(
-                        "{}: {} > {} ({delta:+} KiB{mapped})",
-                        c.name,
-                        bytes(a),
-                        bytes(limit)
-                    ));
-                }
-            }
-        }
-    }
-    out.push(if checked.is_empty() {
-        goal(g, "N/A", "ember did not run on a copy case".into())
-    } else if bad.is_empty() {
-        goal(g, "PASS", format!("checked {}", checked.join(", ")))
-    } else {
-        goal(g, "FAIL", bad.join("; "))
-    });
-
-    let g = "ember output validates in every case";
-    let mut seen = Vec::new();
-    let mut bad = Vec::new();
-    for c in cases {
-        for t in c.tools.iter().filter(|t| t.role == Role::Ember) {
-            match &t.validation {
-                Some(Validation::Identical) => seen.push(format!("{}/{}", c.name, t.name)),
-                Some(Validation::Differs { detail }) => {
-                    bad.push(format!("{}/{}: {detail}", c.name, t.name))
-                }
-                _ => {}
-            }
-        }
-    }
-    out.push(if !bad.is_empty() {
-        goal(g, "FAIL", bad.join("; "))
-    } else if seen.is_empty() {
-        goal(g, "N/A", "ember output was not validated anywhere".into())
-    } else {
-        goal(g, "PASS", format!("{} validated", seen.len()))
-    });
-    out
-}
-
-pub fn print_goals(goals: &[Goal]) {
-    println!();
-    println!("Goals:");
-    for g in goals {
-        println!("  {:<4} {}  ({})", g.status, g.goal, g.detail);
-    }
+        .map(|r| r / limit - 1.0)
+        .max_by(|a, b| a.abs().total_cmp(&b.abs()))
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    fn tool(name: &str, role: Role, secs: &[f64], status: &str) -> ToolResult {
+    /// A tool with one successful run per entry of `secs` (30 MiB RSS, 0.1 s user + 0.2 s sys
+    /// per second of run), validated.
+    pub fn tool(name: &str, role: Role, secs: &[f64], status: &str) -> ToolResult {
         ToolResult {
             runs: secs
                 .iter()
@@ -458,6 +503,9 @@ mod tests {
                     run: i + 1,
                     seconds: *s,
                     max_rss_kib: 30 * 1024,
+                    user_seconds: 0.1 * s,
+                    sys_seconds: 0.2 * s,
+                    job_seconds: None,
                     dst_allocated: Some(100),
                     dst_mapped: Some(100),
                     status: if status == "timeout" {
@@ -475,11 +523,12 @@ mod tests {
         }
     }
 
-    fn case(name: &str, tools: Vec<ToolResult>) -> CaseResult {
+    /// A case of `kind` moving 10^9 bytes, finished.
+    pub fn case_of(kind: &'static str, name: &str, tools: Vec<ToolResult>) -> CaseResult {
         let mut c = CaseResult {
             name: name.into(),
             info: Some(CaseInfo {
-                kind: "copy",
+                kind,
                 logical: 8 << 30,
                 data_bytes: 1_000_000_000,
                 src_allocated: Some(100),
@@ -488,6 +537,7 @@ mod tests {
                 notes: vec![],
             }),
             error: None,
+            skipped: None,
             tools,
         };
         finish_case(&mut c);
@@ -495,8 +545,12 @@ mod tests {
     }
 
     #[test]
-    fn medians_ratios_and_goals() {
-        let sparse = case(
+    fn medians_cpu_and_ratios() {
+        let mut lean = tool("lean", Role::Peer, &[4.0], "ok");
+        lean.runs[0].user_seconds = 0.0;
+        lean.runs[0].sys_seconds = 0.1;
+        let c = case_of(
+            "copy",
             "sparse8g",
             vec![
                 tool("ember", Role::Ember, &[1.0, 3.0, 2.0], "ok"),
@@ -508,54 +562,46 @@ mod tests {
                     t
                 },
                 tool("dd", Role::Peer, &[300.0], "timeout"),
+                lean,
             ],
         );
-        let e = sparse.ember().unwrap();
+        let e = c.ember().unwrap();
         assert_eq!(e.median_seconds, Some(2.0));
         assert_eq!(e.mb_per_s, Some(500.0));
-        assert!((sparse.tools[1].time_vs_ember.unwrap() - 1.1).abs() < 1e-9);
-        assert_eq!(sparse.best_peer().unwrap().name, "cp");
-        let full = case(
-            "full4g",
-            vec![
-                tool("ember", Role::Ember, &[1.0], "ok"),
-                tool("fio ceiling", Role::Ceiling, &[0.95], "ok"),
-            ],
-        );
-        let img = |name: &str, ember: f64, qemu: f64| {
-            case(
-                name,
-                vec![
-                    tool("ember image", Role::Ember, &[ember], "ok"),
-                    tool("qemu-img", Role::Peer, &[qemu], "ok"),
-                ],
-            )
-        };
-        let g = goals(&[
-            sparse,
-            full,
-            img("img-to-loop", 1.0, 1.2),
-            img("imgc-to-file", 1.0, 1.3),
-            img("img-from-vol", 1.0, 1.1),
-        ]);
-        let status = |prefix: &str| {
-            g.iter()
-                .find(|x| x.goal.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no goal {prefix}"))
-                .status
-        };
-        // 2.0 > 0.8 * 2.2
-        assert_eq!(status("sparse8g"), "FAIL");
-        // 1/1.0 >= 0.9 * 1/0.95
-        assert_eq!(status("full4g"), "PASS");
-        assert_eq!(status("sparse4t"), "N/A");
-        // 1.0 > 0.8 * 1.2; 1.0 <= 0.8 * 1.3; 1.0 <= 1.1
-        assert_eq!(status("img-to-loop"), "FAIL");
-        assert_eq!(status("imgc-to-file"), "PASS");
-        assert_eq!(status("img-to-file"), "N/A");
-        assert_eq!(status("img-from-vol"), "PASS");
-        assert_eq!(status("ember peak RSS"), "PASS");
-        assert_eq!(status("ember destination allocation"), "PASS");
-        assert_eq!(status("ember output validates"), "PASS");
+        // CPU: median of 0.3 * (1, 3, 2) s for 1 GB.
+        assert!((e.median_cpu_seconds.unwrap() - 0.6).abs() < 1e-9);
+        assert!((e.cpu_seconds_per_gb.unwrap() - 0.6).abs() < 1e-9);
+        assert_eq!(c.leanest_peer().unwrap().name, "lean");
+        assert!((e.cpu_vs_best_peer.unwrap() - 6.0).abs() < 1e-9);
+        assert!((c.tools[1].time_vs_ember.unwrap() - 1.1).abs() < 1e-9);
+        assert_eq!(c.best_peer().unwrap().name, "cp");
+        assert!((e.time_vs_best_peer.unwrap() - 2.0 / 2.2).abs() < 1e-9);
+        assert_eq!(c.tools[3].time_vs_ember, None, "a timeout has no ratio");
+    }
+
+    #[test]
+    fn bytes_evenness_and_rates() {
+        let mut four = tool("ember x4", Role::Ember, &[4.0, 4.4], "ok");
+        four.jobs = 4;
+        four.runs[0].job_seconds = Some(vec![3.6, 4.0, 3.8, 3.9]);
+        four.runs[1].job_seconds = Some(vec![4.4, 4.0, 4.0, 4.0]);
+        let mut single = tool("ember (1 copy)", Role::Ember, &[0.5], "ok");
+        single.bytes = Some(250_000_000);
+        let mut limited = tool("ember x4 --bps-limit", Role::Ember, &[10.0], "ok");
+        limited.jobs = 4;
+        limited.rate_limit = Some(25_000_000);
+        limited.runs[0].job_seconds = Some(vec![10.0, 9.8, 10.0, 10.4]);
+        let c = case_of("concurrent", "concurrent4", vec![four, single, limited]);
+        let (four, single, limited) = (&c.tools[0], &c.tools[1], &c.tools[2]);
+        // Median of 4.0 / 3.6 and 4.4 / 4.0.
+        let want = (4.0 / 3.6 + 1.1) / 2.0;
+        assert!((four.evenness.unwrap() - want).abs() < 1e-9);
+        // 250 MB in 0.5 s is 500 MB/s, 1 GB in 4.2 s: the single copy is faster per byte.
+        assert_eq!(single.mb_per_s, Some(500.0));
+        assert!((single.time_vs_ember.unwrap() - (0.5 / 0.25) / 4.2).abs() < 1e-9);
+        assert_eq!(limited.job_rates.len(), 4);
+        assert!((limited.job_rates[0] - 25_000_000.0).abs() < 1e-6);
+        let worst = worst_rate_deviation(limited).unwrap();
+        assert!((worst - (250_000_000.0 / 10.4 / 25_000_000.0 - 1.0)).abs() < 1e-9);
     }
 }

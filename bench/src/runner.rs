@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Barrier, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,8 +46,48 @@ pub struct Outcome {
     pub seconds: f64,
     /// Maximum `ru_maxrss` over all steps (KiB).
     pub max_rss_kib: u64,
+    /// CPU time summed over all steps (`ru_utime`, `ru_stime`), seconds.
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
     /// Standard output of the first step (ember's `--json` summary).
     pub stdout: String,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Outcome {
+            status: RunStatus::Ok,
+            seconds: 0.0,
+            max_rss_kib: 0,
+            user_seconds: 0.0,
+            sys_seconds: 0.0,
+            stdout: String::new(),
+        }
+    }
+
+    /// Several jobs' outcomes as one: the first failure, the last finish, the largest peak RSS,
+    /// the CPU time of all, the first job's output.
+    pub fn combine(outs: &[Outcome]) -> Self {
+        let mut all = outs.first().cloned().unwrap_or_else(Outcome::new);
+        for o in outs.iter().skip(1) {
+            if all.status == RunStatus::Ok {
+                all.status = o.status.clone();
+            }
+            all.seconds = all.seconds.max(o.seconds);
+            all.max_rss_kib = all.max_rss_kib.max(o.max_rss_kib);
+            all.user_seconds += o.user_seconds;
+            all.sys_seconds += o.sys_seconds;
+        }
+        all
+    }
+
+    fn ended(self, status: RunStatus, seconds: f64) -> Self {
+        Outcome {
+            status,
+            seconds,
+            ..self
+        }
+    }
 }
 
 const MAX_CAPTURE: u64 = 1 << 20;
@@ -95,8 +135,7 @@ pub fn run_steps(steps: &[Vec<OsString>], timeout: Duration) -> Outcome {
 fn run(steps: &[Vec<OsString>], timeout: Duration, interruptible: bool) -> Outcome {
     let start = Instant::now();
     let deadline = start + timeout;
-    let mut max_rss = 0u64;
-    let mut first_stdout = String::new();
+    let mut acc = Outcome::new();
     for (i, argv) in steps.iter().enumerate() {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -109,15 +148,11 @@ fn run(steps: &[Vec<OsString>], timeout: Duration, interruptible: bool) -> Outco
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                return Outcome {
-                    status: RunStatus::SpawnFailed {
-                        step: i,
-                        detail: format!("{}: {e}", argv[0].to_string_lossy()),
-                    },
-                    seconds: start.elapsed().as_secs_f64(),
-                    max_rss_kib: max_rss,
-                    stdout: first_stdout,
-                }
+                let status = RunStatus::SpawnFailed {
+                    step: i,
+                    detail: format!("{}: {e}", argv[0].to_string_lossy()),
+                };
+                return acc.ended(status, start.elapsed().as_secs_f64());
             }
         };
         let pid = child.id();
@@ -166,22 +201,20 @@ fn run(steps: &[Vec<OsString>], timeout: Duration, interruptible: bool) -> Outco
         let reaped = match waited.and_then(|()| sys::reap(pid)) {
             Ok(r) => r,
             Err(e) => {
-                return Outcome {
-                    status: RunStatus::Failed {
-                        step: i,
-                        detail: format!("wait failed: {e}"),
-                    },
-                    seconds: elapsed,
-                    max_rss_kib: max_rss,
-                    stdout: first_stdout,
-                }
+                let status = RunStatus::Failed {
+                    step: i,
+                    detail: format!("wait failed: {e}"),
+                };
+                return acc.ended(status, elapsed);
             }
         };
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
-        max_rss = max_rss.max(reaped.max_rss_kib);
+        acc.max_rss_kib = acc.max_rss_kib.max(reaped.max_rss_kib);
+        acc.user_seconds += reaped.user_seconds;
+        acc.sys_seconds += reaped.sys_seconds;
         if i == 0 {
-            first_stdout = stdout;
+            acc.stdout = stdout;
         }
         let status = if timed_out && interruptible && interrupted() {
             Some(RunStatus::Interrupted { step: i })
@@ -201,28 +234,46 @@ fn run(steps: &[Vec<OsString>], timeout: Duration, interruptible: bool) -> Outco
             }
         };
         if let Some(status) = status {
-            return Outcome {
-                status,
-                seconds: elapsed,
-                max_rss_kib: max_rss,
-                stdout: first_stdout,
-            };
+            return acc.ended(status, elapsed);
         }
-        if i + 1 == steps.len() {
-            return Outcome {
-                status: RunStatus::Ok,
-                seconds: elapsed,
-                max_rss_kib: max_rss,
-                stdout: first_stdout,
-            };
-        }
+        acc.seconds = elapsed;
     }
-    Outcome {
-        status: RunStatus::Ok,
-        seconds: start.elapsed().as_secs_f64(),
-        max_rss_kib: max_rss,
-        stdout: first_stdout,
-    }
+    acc
+}
+
+/// Run several step sequences at once, one thread each, released together, each within
+/// `timeout`. Each outcome's `seconds` is its finishing time counted from the common start.
+pub fn run_concurrent(jobs: &[Vec<Vec<OsString>>], timeout: Duration) -> Vec<Outcome> {
+    let gate = Arc::new(Barrier::new(jobs.len() + 1));
+    let handles: Vec<_> = jobs
+        .iter()
+        .map(|steps| {
+            let (gate, steps) = (Arc::clone(&gate), steps.clone());
+            thread::spawn(move || {
+                gate.wait();
+                let started = Instant::now();
+                (started, run(&steps, timeout, true))
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    gate.wait();
+    handles
+        .into_iter()
+        .map(|h| match h.join() {
+            Ok((started, o)) => {
+                let seconds = started.duration_since(start).as_secs_f64() + o.seconds;
+                Outcome { seconds, ..o }
+            }
+            Err(_) => Outcome::new().ended(
+                RunStatus::SpawnFailed {
+                    step: 0,
+                    detail: "runner thread panicked".into(),
+                },
+                start.elapsed().as_secs_f64(),
+            ),
+        })
+        .collect()
 }
 
 /// Run one untimed helper command (fixture building, losetup), returning its stdout. Not
@@ -282,6 +333,44 @@ mod tests {
         assert_eq!(o.status, RunStatus::Ok);
         assert_eq!(o.stdout.trim(), "hello");
         assert!(o.max_rss_kib > 0);
+    }
+
+    #[test]
+    fn cpu_time_is_the_childs_summed_over_steps() {
+        // 1 GiB through dd's buffer: user time (copying) and system time (reads of /dev/zero).
+        let busy = argv(&["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1024"]);
+        let one = run_steps(std::slice::from_ref(&busy), Duration::from_secs(60));
+        assert_eq!(one.status, RunStatus::Ok);
+        assert!(one.user_seconds + one.sys_seconds > 0.0, "{one:?}");
+        let two = run_steps(&[busy.clone(), busy], Duration::from_secs(60));
+        assert!(two.sys_seconds + two.user_seconds > 0.0);
+        let idle = run_steps(&[argv(&["sleep", "0.2"])], Duration::from_secs(10));
+        assert!(idle.seconds >= 0.2 && idle.user_seconds + idle.sys_seconds < idle.seconds);
+    }
+
+    #[test]
+    fn concurrent_jobs_really_run_at_once() {
+        // A reader and a writer of one FIFO each block in open() until the other opens it: run
+        // one after the other they would both wait for the timeout.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = run_steps(
+            &[vec!["mkfifo".into(), fifo.clone().into()]],
+            Duration::from_secs(10),
+        );
+        assert_eq!(made.status, RunStatus::Ok);
+        let jobs = vec![
+            vec![vec!["cat".into(), fifo.clone().into()]],
+            vec![vec!["cp".into(), "/proc/self/cmdline".into(), fifo.into()]],
+            vec![argv(&["sleep", "0.3"])],
+        ];
+        let out = run_concurrent(&jobs, Duration::from_secs(20));
+        assert_eq!(out.len(), 3);
+        for o in &out {
+            assert_eq!(o.status, RunStatus::Ok, "{o:?}");
+        }
+        assert!(out[0].stdout.contains("cp"), "cat read cp's command line");
+        assert!(out[2].seconds >= 0.3);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The few system calls std does not expose: waiting for a child without reaping it, reaping it
-//! with its resource usage, killing a process group, and SEEK_DATA/SEEK_HOLE.
+//! with its resource usage, killing a process group, SEEK_DATA/SEEK_HOLE and read-ahead hints.
 //! All unsafe code of the harness lives in this module.
 
 use std::fs::File;
@@ -14,13 +14,21 @@ pub enum ExitKind {
     Signal(i32),
 }
 
-/// A reaped child: how it ended and its peak resident set size.
+/// A reaped child: how it ended, its peak resident set size and the CPU time it used.
 #[derive(Debug, Clone, Copy)]
 pub struct Reaped {
     pub exit: ExitKind,
     /// `ru_maxrss` of the child (KiB). Linux reports the maximum over the child and every
     /// descendant it waited for, so `sh -c 'a && b'` or `nbdcopy` spawning a helper is covered.
     pub max_rss_kib: u64,
+    /// `ru_utime` and `ru_stime` (seconds): CPU time of all the child's threads (io_uring's
+    /// io-wq workers included) plus that of the descendants it waited for.
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
+}
+
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
 /// Block until child `pid` has exited, leaving it a zombie (so its pid cannot be reused yet).
@@ -68,6 +76,8 @@ pub fn reap(pid: u32) -> io::Result<Reaped> {
     Ok(Reaped {
         exit,
         max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        user_seconds: seconds(usage.ru_utime),
+        sys_seconds: seconds(usage.ru_stime),
     })
 }
 
@@ -135,6 +145,23 @@ pub fn data_ranges(file: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
         pos = hole;
     }
     Ok(out)
+}
+
+/// Ask the kernel to start reading `range` of `file` into the page cache now
+/// (`POSIX_FADV_WILLNEED`: asynchronous read-ahead; the call does not wait for the data).
+/// A hint: errors are ignored.
+pub fn will_need(file: &File, range: &Range<u64>) {
+    let (Ok(off), Ok(len)) = (
+        libc::off_t::try_from(range.start),
+        libc::off_t::try_from(range.end - range.start),
+    ) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is owned by `file`, which
+    // is alive for the call.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED);
+    }
 }
 
 /// Make `cmd` start through fork()+exec() instead of posix_spawn's vfork-style clone.

@@ -1,4 +1,5 @@
-//! Small helpers: sizes and allocation, PATH lookup, cache dropping, loop devices, timestamps.
+//! Small helpers: sizes and allocation, PATH lookup, cache dropping, loop devices, tmpfs
+//! mounts, timestamps.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -73,13 +74,25 @@ impl LoopDevice {
     /// `losetup --find --show --direct-io=on BACKING`: direct I/O so data written through the
     /// device is not parked in the backing file's page cache.
     pub fn attach(backing: &Path) -> Result<Self> {
-        let argv: Vec<OsString> = vec![
+        Self::losetup(backing, false)
+    }
+
+    /// The same, read-only (`--read-only`): a source device.
+    pub fn attach_read_only(backing: &Path) -> Result<Self> {
+        Self::losetup(backing, true)
+    }
+
+    fn losetup(backing: &Path, read_only: bool) -> Result<Self> {
+        let mut argv: Vec<OsString> = vec![
             "losetup".into(),
             "--find".into(),
             "--show".into(),
             "--direct-io=on".into(),
-            backing.as_os_str().to_owned(),
         ];
+        if read_only {
+            argv.push("--read-only".into());
+        }
+        argv.push(backing.as_os_str().to_owned());
         let out = runner::run_helper(&argv, Duration::from_secs(60))?;
         Ok(LoopDevice {
             device: PathBuf::from(out.trim()),
@@ -90,9 +103,9 @@ impl LoopDevice {
     /// at `backing`); loop devices need root, so without it the case `name` fails to set up.
     pub fn over_new_sparse(name: &str, root: bool, backing: &Path, len: u64) -> Result<Self> {
         if !root {
-            return Err(crate::error::BenchError::Fixture {
-                name: name.to_string(),
-                detail: "loop devices need root".into(),
+            return Err(crate::error::BenchError::Skipped {
+                case: name.to_string(),
+                reason: "loop devices need root".into(),
             });
         }
         remove_if_exists(backing)?;
@@ -114,6 +127,65 @@ impl Drop for LoopDevice {
             eprintln!("warning: cannot detach {}: {e}", self.device.display());
         }
     }
+}
+
+/// A tmpfs the harness mounted (private: no propagation to other mount namespaces), unmounted
+/// and its mount point removed on drop.
+pub struct TmpfsMount {
+    pub path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// `mount -t tmpfs -o size=SIZE,mode=0700 --make-private tmpfs PATH` (PATH created). A mount
+    /// a killed run left at PATH is unmounted first. Mounting needs root: without it the case
+    /// `name` is skipped.
+    pub fn new(name: &str, root: bool, path: &Path, size: u64) -> Result<Self> {
+        if !root {
+            return Err(crate::error::BenchError::Skipped {
+                case: name.to_string(),
+                reason: "mounting a tmpfs needs root".into(),
+            });
+        }
+        fs::create_dir_all(path).map_err(io_err("create mount point", path))?;
+        if is_mount_point(path)? {
+            eprintln!("note: unmounting {} left by an earlier run", path.display());
+            runner::run_helper(&["umount".into(), path.into()], Duration::from_secs(60))?;
+        }
+        let argv: Vec<OsString> = vec![
+            "mount".into(),
+            "-t".into(),
+            "tmpfs".into(),
+            "-o".into(),
+            format!("size={size},mode=0700").into(),
+            "--make-private".into(),
+            "tmpfs".into(),
+            path.into(),
+        ];
+        runner::run_helper(&argv, Duration::from_secs(60))?;
+        Ok(TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let argv: Vec<OsString> = vec!["umount".into(), self.path.clone().into()];
+        match runner::run_helper(&argv, Duration::from_secs(60)) {
+            Ok(_) => {
+                let _ = fs::remove_dir(&self.path);
+            }
+            Err(e) => eprintln!("warning: cannot unmount {}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// `path` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(path: &Path) -> Result<bool> {
+    let parent = path.parent().unwrap_or(path);
+    let here = fs::metadata(path).map_err(io_err("stat", path))?;
+    let up = fs::metadata(parent).map_err(io_err("stat", parent))?;
+    Ok(here.dev() != up.dev())
 }
 
 /// (compact, iso) UTC timestamps of now: `20261123T170000Z`, `2026-11-23T17:00:00Z`.

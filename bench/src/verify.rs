@@ -49,6 +49,53 @@ impl Validation {
 
 const CHUNK: u64 = 8 << 20;
 
+/// Data asked for ahead of the reads ([`sys::will_need`]).
+const PREFETCH: u64 = 64 << 20;
+
+/// `ranges` cut into pieces of at most [`CHUNK`] bytes: what is read at a time.
+fn pieces(ranges: &[Range<u64>]) -> impl Iterator<Item = Range<u64>> + Clone + '_ {
+    ranges.iter().flat_map(|r| {
+        (r.start..r.end)
+            .step_by(CHUNK as usize)
+            .map(move |off| off..(off + CHUNK).min(r.end))
+    })
+}
+
+/// Read-ahead over the pieces about to be read: a fragmented file's ranges are small and far
+/// apart, which the kernel's sequential read-ahead does not follow, so a million 4 KiB extents
+/// would be a million synchronous reads on a cold cache. Asking for the next [`PREFETCH`] bytes
+/// of pieces keeps many reads in flight.
+struct Prefetch<'f, I> {
+    /// The pieces not asked for yet.
+    ahead: I,
+    /// Bytes asked for and not read yet.
+    pending: u64,
+    files: &'f [&'f File],
+}
+
+impl<'f, I: Iterator<Item = Range<u64>>> Prefetch<'f, I> {
+    fn new(ahead: I, files: &'f [&'f File]) -> Self {
+        Prefetch {
+            ahead,
+            pending: 0,
+            files,
+        }
+    }
+
+    /// Called before `piece` (the next piece of the same sequence) is read.
+    fn before(&mut self, piece: &Range<u64>) {
+        let len = piece.end - piece.start;
+        while self.pending < PREFETCH + len {
+            let Some(r) = self.ahead.next() else { break };
+            for f in self.files {
+                sys::will_need(f, &r);
+            }
+            self.pending += r.end - r.start;
+        }
+        self.pending = self.pending.saturating_sub(len);
+    }
+}
+
 fn union(mut a: Vec<Range<u64>>, b: Vec<Range<u64>>) -> Vec<Range<u64>> {
     a.extend(b);
     a.sort_by_key(|r| r.start);
@@ -80,49 +127,50 @@ pub fn compare(a: &Path, b: &Path, len: u64, exact_size: bool) -> Result<Validat
     let fb = File::open(b).map_err(io_err("open", b))?;
     let ra = sys::data_ranges(&fa, len).map_err(io_err("list data ranges of", a))?;
     let rb = sys::data_ranges(&fb, len).map_err(io_err("list data ranges of", b))?;
-    let mut ba = vec![0u8; CHUNK as usize];
-    let mut bb = vec![0u8; CHUNK as usize];
-    for r in union(ra, rb) {
-        let mut off = r.start;
-        while off < r.end {
-            let n = (r.end - off).min(CHUNK) as usize;
-            fa.read_exact_at(&mut ba[..n], off)
-                .map_err(io_err("read", a))?;
-            fb.read_exact_at(&mut bb[..n], off)
-                .map_err(io_err("read", b))?;
-            if ba[..n] != bb[..n] {
-                let i = ba[..n]
-                    .iter()
-                    .zip(&bb[..n])
-                    .position(|(x, y)| x != y)
-                    .unwrap_or(0);
-                return Ok(Validation::Differs {
-                    detail: format!("first difference at byte {}", off + i as u64),
-                });
+    scan(&[(&fa, a), (&fb, b)], &union(ra, rb), |off, bufs| {
+        let (x, y) = (bufs[0], bufs[1]);
+        (x != y).then(|| {
+            let i = x.iter().zip(y).position(|(p, q)| p != q).unwrap_or(0);
+            Validation::Differs {
+                detail: format!("first difference at byte {}", off + i as u64),
             }
-            off += n as u64;
-        }
-    }
-    Ok(Validation::Identical)
+        })
+    })
 }
 
 /// `[0, len)` of `path` reads as zeros.
 pub fn all_zero(path: &Path, len: u64) -> Result<Validation> {
     let f = File::open(path).map_err(io_err("open", path))?;
     let ranges = sys::data_ranges(&f, len).map_err(io_err("list data ranges of", path))?;
-    let mut buf = vec![0u8; CHUNK as usize];
-    for r in ranges {
-        let mut off = r.start;
-        while off < r.end {
-            let n = (r.end - off).min(CHUNK) as usize;
-            f.read_exact_at(&mut buf[..n], off)
+    scan(&[(&f, path)], &ranges, |off, bufs| {
+        let i = bufs[0].iter().position(|&x| x != 0)?;
+        Some(Validation::Differs {
+            detail: format!("non-zero byte at {}", off + i as u64),
+        })
+    })
+}
+
+/// Read `ranges` of every file in `files` piece by piece (with read-ahead), handing each
+/// piece's offset and bytes (one slice per file) to `check`; the first verdict it returns is
+/// the result, Identical when it returns none.
+fn scan(
+    files: &[(&File, &Path)],
+    ranges: &[Range<u64>],
+    mut check: impl FnMut(u64, &[&[u8]]) -> Option<Validation>,
+) -> Result<Validation> {
+    let mut bufs: Vec<Vec<u8>> = files.iter().map(|_| vec![0u8; CHUNK as usize]).collect();
+    let handles: Vec<&File> = files.iter().map(|(f, _)| *f).collect();
+    let mut prefetch = Prefetch::new(pieces(ranges), &handles);
+    for p in pieces(ranges) {
+        prefetch.before(&p);
+        let n = (p.end - p.start) as usize;
+        for ((f, path), buf) in files.iter().zip(&mut bufs) {
+            f.read_exact_at(&mut buf[..n], p.start)
                 .map_err(io_err("read", path))?;
-            if let Some(i) = buf[..n].iter().position(|&x| x != 0) {
-                return Ok(Validation::Differs {
-                    detail: format!("non-zero byte at {}", off + i as u64),
-                });
-            }
-            off += n as u64;
+        }
+        let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..n]).collect();
+        if let Some(v) = check(p.start, &slices) {
+            return Ok(v);
         }
     }
     Ok(Validation::Identical)
@@ -176,6 +224,21 @@ mod tests {
             v,
             differs("run 3: at 7"),
             "a later identical run hides nothing"
+        );
+    }
+
+    #[test]
+    fn pieces_cover_the_ranges_in_chunks() {
+        let ranges = [0..10, CHUNK..3 * CHUNK + 5];
+        let p: Vec<Range<u64>> = pieces(&ranges).collect();
+        assert_eq!(
+            p,
+            [
+                0..10,
+                CHUNK..2 * CHUNK,
+                2 * CHUNK..3 * CHUNK,
+                3 * CHUNK..3 * CHUNK + 5
+            ]
         );
     }
 

@@ -2,11 +2,12 @@
 //! loop device that holds old data (copy-to-loop: a thin or reused volume, where holes must be
 //! zeroed and should not be allocated).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::peers::{copy_tools, CopyLineup};
 use super::{
-    arg, discard_and_stamp, fio_ceiling, os, qemu_img_convert, stamped_loop, sync_file, Case,
-    CaseInfo, Ctx, Role, Tool,
+    discard_and_stamp, output_of, reference_unchecked, stamped_loop, Case, CaseInfo, Ctx, Role,
+    Tool,
 };
 use crate::error::Result;
 
@@ -17,28 +18,33 @@ use crate::verify::{self, Validation};
 
 pub struct CopyCase {
     name: String,
+    kind: &'static str,
     spec: FixtureSpec,
-    /// Fully allocated fixture the fio ceiling reads when the source is sparse.
-    ceiling_spec: FixtureSpec,
+    /// Fully allocated fixture the device reference reads when the source is sparse.
+    reference_spec: FixtureSpec,
     src: Option<Fixture>,
-    ceiling_src: Option<PathBuf>,
+    reference_src: Option<PathBuf>,
     /// The destination file, or the loop device's backing file.
     dst: PathBuf,
     fio_dst: PathBuf,
     on_loop: bool,
     dev: Option<LoopDevice>,
+    ember_variants: &'static [(&'static str, &'static str)],
+    dd_skip: Option<String>,
 }
 
 impl CopyCase {
+    /// A `copy` case: Ember with and without `--verify` against every peer.
     pub fn new(
         name: &str,
         spec: FixtureSpec,
-        ceiling_spec: FixtureSpec,
-        dir: &std::path::Path,
+        reference_spec: FixtureSpec,
+        dir: &Path,
         on_loop: bool,
     ) -> Self {
         CopyCase {
             name: name.to_string(),
+            kind: "copy",
             dst: if on_loop {
                 dir.join(format!("{name}-{}.backing", spec.name))
             } else {
@@ -48,26 +54,40 @@ impl CopyCase {
             dev: None,
             fio_dst: dir.join(format!("{}.fio-dst", spec.name)),
             spec,
-            ceiling_spec,
+            reference_spec,
             src: None,
-            ceiling_src: None,
+            reference_src: None,
+            ember_variants: &[("ember --verify", "--verify")],
+            dd_skip: None,
+        }
+    }
+
+    /// The same copy, reported as family `kind` with the given Ember variants (see
+    /// [`CopyLineup`]), dd left out for `dd_skip`.
+    pub fn family(
+        self,
+        kind: &'static str,
+        ember_variants: &'static [(&'static str, &'static str)],
+        dd_skip: Option<String>,
+    ) -> Self {
+        CopyCase {
+            kind,
+            ember_variants,
+            dd_skip,
+            ..self
         }
     }
 
     /// Where the tools write: the new file or the loop device.
-    fn target(&self) -> &std::path::Path {
+    fn target(&self) -> &Path {
         self.dev
             .as_ref()
             .map(|d| d.device.as_path())
             .unwrap_or(&self.dst)
     }
 
-    fn out(&self, tool: &Tool) -> &std::path::Path {
-        if tool.role == Role::Ceiling {
-            &self.fio_dst
-        } else {
-            &self.dst
-        }
+    fn out(&self, tool: &Tool) -> &Path {
+        output_of(tool, &self.dst, &self.fio_dst)
     }
 }
 
@@ -81,16 +101,19 @@ impl Case for CopyCase {
         let data = src.data_bytes();
         let mut notes = Vec::new();
         if data < self.spec.logical {
-            let c = fixture::ensure(&ctx.dir, &self.ceiling_spec)?;
+            let c = fixture::ensure(&ctx.dir, &self.reference_spec)?;
             notes.push(format!(
-                "MB/s = allocated source data ({}) / median time; fio ceiling reads that many bytes of {}",
+                "MB/s = allocated source data ({}) / median time; the device reference reads that many bytes of {}",
                 units::bytes(data),
                 c.path.display()
             ));
-            self.ceiling_src = Some(c.path);
+            self.reference_src = Some(c.path);
         } else {
             notes.push("MB/s = logical size / median time".into());
-            self.ceiling_src = Some(src.path.clone());
+            self.reference_src = Some(src.path.clone());
+        }
+        if let Some(why) = &self.dd_skip {
+            notes.push(format!("dd left out: {why}"));
         }
         if self.on_loop {
             self.dev = Some(stamped_loop(
@@ -102,7 +125,8 @@ impl Case for CopyCase {
                 &mut notes,
             )?);
         }
-        let info = CaseInfo::with_source("copy", self.spec.logical, data, &src.path, true, notes)?;
+        let info =
+            CaseInfo::with_source(self.kind, self.spec.logical, data, &src.path, true, notes)?;
         self.src = Some(src);
         Ok(info)
     }
@@ -111,65 +135,23 @@ impl Case for CopyCase {
         let Some(src) = &self.src else {
             return Vec::new();
         };
-        // d: where the tools write, and what peers that do not flush fsync afterwards.
-        let (s, d) = (&src.path, self.target());
-        vec![
-            ctx.ember.tool("ember", &["copy"], vec![os(s), os(d)]),
-            // The cost of end-to-end verification (CRC32C at read time, read-back after the
-            // flush): the same copy with --verify.
-            ctx.ember.tool(
-                "ember --verify",
-                &["copy"],
-                vec![os(s), os(d), "--verify".into()],
-            ),
-            Tool::new(
-                "dd (cinder)",
-                Role::Peer,
-                vec![
-                    vec![
-                        arg("dd"),
-                        arg(format!("if={}", s.display())),
-                        arg(format!("of={}", d.display())),
-                        arg("bs=1M"),
-                        arg(format!("count={}", self.spec.logical)),
-                        arg("iflag=count_bytes,direct"),
-                        arg("oflag=direct"),
-                        arg("conv=sparse"),
-                    ],
-                    sync_file(d),
-                ],
-            ),
-            Tool::new(
-                "cp --sparse",
-                Role::Peer,
-                vec![
-                    vec![arg("cp"), arg("--sparse=always"), os(s), os(d)],
-                    sync_file(d),
-                ],
-            ),
-            Tool::new(
-                "qemu-img -t none",
-                Role::Peer,
-                vec![qemu_img_convert("raw", "raw", &["-t", "none", "-W"], s, d)],
-            ),
-            Tool::new(
-                "qemu-img buffered",
-                Role::Peer,
-                vec![qemu_img_convert("raw", "raw", &["-W"], s, d), sync_file(d)],
-            ),
-            Tool::new(
-                "nbdcopy",
-                Role::Peer,
-                vec![vec![arg("nbdcopy"), os(s), os(d)], sync_file(d)],
-            ),
-            fio_ceiling(
-                Some((self.ceiling_src.as_deref().unwrap_or(s), src.data_bytes())),
-                (
-                    if self.dev.is_some() { d } else { &self.fio_dst },
-                    src.data_bytes(),
-                ),
-            ),
-        ]
+        let (s, d) = (src.path.as_path(), self.target());
+        let reference = (
+            self.reference_src.as_deref().unwrap_or(s),
+            if self.dev.is_some() { d } else { &self.fio_dst },
+            src.data_bytes(),
+        );
+        copy_tools(
+            ctx,
+            &CopyLineup {
+                src: s,
+                dst: d,
+                logical: self.spec.logical,
+                ember_variants: self.ember_variants,
+                dd_skip: self.dd_skip.clone(),
+                reference,
+            },
+        )
     }
 
     fn before_run(&self, tool: &Tool) -> Result<()> {
@@ -181,10 +163,8 @@ impl Case for CopyCase {
     }
 
     fn validate(&self, tool: &Tool, _ctx: &Ctx) -> Result<Validation> {
-        if tool.role == Role::Ceiling {
-            return Ok(Validation::NotChecked {
-                reason: "device ceiling".into(),
-            });
+        if let Some(v) = reference_unchecked(tool) {
+            return Ok(v);
         }
         let src = self
             .src
@@ -198,7 +178,7 @@ impl Case for CopyCase {
     }
 
     fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
-        (tool.role != Role::Ceiling).then(|| self.dst.clone())
+        (tool.role != Role::Reference).then(|| self.dst.clone())
     }
 
     fn after_run(&self, tool: &Tool) -> Result<()> {

@@ -10,9 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::peers::{fio_reference, qemu_img_convert, sync_file};
 use super::{
-    arg, discard_and_stamp, fio_ceiling, os, qemu_img_convert, stamped_loop, sync_file, Case,
-    CaseInfo, Ctx, Role, Tool,
+    arg, discard_and_stamp, os, output_of, reference_unchecked, stamped_loop, Case, CaseInfo, Ctx,
+    Role, Tool,
 };
 use crate::error::Result;
 use crate::fixture::{self, Fill, Fixture, FixtureSpec};
@@ -32,9 +33,9 @@ pub struct ImageCase {
     name: String,
     dir: Direction,
     raw_spec: FixtureSpec,
-    ceiling_spec: FixtureSpec,
+    reference_spec: FixtureSpec,
     raw: Option<Fixture>,
-    ceiling_src: Option<PathBuf>,
+    reference_src: Option<PathBuf>,
     qcow2: PathBuf,
     /// The source image is compressed (`qemu-img convert -c`).
     compressed: bool,
@@ -50,7 +51,7 @@ impl ImageCase {
         dir: Direction,
         compressed: bool,
         raw_spec: FixtureSpec,
-        ceiling_spec: FixtureSpec,
+        reference_spec: FixtureSpec,
         work: &Path,
     ) -> Self {
         let ext = match dir {
@@ -70,9 +71,9 @@ impl ImageCase {
             dst: work.join(format!("{name}-{}.{ext}", raw_spec.name)),
             fio_dst: work.join(format!("{name}.fio-dst")),
             raw_spec,
-            ceiling_spec,
+            reference_spec,
             raw: None,
-            ceiling_src: None,
+            reference_src: None,
             dev: None,
         }
     }
@@ -93,8 +94,8 @@ impl Case for ImageCase {
 
     fn setup(&mut self, ctx: &Ctx) -> Result<CaseInfo> {
         let raw = fixture::ensure(&ctx.dir, &self.raw_spec)?;
-        let ceiling = fixture::ensure(&ctx.dir, &self.ceiling_spec)?;
-        self.ceiling_src = Some(ceiling.path);
+        let reference = fixture::ensure(&ctx.dir, &self.reference_spec)?;
+        self.reference_src = Some(reference.path);
         let mut notes = vec![format!(
             "MB/s = allocated data of {} ({}) / median time",
             raw.path.display(),
@@ -153,23 +154,21 @@ impl Case for ImageCase {
         };
         let data = raw.data_bytes();
         let t = self.target().to_path_buf();
-        let ceiling = fio_ceiling(
-            Some((self.ceiling_src.as_deref().unwrap_or(&raw.path), data)),
-            (
-                if self.dev.is_some() {
-                    &t
-                } else {
-                    &self.fio_dst
-                },
-                data,
-            ),
+        let fio_dst = if self.dev.is_some() {
+            &t
+        } else {
+            &self.fio_dst
+        };
+        let reference = fio_reference(
+            &[(self.reference_src.as_deref().unwrap_or(&raw.path), data)],
+            &[(fio_dst, data)],
         );
         // Declare the format, as Cinder passes `-f qcow2` to qemu-img.
         let mut to_volume = vec![os(&self.qcow2), os(&t)];
         if ctx.ember.has_flag(&["image", "to-volume"], "--format") {
             to_volume.extend([arg("--format"), arg("qcow2")]);
         }
-        match self.dir {
+        let mut tools = match self.dir {
             Direction::ToFile | Direction::ToLoop => vec![
                 ctx.ember
                     .tool("ember image to-volume", &["image", "to-volume"], to_volume),
@@ -184,7 +183,6 @@ impl Case for ImageCase {
                         &t,
                     )],
                 ),
-                ceiling,
             ],
             Direction::FromVolume => vec![
                 ctx.ember.tool(
@@ -200,26 +198,23 @@ impl Case for ImageCase {
                         sync_file(&t),
                     ],
                 ),
-                ceiling,
             ],
-        }
+        };
+        tools.extend(reference);
+        tools
     }
 
     fn before_run(&self, tool: &Tool) -> Result<()> {
         if let Some(dev) = &self.dev {
             discard_and_stamp(dev, self.raw_spec.logical)
-        } else if tool.role == Role::Ceiling {
-            util::remove_if_exists(&self.fio_dst)
         } else {
-            util::remove_if_exists(&self.dst)
+            util::remove_if_exists(output_of(tool, &self.dst, &self.fio_dst))
         }
     }
 
     fn validate(&self, tool: &Tool, ctx: &Ctx) -> Result<Validation> {
-        if tool.role == Role::Ceiling {
-            return Ok(Validation::NotChecked {
-                reason: "device ceiling".into(),
-            });
+        if let Some(v) = reference_unchecked(tool) {
+            return Ok(v);
         }
         let Some(raw) = &self.raw else {
             return Ok(Validation::NotChecked {
@@ -237,16 +232,14 @@ impl Case for ImageCase {
     }
 
     fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
-        (tool.role != Role::Ceiling).then(|| self.dst.clone())
+        (tool.role != Role::Reference).then(|| self.dst.clone())
     }
 
     fn after_run(&self, tool: &Tool) -> Result<()> {
         if self.dev.is_some() {
             Ok(())
-        } else if tool.role == Role::Ceiling {
-            util::remove_if_exists(&self.fio_dst)
         } else {
-            util::remove_if_exists(&self.dst)
+            util::remove_if_exists(output_of(tool, &self.dst, &self.fio_dst))
         }
     }
 

@@ -1,10 +1,17 @@
 //! Cases × tools. A [`Case`] builds its fixtures, lists the tools that race on it (Ember, the
-//! peers operators use today, and a fio device ceiling), prepares the destination before each
-//! timed run, validates and measures the output, and cleans up. New workloads (issue 4 wipes,
-//! issue 5 images) are new `Case` implementations; new contenders are new [`Tool`] entries.
+//! peers operators use today, and the fio device reference), prepares the destination before
+//! each timed run, validates and measures the output, and cleans up. One case family per file:
+//! `copy` (raw copies on the work dir's disk), `wipe`, `image`, `fast` (RAM-backed storage),
+//! `frag` (heavily fragmented sources), `concurrent` (several copies at once); the command
+//! lines they share are in `peers`. New workloads are new `Case` implementations; new
+//! contenders are new [`Tool`] entries.
 
+pub mod concurrent;
 pub mod copy;
+pub mod fast;
+pub mod frag;
 pub mod image;
+pub mod peers;
 pub mod wipe;
 
 use std::cell::RefCell;
@@ -29,18 +36,24 @@ pub enum Role {
     Ember,
     /// A tool Cinder (or an operator) uses today.
     Peer,
-    /// fio: what the device can do, the upper bound for any copy.
-    Ceiling,
+    /// One fio configuration moving the same bytes; the fastest is the device reference.
+    Reference,
 }
 
-/// One contender on one case: the commands it runs (in sequence, timed together).
+/// One contender on one case: the commands it runs. Usually one job (commands in sequence,
+/// timed together); the concurrency case's tools run several jobs at once.
 #[derive(Debug, Clone)]
 pub struct Tool {
     pub name: String,
     pub role: Role,
-    pub steps: Vec<Vec<OsString>>,
+    pub jobs: Vec<Vec<Vec<OsString>>>,
     /// Why the tool is not run (missing binary, ember subcommand not there yet, needs a device).
     pub skip: Option<String>,
+    /// The bytes this tool moves when they are not the case's data bytes (the concurrency
+    /// case's single reference copy).
+    pub bytes: Option<u64>,
+    /// The rate limit each job was given (bytes/s): the report checks what each achieved.
+    pub rate_limit: Option<u64>,
 }
 
 impl Tool {
@@ -53,22 +66,40 @@ impl Tool {
         Tool {
             name: name.to_string(),
             role,
-            steps,
+            jobs: vec![steps],
             skip,
+            bytes: None,
+            rate_limit: None,
         }
     }
 
     pub fn skipped(name: &str, role: Role, reason: String) -> Self {
         Tool {
-            name: name.to_string(),
-            role,
-            steps: Vec::new(),
             skip: Some(reason),
+            jobs: Vec::new(),
+            ..Tool::new(name, role, Vec::new())
         }
     }
 
+    /// `parts` (one job each) started at once, as one tool; skipped when any part is.
+    pub fn concurrent(name: &str, parts: Vec<Tool>) -> Self {
+        let role = parts.first().map_or(Role::Peer, |t| t.role);
+        if let Some(why) = parts.iter().find_map(|t| t.skip.clone()) {
+            return Tool::skipped(name, role, why);
+        }
+        Tool {
+            jobs: parts.into_iter().flat_map(|t| t.jobs).collect(),
+            ..Tool::new(name, role, Vec::new())
+        }
+    }
+
+    /// The commands, `a && b` for a sequence and `  &  ` between jobs started at once.
     pub fn command_line(&self) -> String {
-        runner::render_steps(&self.steps)
+        self.jobs
+            .iter()
+            .map(|steps| runner::render_steps(steps))
+            .collect::<Vec<_>>()
+            .join("  &  ")
     }
 }
 
@@ -126,7 +157,7 @@ pub trait Case {
     /// Check the output of a run just made.
     fn validate(&self, tool: &Tool, ctx: &Ctx) -> Result<Validation>;
     /// The regular file whose allocation is the destination's (the loop device's backing file
-    /// for devices); None for the fio ceiling.
+    /// for devices); None for the device reference.
     fn dst_file(&self, tool: &Tool) -> Option<PathBuf>;
     /// Delete the destination.
     fn after_run(&self, tool: &Tool) -> Result<()>;
@@ -162,6 +193,7 @@ impl Scale {
             ext_max: 4 * MIB,
             seed: 0x8_0001,
             fill: Fill::Random,
+            stride: None,
         }
     }
 
@@ -170,15 +202,7 @@ impl Scale {
             Scale::Full => 4 * GIB,
             Scale::Quick => 256 * MIB,
         };
-        FixtureSpec {
-            name: format!("full4g{}", self.suffix()),
-            logical,
-            data: logical,
-            ext_min: logical,
-            ext_max: logical,
-            seed: 0x4_0002,
-            fill: Fill::Random,
-        }
+        FixtureSpec::full(format!("full4g{}", self.suffix()), logical, 0x4_0002)
     }
 
     pub fn sparse4t(self) -> FixtureSpec {
@@ -194,6 +218,7 @@ impl Scale {
             ext_max: 16 * MIB,
             seed: 0x4_0003,
             fill: Fill::Random,
+            stride: None,
         }
     }
 
@@ -212,6 +237,7 @@ impl Scale {
             ext_max: 4 * MIB,
             seed: 0x4_0004,
             fill: Fill::Text,
+            stride: None,
         }
     }
 
@@ -301,21 +327,20 @@ pub fn arg(s: impl Into<String>) -> OsString {
     OsString::from(s.into())
 }
 
-/// `qemu-img convert -f FROM -O TO OPTS... SRC DST`: every qemu-img peer and derived image.
-pub fn qemu_img_convert(
-    from: &str,
-    to: &str,
-    opts: &[&str],
-    src: &Path,
-    dst: &Path,
-) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = ["qemu-img", "convert", "-f", from, "-O", to]
-        .into_iter()
-        .chain(opts.iter().copied())
-        .map(arg)
-        .collect();
-    argv.extend([os(src), os(dst)]);
-    argv
+/// What `tool` writes: the device reference its own file, the others the case's destination.
+pub fn output_of<'a>(tool: &Tool, dst: &'a Path, fio_dst: &'a Path) -> &'a Path {
+    if tool.role == Role::Reference {
+        fio_dst
+    } else {
+        dst
+    }
+}
+
+/// The verdict for a device reference run (fio writes no copy to check); None for the others.
+pub fn reference_unchecked(tool: &Tool) -> Option<Validation> {
+    (tool.role == Role::Reference).then(|| Validation::NotChecked {
+        reason: "device reference".into(),
+    })
 }
 
 /// A destination loop device over a new sparse backing file `backing` of `len` bytes; adds the
@@ -345,78 +370,4 @@ pub fn discard_and_stamp(dev: &LoopDevice, len: u64) -> Result<()> {
         Duration::from_secs(120),
     )?;
     fixture::stamp(&dev.device, len, 64 * MIB)
-}
-
-/// `sync PATH`: an fsync of the file or device a peer wrote (for peers that do not flush), so
-/// they pay what Ember's fdatasync of its destination costs, no more (`sync -f` would flush the
-/// whole file system, other processes' dirty data included) and no less (a loop device's own
-/// page cache is flushed too, which a sync of its backing file's file system skips).
-pub fn sync_file(path: &Path) -> Vec<OsString> {
-    vec![arg("sync"), os(path)]
-}
-
-/// fio device ceiling: a reader job (`read` = file, bytes) and a writer job (`write` = file,
-/// bytes) running at once, 1 MiB blocks, iodepth 32, io_uring, O_DIRECT; the writer fsyncs at
-/// its end, as every timed tool makes its data durable. Sizes are rounded up to 1 MiB.
-pub fn fio_ceiling(read: Option<(&Path, u64)>, write: (&Path, u64)) -> Tool {
-    let mib = |n: u64| n.div_ceil(MIB).max(1) * MIB;
-    let mut argv = vec![
-        arg("fio"),
-        arg("--output-format=json"),
-        arg("--bs=1M"),
-        arg("--iodepth=32"),
-        arg("--ioengine=io_uring"),
-        arg("--direct=1"),
-    ];
-    if let Some((path, n)) = read {
-        argv.push(arg("--name=read"));
-        argv.push(arg(format!("--filename={}", path.display())));
-        argv.push(arg("--rw=read"));
-        argv.push(arg(format!("--size={}", mib(n))));
-    }
-    argv.push(arg("--name=write"));
-    argv.push(arg(format!("--filename={}", write.0.display())));
-    argv.push(arg("--rw=write"));
-    argv.push(arg(format!("--size={}", mib(write.1))));
-    // A new file is first sized with ftruncate, as ember and qemu-img do: without it every
-    // write extends the file, which ext4 runs synchronously, one at a time (a slower pattern
-    // than any copy tool's, so not a ceiling).
-    argv.push(arg("--fallocate=truncate"));
-    argv.push(arg("--end_fsync=1"));
-    Tool::new("fio ceiling", Role::Ceiling, vec![argv])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qemu_img_convert_argv() {
-        let argv = qemu_img_convert(
-            "qcow2",
-            "raw",
-            &["-t", "none", "-W"],
-            Path::new("/a/src.qcow2"),
-            Path::new("/dev/loop7"),
-        );
-        let want = [
-            "qemu-img",
-            "convert",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            "-t",
-            "none",
-            "-W",
-            "/a/src.qcow2",
-            "/dev/loop7",
-        ];
-        assert_eq!(argv, want.map(OsString::from));
-        let plain = qemu_img_convert("raw", "qcow2", &[], Path::new("/s"), Path::new("/d"));
-        assert_eq!(
-            plain,
-            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "/s", "/d"].map(OsString::from)
-        );
-    }
 }

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{arg, fio_ceiling, os, sync_file, Case, CaseInfo, Ctx, Role, Tool};
+use super::peers::{fio_reference, sync_file};
+use super::{arg, os, reference_unchecked, Case, CaseInfo, Ctx, Role, Tool};
 use crate::error::Result;
 use crate::fixture;
 use crate::util::{self, LoopDevice};
@@ -116,7 +117,7 @@ impl Case for WipeCase {
                 "blkdiscard works on block devices only".into(),
             ));
         }
-        v.push(fio_ceiling(None, (t, self.size)));
+        v.extend(fio_reference(&[], &[(t, self.size)]));
         v
     }
 
@@ -125,10 +126,8 @@ impl Case for WipeCase {
     }
 
     fn validate(&self, tool: &Tool, _ctx: &Ctx) -> Result<Validation> {
-        if tool.role == Role::Ceiling {
-            return Ok(Validation::NotChecked {
-                reason: "device ceiling".into(),
-            });
+        if let Some(v) = reference_unchecked(tool) {
+            return Ok(v);
         }
         // Read what reached the backing store, not stale cached pages.
         util::drop_caches();
@@ -142,7 +141,7 @@ impl Case for WipeCase {
     }
 
     fn dst_file(&self, tool: &Tool) -> Option<PathBuf> {
-        (tool.role != Role::Ceiling).then(|| self.file.clone())
+        (tool.role != Role::Reference).then(|| self.file.clone())
     }
 
     fn after_run(&self, _tool: &Tool) -> Result<()> {
