@@ -15,8 +15,8 @@
 use crate::endpoint::{Endpoint, Kind, OpenMode, Window};
 use crate::error::{Error, Result};
 use crate::options::CopyOptions;
-use crate::pipeline::ZeroMode;
 use crate::staged::Staged;
+use crate::zeroing::ZeroMode;
 use std::fs::File;
 use std::path::Path;
 

@@ -18,6 +18,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod zero;
+pub mod zeroing;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod alloc;

@@ -4,8 +4,9 @@
 //! the I/O backend's trait (for the fault-injection seam).
 
 use crate::error::{Error, Result};
-use crate::pipeline::ZeroMode;
+use crate::tuning::{Shape, Tune};
 use crate::uring;
+use crate::zeroing::ZeroMode;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -141,32 +142,6 @@ impl CopyOptions {
     }
 }
 
-/// Which I/O settings the engine may choose from the storage (see [`crate::tuning`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tune {
-    /// May use the page cache instead of O_DIRECT where the rule says (never the reverse).
-    pub direct: bool,
-    /// May lower the queue depth where the rule says.
-    pub queue_depth: bool,
-}
-
-impl Default for Tune {
-    fn default() -> Self {
-        Tune {
-            direct: true,
-            queue_depth: true,
-        }
-    }
-}
-
-impl Tune {
-    /// Everything as given.
-    pub const PINNED: Tune = Tune {
-        direct: false,
-        queue_depth: false,
-    };
-}
-
 /// What a copy did. Serialised as the CLI's `--json` summary.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
@@ -192,7 +167,7 @@ pub struct Summary {
     pub direct: (bool, bool),
     /// The I/O shape the run chose and why ([`crate::tuning`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub io: Option<crate::tuning::Shape>,
+    pub io: Option<Shape>,
     /// How holes were made to read as zeros (after fallbacks).
     pub zero_modes: Vec<ZeroMode>,
     /// With `verify`: bytes of the destination read back and proven (checksums and zeros).

@@ -9,12 +9,13 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
 use crate::options::{CopyOptions, Summary};
-use crate::pipeline::{self, FileSlots, Job, ZeroMode};
+use crate::pipeline::{self, FileSlots, Job};
 use crate::plan::{Op, Plan};
 use crate::tuning::{self, Medium, Shape};
 use crate::uring::{self, BufferPool};
 use crate::verify;
 use crate::writeback;
+use crate::zeroing::ZeroMode;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -76,7 +77,12 @@ pub(crate) fn run_plan_on(
     checkpoint: Option<(&pipeline::CheckpointFn<'_>, Duration)>,
 ) -> RunResult {
     let d = t.ep;
-    let shape = tuning::choose(src, d, opts);
+    let asked = tuning::Asked {
+        direct: opts.direct,
+        queue_depth: opts.queue_depth,
+        tune: opts.tune,
+    };
+    let shape = tuning::choose(src, d, asked);
     let failure = writeback::Failure::default();
     let (mut backend, files, queue_depth) = match open_ring(src, t, plan, opts, &shape, &failure) {
         Ok(r) => r,

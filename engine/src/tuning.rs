@@ -17,12 +17,11 @@
 //!   is not used: virtual disks report 1 whatever is behind them (this machine's virtio disk
 //!   does).
 //!
-//! [`CopyOptions::tune`] says which of the two the rule may change; the CLI pins a value the
+//! [`Tune`] (a copy's `tune` option) says which of the two the rule may change; the CLI pins a value the
 //! user gave (`--queue-depth`, `--direct`, `--no-direct`). The choice and its reason are in the
 //! run's [`crate::options::Summary`].
 
 use crate::endpoint::{Endpoint, Kind};
-use crate::options::CopyOptions;
 use crate::sys;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -56,8 +55,42 @@ pub struct Shape {
     pub rule: &'static str,
 }
 
-/// The shape for a run from `src` (none for wipes) to `dst` under `opts`.
-pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: &CopyOptions) -> Shape {
+/// Which I/O settings the engine may choose from the storage (see [`crate::tuning`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tune {
+    /// May use the page cache instead of O_DIRECT where the rule says (never the reverse).
+    pub direct: bool,
+    /// May lower the queue depth where the rule says.
+    pub queue_depth: bool,
+}
+
+impl Default for Tune {
+    fn default() -> Self {
+        Tune {
+            direct: true,
+            queue_depth: true,
+        }
+    }
+}
+
+impl Tune {
+    /// Everything as given.
+    pub const PINNED: Tune = Tune {
+        direct: false,
+        queue_depth: false,
+    };
+}
+
+/// What the caller asked for: O_DIRECT, the queue depth, and which of them may be tuned.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    pub direct: bool,
+    pub queue_depth: u32,
+    pub tune: Tune,
+}
+
+/// The shape for a run from `src` (none for wipes) to `dst`, given what was asked.
+pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: Asked) -> Shape {
     let media = (src.map(medium), medium(dst));
     let memory_file = |ep: Option<&Endpoint>, m: Option<Medium>| {
         ep.is_some_and(|e| e.kind == Kind::File) && m == Some(Medium::Memory)

@@ -3,9 +3,9 @@
 //! real page cache: what is asserted is what the kernel reports (`fincore`), never a time.
 
 use ember_engine::copy::{self, Destination, Job, Source};
-use ember_engine::options::{CopyOptions, Tune};
+use ember_engine::options::CopyOptions;
 use ember_engine::test_util::{first_difference, skip};
-use ember_engine::tuning::{Medium, MEMORY_QUEUE_DEPTH};
+use ember_engine::tuning::{Medium, Tune, MEMORY_QUEUE_DEPTH};
 use rand::{RngCore, SeedableRng};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Pieces shared by subcommands: size parsing, the copy flags, progress bars, signals, errors.
 
-use ember_engine::options::{CopyOptions, ProgressFn, Tune};
+use ember_engine::options::{CopyOptions, ProgressFn};
+use ember_engine::tuning::Tune;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;

@@ -10,10 +10,11 @@
 //! the block's next non-zero run, or counts the block and frees the slot.
 
 use super::slot::{Active, Item, Stage};
-use super::{Run, ZeroMode};
+use super::Run;
 use crate::error::Error;
 use crate::uring::Done;
 use crate::zero::is_zero;
+use crate::zeroing::ZeroMode;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -9,8 +9,9 @@
 //! [`Run::checkpoint_if_due`] hands to the job's [`CheckpointFn`](super::CheckpointFn): a
 //! checkpoint never records a range whose write is still in flight.
 
-use super::{Job, Run, ZeroMode};
+use super::{Job, Run};
 use crate::extent::ExtentMap;
+use crate::zeroing::ZeroMode;
 use std::time::Instant;
 
 /// The CRC32C of a block written to the destination, computed from the source's bytes.

@@ -11,10 +11,11 @@
 //! whole. A gap whose punch fails is zeroed the next way ([`ZeroMode::fallback`]), else written
 //! with zeros.
 
-use super::{Counters, Job, Run, ZeroMode};
+use super::{Counters, Job, Run};
 use crate::error::Error;
 use crate::sys;
 use crate::zero::is_zero;
+use crate::zeroing::ZeroMode;
 use std::os::fd::{AsFd, BorrowedFd};
 
 /// Zero 4 KiB blocks inside a data block are skipped on destinations that already read zeros

@@ -65,6 +65,7 @@ use crate::extent::ExtentMap;
 use crate::plan::Plan;
 use crate::uring::IoBackend;
 use crate::zero::is_zero;
+use crate::zeroing::ZeroMode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,6 @@ mod window;
 pub(crate) use complete::retryable;
 pub(crate) use counters::Counters;
 pub use counters::{ChunkSum, ZeroedRange};
-pub use holes::ZeroMode;
 
 use decode::{Decoders, DECODE_POLL};
 use gaps::Gaps;
