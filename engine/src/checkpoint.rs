@@ -215,7 +215,8 @@ pub(crate) fn copy_resumable(
     };
     let data = alloc::data_ranges(&s, src_w.offset..src_w.offset + len)?;
     let done_abs = shifted(&done, dst_w.offset as i128);
-    let plan = Plan::from_data(&data, src_w.offset, dst_w.offset, len).skip_done(&done_abs);
+    let extents = data.extent_count() as u64;
+    let plan = Plan::from_data(data, src_w.offset, dst_w.offset, len).skip_done(&done_abs);
     let target = Target {
         ep: &ep,
         mode,
@@ -243,7 +244,7 @@ pub(crate) fn copy_resumable(
             std::fs::remove_file(&cp.path)
                 .map_err(|e| Error::open("remove finished checkpoint", &cp.path, e))?;
             sync_dir(&cp.path);
-            summary.extents = data.extent_count() as u64;
+            summary.extents = extents;
             Ok(summary)
         }
         Err(e) => {

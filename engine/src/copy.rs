@@ -147,8 +147,11 @@ impl<'a> Job<'a> {
             let (plan, extents) = match &layout {
                 Layout::Allocation(w) => {
                     let data = alloc::data_ranges(&src, w.offset..w.offset + len)?;
-                    let plan = Plan::from_data(&data, w.offset, dst.offset, len);
-                    (Cow::Owned(plan), data.extent_count() as u64)
+                    let extents = data.extent_count() as u64;
+                    (
+                        Cow::Owned(Plan::from_data(data, w.offset, dst.offset, len)),
+                        extents,
+                    )
                 }
                 Layout::Image(plan) => {
                     let reads = plan

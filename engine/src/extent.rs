@@ -387,6 +387,11 @@ impl ExtentMap {
         self.map.len()
     }
 
+    /// The ranges in order, consuming the map (its memory is freed as the walk goes).
+    pub fn into_ranges(self) -> impl Iterator<Item = Range<u64>> {
+        self.map.into_iter().map(|(s, e)| s..e)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

@@ -132,30 +132,21 @@ impl Plan {
     }
 
     /// A copy plan: `data` (absolute source offsets inside `src_base..src_base+len`) is copied
-    /// to the same relative place at `dst_base`; everything else becomes `Zero`.
-    pub fn from_data(data: &ExtentMap, src_base: u64, dst_base: u64, len: u64) -> Plan {
-        let mut ops = Vec::with_capacity(data.extent_count() * 2 + 1);
-        let mut pos = 0u64;
-        for r in data.iter_range(src_base..src_base + len) {
-            let (start, end) = (r.start - src_base, r.end - src_base);
-            if start > pos {
-                ops.push(Op::Zero {
-                    dst: dst_base + pos,
-                    len: start - pos,
+    /// to the same relative place at `dst_base`; everything else is a gap between ops, which
+    /// the pipeline makes read as zeros exactly as it does a `Zero` op. Only data takes memory
+    /// (one op per extent, a heavily fragmented source's map handed over and freed as it goes).
+    pub fn from_data(data: ExtentMap, src_base: u64, dst_base: u64, len: u64) -> Plan {
+        let window = src_base..src_base + len;
+        let mut ops = Vec::with_capacity(data.extent_count());
+        for r in data.into_ranges() {
+            let (start, end) = (r.start.max(window.start), r.end.min(window.end));
+            if start < end {
+                ops.push(Op::Copy {
+                    src: start,
+                    dst: dst_base + (start - src_base),
+                    len: end - start,
                 });
             }
-            ops.push(Op::Copy {
-                src: r.start,
-                dst: dst_base + start,
-                len: end - start,
-            });
-            pos = end;
-        }
-        if pos < len {
-            ops.push(Op::Zero {
-                dst: dst_base + pos,
-                len: len - pos,
-            });
         }
         Plan {
             logical_size: len,
@@ -165,12 +156,34 @@ impl Plan {
         }
     }
 
+    /// Every op, with the gaps between them as the `Zero` ops they stand for.
+    fn with_gaps(&self) -> impl Iterator<Item = Op> + '_ {
+        let end = self.dst_base + self.logical_size;
+        let mut pos = self.dst_base;
+        let mut ops = self.ops.iter().peekable();
+        std::iter::from_fn(move || {
+            let next = ops.peek().map(|o| o.dst_range().start).unwrap_or(end);
+            if pos < next {
+                let gap = Op::Zero {
+                    dst: pos,
+                    len: next - pos,
+                };
+                pos = next;
+                return Some(gap);
+            }
+            let op = *ops.next()?;
+            pos = op.dst_range().end;
+            Some(op)
+        })
+    }
+
     /// The same plan with every part that lies inside `done` (destination offsets) turned into
     /// [`Op::Skip`]: what a resumed copy still has to do. `Decode` ops are kept whole unless
     /// entirely done.
     pub fn skip_done(&self, done: &ExtentMap) -> Plan {
         let mut ops = Vec::with_capacity(self.ops.len());
-        for op in &self.ops {
+        for op in self.with_gaps() {
+            let op = &op;
             let r = op.dst_range();
             if let Op::Decode { .. } = op {
                 ops.push(if done.contains_range(r.clone()) {
@@ -264,31 +277,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn from_data_fills_gaps_with_zero_ops() {
+    fn from_data_copies_data_and_leaves_holes_as_gaps() {
         let data = ExtentMap::from_ranges([100..200, 300..400]);
-        let p = Plan::from_data(&data, 50, 1000, 400);
+        let p = Plan::from_data(data, 50, 1000, 400);
+        let copies = vec![
+            Op::Copy {
+                src: 100,
+                dst: 1050,
+                len: 100,
+            },
+            Op::Copy {
+                src: 300,
+                dst: 1250,
+                len: 100,
+            },
+        ];
+        assert_eq!(p.ops, copies);
+        p.validate().unwrap();
+        // The gaps stand for the Zero ops a hole needs.
         assert_eq!(
-            p.ops,
+            p.with_gaps().collect::<Vec<_>>(),
             vec![
                 Op::Zero { dst: 1000, len: 50 },
-                Op::Copy {
-                    src: 100,
-                    dst: 1050,
-                    len: 100
-                },
+                copies[0],
                 Op::Zero {
                     dst: 1150,
                     len: 100
                 },
-                Op::Copy {
-                    src: 300,
-                    dst: 1250,
-                    len: 100
-                },
+                copies[1],
                 Op::Zero { dst: 1350, len: 50 },
             ]
         );
-        p.validate().unwrap();
     }
 
     #[test]
@@ -298,7 +317,7 @@ mod tests {
             m.insert(100..200);
             m
         };
-        let p = Plan::from_data(&data, 0, 0, 300).skip_done(&{
+        let p = Plan::from_data(data, 0, 0, 300).skip_done(&{
             let mut m = ExtentMap::new();
             m.insert(50..150);
             m

@@ -58,6 +58,9 @@ pub(crate) fn run_plan(
     .map(|(s, _)| s)
 }
 
+/// The smallest buffer a run sizes down to (see `open_ring`).
+const SMALLEST_BUFFER: usize = 64 << 10;
+
 /// What a pipeline run returns: the summary and zeroing record, or the error; plus the ranges
 /// completed (when checkpointing), known even after a failure.
 pub(crate) type RunResult = (
@@ -84,15 +87,16 @@ pub(crate) fn run_plan_on(
     };
     let shape = tuning::choose(src, d, asked);
     let failure = writeback::Failure::default();
-    let (mut backend, files, queue_depth) = match open_ring(src, t, plan, opts, &shape, &failure) {
-        Ok(r) => r,
-        Err(e) => return (Err(e), None),
-    };
+    let (mut backend, files, queue_depth, block_size) =
+        match open_ring(src, t, plan, opts, &shape, &failure) {
+            Ok(r) => r,
+            Err(e) => return (Err(e), None),
+        };
     let job = Job {
         src,
         dst: d,
         plan,
-        block_size: opts.block_size,
+        block_size,
         queue_depth,
         detect_zeroes,
         zero_mode: t.mode,
@@ -142,7 +146,7 @@ fn open_ring(
     opts: &CopyOptions,
     shape: &Shape,
     failure: &writeback::Failure,
-) -> Result<(Box<dyn uring::IoBackend>, FileSlots, usize)> {
+) -> Result<(Box<dyn uring::IoBackend>, FileSlots, usize, usize)> {
     let d = t.ep;
     let mut files = Vec::with_capacity(4);
     let mut push = |f: &File, p: &Path| -> Result<usize> {
@@ -181,10 +185,30 @@ fn open_ring(
             _ => {}
         }
     }
-    let bs = opts.block_size as u64;
+    // Buffers as large as the largest piece of data (at least 64 KiB), when no hole will be
+    // written with zeros: a source of small scattered extents then pins a few MiB, not the
+    // depth times the block size.
+    let largest = plan
+        .ops
+        .iter()
+        .map(|op| match *op {
+            Op::Copy { len, .. } => len,
+            Op::Decode { src_len, len, .. } => src_len.max(len),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let block_size = if may_write_zeros == 0 && t.mode != ZeroMode::Write {
+        let fit = largest.next_power_of_two().max(SMALLEST_BUFFER as u64);
+        opts.block_size
+            .min(usize::try_from(fit).unwrap_or(usize::MAX))
+    } else {
+        opts.block_size
+    };
+    let bs = block_size as u64;
     let qd =
         (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
-    let pool = BufferPool::new(qd + 1, opts.block_size)
+    let pool = BufferPool::new(qd + 1, block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
     let mut backend = uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?;
     if dst_direct.is_none() && shape.media.1 == Medium::Device && io_bytes > 0 {
@@ -206,7 +230,7 @@ fn open_ring(
         dst: dst_idx,
         dst_direct,
     };
-    Ok((backend, slots, qd))
+    Ok((backend, slots, qd, block_size))
 }
 
 /// After a successful pipeline run: flush (and the new file's folder), read back with
