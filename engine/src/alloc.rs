@@ -39,15 +39,27 @@ impl Seeker for FdSeeker<'_> {
     }
 }
 
-/// The data ranges of `ep` inside `window` (absolute offsets in the file).
-pub fn data_ranges(ep: &Endpoint, window: Range<u64>) -> Result<ExtentMap> {
+/// [`data_ranges`], each range handed to `found` as it is discovered.
+pub fn data_ranges_each(
+    ep: &Endpoint,
+    window: Range<u64>,
+    mut found: impl FnMut(Range<u64>),
+) -> Result<()> {
     if window.is_empty() {
-        return Ok(ExtentMap::new());
+        return Ok(());
     }
     if ep.kind == Kind::Block {
-        return Ok(ExtentMap::from_ranges([window]));
+        found(window);
+        return Ok(());
     }
-    walk(&mut FdSeeker(ep.file.as_fd()), &ep.path, window)
+    walk_each(&mut FdSeeker(ep.file.as_fd()), &ep.path, window, found)
+}
+
+/// The data ranges of `ep` inside `window` (absolute offsets in the file).
+pub fn data_ranges(ep: &Endpoint, window: Range<u64>) -> Result<ExtentMap> {
+    let mut map = ExtentMap::new();
+    data_ranges_each(ep, window, |r| map.insert(r))?;
+    Ok(map)
 }
 
 /// The SEEK_DATA/SEEK_HOLE walk over `window`, asking `seeker`; `path` only names errors.
@@ -59,6 +71,18 @@ pub fn data_ranges(ep: &Endpoint, window: Range<u64>) -> Result<ExtentMap> {
 /// SEEK_DATA means the filesystem cannot answer: the window is all data. Any other error fails.
 pub fn walk(seeker: &mut impl Seeker, path: &Path, window: Range<u64>) -> Result<ExtentMap> {
     let mut map = ExtentMap::new();
+    walk_each(seeker, path, window, |r| map.insert(r))?;
+    Ok(map)
+}
+
+/// [`walk`], handing each data range (ascending, disjoint, inside the window) to `found`
+/// instead of collecting a map: what a plan is built from without holding the map too.
+pub fn walk_each(
+    seeker: &mut impl Seeker,
+    path: &Path,
+    window: Range<u64>,
+    mut found: impl FnMut(Range<u64>),
+) -> Result<()> {
     let mut pos = window.start;
     let mut first = true;
     while pos < window.end {
@@ -69,7 +93,8 @@ pub fn walk(seeker: &mut impl Seeker, path: &Path, window: Range<u64>) -> Result
                 if first && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) =>
             {
                 tracing::debug!(path = %path.display(), "SEEK_DATA unsupported; treating as all data");
-                return Ok(ExtentMap::from_ranges([window]));
+                found(window);
+                return Ok(());
             }
             Err(e) => return Err(Error::io("SEEK_DATA", path, pos, e)),
         };
@@ -102,10 +127,10 @@ pub fn walk(seeker: &mut impl Seeker, path: &Path, window: Range<u64>) -> Result
                 io::Error::other("filesystem reported a hole before the data it follows"),
             ));
         }
-        map.insert(data.max(window.start)..hole.min(window.end));
+        found(data.max(window.start)..hole.min(window.end));
         pos = hole;
     }
-    Ok(map)
+    Ok(())
 }
 
 /// The data ranges of the whole file or device at `path` (buffered open).

@@ -146,12 +146,12 @@ impl<'a> Job<'a> {
             dest.prepare(len)?;
             let (plan, extents) = match &layout {
                 Layout::Allocation(w) => {
-                    let data = alloc::data_ranges(&src, w.offset..w.offset + len)?;
-                    let extents = data.extent_count() as u64;
-                    (
-                        Cow::Owned(Plan::from_data(data, w.offset, dst.offset, len)),
-                        extents,
-                    )
+                    // Straight from discovery into the plan: no map of the extents beside it.
+                    let mut plan = Plan::copying(dst.offset, len);
+                    let window = w.offset..w.offset + len;
+                    alloc::data_ranges_each(&src, window, |r| plan.push_data(r, w.offset))?;
+                    let extents = plan.ops.len() as u64;
+                    (Cow::Owned(plan), extents)
                 }
                 Layout::Image(plan) => {
                     let reads = plan

@@ -136,23 +136,36 @@ impl Plan {
     /// the pipeline makes read as zeros exactly as it does a `Zero` op. Only data takes memory
     /// (one op per extent, a heavily fragmented source's map handed over and freed as it goes).
     pub fn from_data(data: ExtentMap, src_base: u64, dst_base: u64, len: u64) -> Plan {
-        let window = src_base..src_base + len;
-        let mut ops = Vec::with_capacity(data.extent_count());
+        let mut plan = Plan::copying(dst_base, len);
         for r in data.into_ranges() {
-            let (start, end) = (r.start.max(window.start), r.end.min(window.end));
-            if start < end {
-                ops.push(Op::Copy {
-                    src: start,
-                    dst: dst_base + (start - src_base),
-                    len: end - start,
-                });
-            }
+            plan.push_data(r, src_base);
         }
+        plan
+    }
+
+    /// An empty copy plan of `len` bytes at `dst_base`, to be filled by [`Plan::push_data`].
+    pub fn copying(dst_base: u64, len: u64) -> Plan {
         Plan {
             logical_size: len,
             dst_base,
-            ops,
+            ops: Vec::new(),
             unit: 0,
+        }
+    }
+
+    /// Appends a data range of the source (absolute offsets, ascending, after the previous
+    /// one; clipped to the `src_base..src_base+logical_size` window) as a `Copy` op.
+    pub fn push_data(&mut self, r: std::ops::Range<u64>, src_base: u64) {
+        let (start, end) = (
+            r.start.max(src_base),
+            r.end.min(src_base + self.logical_size),
+        );
+        if start < end {
+            self.ops.push(Op::Copy {
+                src: start,
+                dst: self.dst_base + (start - src_base),
+                len: end - start,
+            });
         }
     }
 
