@@ -35,7 +35,8 @@ pub(crate) struct Counters {
     pub done: u64,
     /// The zero modes actually used (after fallbacks), in order of first use.
     pub zero_modes: Vec<ZeroMode>,
-    /// Ranges zeroed or left as holes, with the method (consecutive ones coalesced).
+    /// Ranges zeroed, with the method (consecutive ones coalesced; ranges left as they are
+    /// are only counted).
     pub zero_ranges: Vec<ZeroedRange>,
     /// Destination ranges fully processed (tracked only when checkpointing).
     pub completed: Option<ExtentMap>,
