@@ -1,7 +1,8 @@
 //! How a run drives its storage: O_DIRECT or the page cache, and how many I/Os in flight,
 //! chosen from what the source and destination are unless the caller pinned them.
 //!
-//! The rule, each part measured (1 GiB of random data, figures in bench/README.md):
+//! The rule, each part measured (1 GiB of random data by hand; the harness's fast family in
+//! the README's benchmarks):
 //! - **A file on memory** (tmpfs, ramfs) is read and written through the page cache, and a
 //!   run writing one keeps at most 4 I/Os in flight. O_DIRECT on tmpfs only adds work, and a
 //!   deep queue of buffered writes to one file only adds io-wq workers contending for its inode
