@@ -62,12 +62,9 @@ install_venv() {
   fi
   [ -f "$ROOT/drivers/cinder/pyproject.toml" ] || [ -f "$ROOT/drivers/cinder/setup.py" ] ||
     die "no Cinder driver package in $ROOT/drivers/cinder"
-  # A local folder: reinstall every time so the services run the driver as it is now.
-  if "$VENV/bin/python" -c 'import ember_cinder' 2>/dev/null; then
-    "$VENV/bin/pip" install -q --no-deps --force-reinstall "$ROOT/drivers/cinder"
-  else
-    "$VENV/bin/pip" install -q "$ROOT/drivers/cinder"
-  fi
+  # Local folders (the driver; the sqlite plugin of the services' databases): reinstalled
+  # every time so the services run them as they are now. Neither has dependencies.
+  "$VENV/bin/pip" install -q --no-deps --force-reinstall "$ROOT/drivers/cinder" "$ROOT/scripts/stack-sqlite"
 }
 
 ember_binary() {
@@ -231,6 +228,13 @@ EOF
 
 # ---------------------------------------------------------------- configuration
 
+# The services' sqlite URL: cinder-api, cinder-scheduler and the two cinder-volume backends
+# share one file (Glance's threads another). scripts/stack-sqlite (a SQLAlchemy plugin) puts
+# it in WAL mode and starts every transaction with BEGIN IMMEDIATE, so a transaction that
+# reads before it writes (most of Cinder's) queues for the write lock, up to `timeout`
+# seconds, instead of failing at once with "database is locked" (see the plugin's doc).
+db_url() { printf 'sqlite:///%s?plugin=ember_stack_sqlite&timeout=60\n' "$1"; }
+
 write_configs() {
   mkdir -p "$S"/{bin,clients,etc/cinder,etc/glance,data/cinder/conversion,data/cinder/locks} \
     "$S"/data/glance/{images,staging,tasks} "$S"/data/ember-file "$S"/rabbitmq/mnesia
@@ -265,7 +269,7 @@ bind_port = $GLANCE_PORT
 enabled_backends = fs:file
 log_file = $S/logs/glance-api.log
 [database]
-connection = sqlite:///$S/data/glance/glance.sqlite
+connection = $(db_url "$S/data/glance/glance.sqlite")
 [glance_store]
 default_backend = fs
 [fs]
@@ -324,7 +328,7 @@ glance_api_servers = http://127.0.0.1:$GLANCE_PORT
 image_conversion_dir = $S/data/cinder/conversion
 periodic_interval = 10
 [database]
-connection = sqlite:///$S/data/cinder/cinder.sqlite
+connection = $(db_url "$S/data/cinder/cinder.sqlite")
 [oslo_concurrency]
 lock_path = $S/data/cinder/locks
 
@@ -431,10 +435,6 @@ start_service() {
       if [ ! -f "$S/data/cinder/cinder.sqlite" ]; then
         env "${SVC_ENV[@]}" "$VENV/bin/cinder-manage" --config-file "$S/etc/cinder/cinder.conf" db sync \
           >>"$S/logs/cinder-manage.out" 2>&1
-        # Four services write this one file: in WAL mode readers never block the writer
-        # (a setting stored in the file itself).
-        "$VENV/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' \
-          "$S/data/cinder/cinder.sqlite"
       fi
       spawn cinder-api env "${SVC_ENV[@]}" "$VENV/bin/cinder-api" --config-file "$S/etc/cinder/cinder.conf"
       wait_for "cinder-api" 90 cinder-api http_ok "http://127.0.0.1:$API_PORT/"

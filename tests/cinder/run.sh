@@ -27,5 +27,5 @@ trap down EXIT
 # The tests' own libiscsi initiator: reads a LUN's bytes (libiscsi-bin only inquires).
 cc -O2 -Wall -o "$S/iscsi_read" "$ROOT/tests/cinder/iscsi_read.c" -liscsi
 cd "$ROOT/tests/cinder"
-[ $# -gt 0 ] || set -- test_stack
+[ $# -gt 0 ] || set -- test_sqlite test_stack
 PYTHONDONTWRITEBYTECODE=1 "$S/venv/bin/python" -m unittest -v "$@"
