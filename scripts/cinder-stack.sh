@@ -143,6 +143,10 @@ stop_service() {
     # tgtd ignores TERM; asked through its control port it exits (KILL if sessions hold it).
     tgtadm -C "$TGT_CONTROL_PORT" --op delete --mode system >/dev/null 2>&1 || true
     grace=25
+  elif [ "$name" = rabbitmq ]; then
+    # Gracefully: RabbitMQ flushes and stops its node.
+    env "${RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 ||
+      kill -TERM -- "-$pid" 2>/dev/null || true
   else
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   fi
@@ -515,13 +519,9 @@ cmd_up() {
 }
 
 cmd_down() {
-  if [ -f "$S/state.env" ]; then
-    load_state
-    # Graceful first: RabbitMQ flushes and stops its node.
-    if service_pid rabbitmq >/dev/null; then
-      env "${RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 || true
-    fi
-  fi
+  [ -f "$S/state.env" ] && load_state
+  # Backwards: the Cinder services go while RabbitMQ still runs (without it their shutdown
+  # waits in AMQP reconnect loops until killed).
   local i
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_service "${SERVICES[i]}"; done
   if [ -n "${TGT_CONTROL_PORT:-}" ]; then
