@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -238,6 +239,12 @@ def write_at(vol, offset, data):
         offset -= length
 
 
+def within(run, runs):
+    """Whether the (path, offset, length) run lies inside one of `runs`."""
+    path, off, length = run
+    return any(p == path and o <= off and off + length <= o + n for p, o, n in runs)
+
+
 def all_zero(runs):
     z = bytes(CHUNK)
     return all(c == z[:len(c)] for c in read_runs(runs))
@@ -332,6 +339,18 @@ class Stack(unittest.TestCase):
         self.assertEqual(file_volumes(), [])
         self.assertEqual(lvs(), [])
 
+    # ------------------------------------------------------------ 0. the stack itself
+
+    def test_0_databases_use_the_sqlite_plugin(self):
+        # scripts/stack-sqlite switches a new database to WAL on its first connection (the
+        # db syncs): both files in WAL mode show the services' URLs load the plugin.
+        for db in ('cinder/cinder.sqlite', 'glance/glance.sqlite'):
+            con = sqlite3.connect(os.path.join(S, 'data', db))
+            try:
+                self.assertEqual(con.execute('PRAGMA journal_mode').fetchone()[0], 'wal', db)
+            finally:
+                con.close()
+
     # ------------------------------------------------------------ 1. lifecycle
 
     def test_1_lifecycle(self):
@@ -380,10 +399,17 @@ class Stack(unittest.TestCase):
     # ------------------------------------------------------------ 2. images
 
     def test_2_images(self):
+        # The LVM volume lands on extents that hold old bytes (a previous volume's, never
+        # wiped): the image's holes and the volume's tail past the image must read as zeros.
+        dirty = self._dirty_free_lvm_extents(4 * GIB)
+        self.addCleanup(self._dirty_free_lvm_extents, 4 * GIB, b'\0')
         for backend in BACKENDS:
             with self.subTest(backend=backend):
                 vol = create(1, '--volume-type', backend, '--image-id', self.image)
                 wait_volume(vol)
+                if backend == 'ember-lvm':
+                    self.assertTrue(all(within(r, dirty) for r in volume_runs(vol)),
+                                    'the LV is not on the dirtied extents')
                 self.assertVolumeEquals(vol, self.raw, 1)
                 expected = os.path.join(self.tmp, 'vol.expected.raw')
                 run('cp', '--sparse=always', self.raw, expected)
@@ -543,10 +569,12 @@ class Stack(unittest.TestCase):
     # ------------------------------------------------------------ 5. moving volumes
 
     def _dirty_free_lvm_extents(self, nbytes, byte=b'\xa5'):
-        """Fills free PV extents with `byte`: stale data a new LV may land on."""
+        """Fills the first `nbytes` of free PV extents with `byte`: stale data a new LV may
+        land on. Returns the (device, offset, length) runs it wrote."""
         ext, starts = extent_size(), pe_start()
         left = nbytes
         junk = byte * CHUNK
+        runs = []
         for line in lvm('pvs', '--noheadings', '--segments', '-o',
                         'pv_name,pvseg_start,pvseg_size,lv_name').splitlines():
             cols = line.split()
@@ -556,12 +584,14 @@ class Stack(unittest.TestCase):
             with open(dev, 'r+b') as f:
                 f.seek(starts[dev] + start * ext)
                 todo = min(left, n * ext)
+                runs.append((dev, starts[dev] + start * ext, todo))
                 while todo:
                     w = f.write(junk[:min(CHUNK, todo)])
                     todo -= w
                     left -= w
                 f.flush()
                 os.fsync(f.fileno())
+        return runs
 
     def test_5_retype_and_migrate(self):
         self._dirty_free_lvm_extents(4 * GIB)
