@@ -8,6 +8,7 @@
 #   scripts/cinder-stack.sh down     stop every process it started (by PID), remove the VG,
 #                                    the loop devices and the stack's data (the venv stays)
 #   scripts/cinder-stack.sh status   what runs, on which port; exit 0 only when all of it runs
+#   scripts/cinder-stack.sh install  only the installation step of `up` (apt, venv, driver)
 #
 # `up` on a running stack starts only what is not running, with the same ports and data: kill
 # cinder-volume and tgtd and run `up` again to restart them (cinder-volume then re-exports
@@ -483,11 +484,15 @@ load_state() {
   set_envs
 }
 
-cmd_up() {
+cmd_install() {
   [ "$(id -u)" -eq 0 ] || die "needs root (loop devices, lvm2, tgtd)"
-  mkdir -p "$S/pids" "$S/logs"
   install_apt
   install_venv
+}
+
+cmd_up() {
+  cmd_install
+  mkdir -p "$S/pids" "$S/logs"
   local ember
   ember=$(ember_binary)
   if [ ! -f "$S/state.env" ]; then
@@ -567,8 +572,9 @@ case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  install) cmd_install ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|install" >&2
     exit 2
     ;;
 esac
