@@ -8,6 +8,7 @@
 #   scripts/cinder-stack.sh down     stop every process it started (by PID), remove the VG,
 #                                    the loop devices and the stack's data (the venv stays)
 #   scripts/cinder-stack.sh status   what runs, on which port; exit 0 only when all of it runs
+#   scripts/cinder-stack.sh install  only the installation step of `up` (apt, venv, driver)
 #
 # `up` on a running stack starts only what is not running, with the same ports and data: kill
 # cinder-volume and tgtd and run `up` again to restart them (cinder-volume then re-exports
@@ -62,12 +63,9 @@ install_venv() {
   fi
   [ -f "$ROOT/drivers/cinder/pyproject.toml" ] || [ -f "$ROOT/drivers/cinder/setup.py" ] ||
     die "no Cinder driver package in $ROOT/drivers/cinder"
-  # A local folder: reinstall every time so the services run the driver as it is now.
-  if "$VENV/bin/python" -c 'import ember_cinder' 2>/dev/null; then
-    "$VENV/bin/pip" install -q --no-deps --force-reinstall "$ROOT/drivers/cinder"
-  else
-    "$VENV/bin/pip" install -q "$ROOT/drivers/cinder"
-  fi
+  # Local folders (the driver; the sqlite plugin of the services' databases): reinstalled
+  # every time so the services run them as they are now. Neither has dependencies.
+  "$VENV/bin/pip" install -q --no-deps --force-reinstall "$ROOT/drivers/cinder" "$ROOT/scripts/stack-sqlite"
 }
 
 ember_binary() {
@@ -146,6 +144,10 @@ stop_service() {
     # tgtd ignores TERM; asked through its control port it exits (KILL if sessions hold it).
     tgtadm -C "$TGT_CONTROL_PORT" --op delete --mode system >/dev/null 2>&1 || true
     grace=25
+  elif [ "$name" = rabbitmq ]; then
+    # Gracefully: RabbitMQ flushes and stops its node.
+    env "${RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 ||
+      kill -TERM -- "-$pid" 2>/dev/null || true
   else
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   fi
@@ -231,6 +233,13 @@ EOF
 
 # ---------------------------------------------------------------- configuration
 
+# The services' sqlite URL: cinder-api, cinder-scheduler and the two cinder-volume backends
+# share one file (Glance's threads another). scripts/stack-sqlite (a SQLAlchemy plugin) puts
+# it in WAL mode and starts every transaction with BEGIN IMMEDIATE, so a transaction that
+# reads before it writes (most of Cinder's) queues for the write lock, up to `timeout`
+# seconds, instead of failing at once with "database is locked" (see the plugin's doc).
+db_url() { printf 'sqlite:///%s?plugin=ember_stack_sqlite&timeout=60\n' "$1"; }
+
 write_configs() {
   mkdir -p "$S"/{bin,clients,etc/cinder,etc/glance,data/cinder/conversion,data/cinder/locks} \
     "$S"/data/glance/{images,staging,tasks} "$S"/data/ember-file "$S"/rabbitmq/mnesia
@@ -265,7 +274,7 @@ bind_port = $GLANCE_PORT
 enabled_backends = fs:file
 log_file = $S/logs/glance-api.log
 [database]
-connection = sqlite:///$S/data/glance/glance.sqlite
+connection = $(db_url "$S/data/glance/glance.sqlite")
 [glance_store]
 default_backend = fs
 [fs]
@@ -324,7 +333,7 @@ glance_api_servers = http://127.0.0.1:$GLANCE_PORT
 image_conversion_dir = $S/data/cinder/conversion
 periodic_interval = 10
 [database]
-connection = sqlite:///$S/data/cinder/cinder.sqlite
+connection = $(db_url "$S/data/cinder/cinder.sqlite")
 [oslo_concurrency]
 lock_path = $S/data/cinder/locks
 
@@ -431,10 +440,6 @@ start_service() {
       if [ ! -f "$S/data/cinder/cinder.sqlite" ]; then
         env "${SVC_ENV[@]}" "$VENV/bin/cinder-manage" --config-file "$S/etc/cinder/cinder.conf" db sync \
           >>"$S/logs/cinder-manage.out" 2>&1
-        # Four services write this one file: in WAL mode readers never block the writer
-        # (a setting stored in the file itself).
-        "$VENV/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' \
-          "$S/data/cinder/cinder.sqlite"
       fi
       spawn cinder-api env "${SVC_ENV[@]}" "$VENV/bin/cinder-api" --config-file "$S/etc/cinder/cinder.conf"
       wait_for "cinder-api" 90 cinder-api http_ok "http://127.0.0.1:$API_PORT/"
@@ -479,11 +484,15 @@ load_state() {
   set_envs
 }
 
-cmd_up() {
+cmd_install() {
   [ "$(id -u)" -eq 0 ] || die "needs root (loop devices, lvm2, tgtd)"
-  mkdir -p "$S/pids" "$S/logs"
   install_apt
   install_venv
+}
+
+cmd_up() {
+  cmd_install
+  mkdir -p "$S/pids" "$S/logs"
   local ember
   ember=$(ember_binary)
   if [ ! -f "$S/state.env" ]; then
@@ -515,13 +524,9 @@ cmd_up() {
 }
 
 cmd_down() {
-  if [ -f "$S/state.env" ]; then
-    load_state
-    # Graceful first: RabbitMQ flushes and stops its node.
-    if service_pid rabbitmq >/dev/null; then
-      env "${RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 || true
-    fi
-  fi
+  [ -f "$S/state.env" ] && load_state
+  # Backwards: the Cinder services go while RabbitMQ still runs (without it their shutdown
+  # waits in AMQP reconnect loops until killed).
   local i
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_service "${SERVICES[i]}"; done
   if [ -n "${TGT_CONTROL_PORT:-}" ]; then
@@ -567,8 +572,9 @@ case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  install) cmd_install ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|install" >&2
     exit 2
     ;;
 esac

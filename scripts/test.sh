@@ -9,4 +9,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 bash scripts/inspector-parity.sh      # ember image vs OpenStack's format inspector (oslo.utils venv in build/)
 bash scripts/cinder-driver-tests.sh   # ember-cinder: unit, Cinder's functional suites, cinderlib (venv in build/)
+bash tests/cinder/run.sh              # the whole Cinder stack (scripts/cinder-stack.sh): issue 15's scenarios through the clients
 cargo bench -p ember-bench --no-run

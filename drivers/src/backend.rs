@@ -351,9 +351,9 @@ pub(crate) fn copy_image_to_volume(
 ) -> Result<()> {
     let (_l, v, dst) = locked_for_image(b, vol, image)?;
     let staging = b.staging_dir();
-    let bps = b.common().cfg.volume_copy_bps_limit;
+    let mode = b.common().copy_mode(b.fresh_reads_zeros()?);
     b.write_to(&dst, &mut || {
-        crate::image::image_into_layout(image, &v, &dst, &staging, bps)
+        crate::image::image_into_layout(image, &v, &dst, &staging, mode)
     })
 }
 

@@ -169,6 +169,24 @@ pub fn copy_layout_resumable(
 
 const PROGRESS: &str = "progress.json";
 
+/// The layout past its first `skip` bytes.
+fn skip_layout(l: &[Span], mut skip: u64) -> Layout {
+    let mut out = Vec::new();
+    for s in l {
+        if skip >= s.len {
+            skip -= s.len;
+            continue;
+        }
+        out.push(Span {
+            path: s.path.clone(),
+            offset: s.offset + skip,
+            len: s.len - skip,
+        });
+        skip = 0;
+    }
+    out
+}
+
 /// Splits `[0, len)` at every span boundary of both layouts into matching windows.
 fn pieces(src: &[Span], dst: &[Span], len: u64) -> Vec<(Window, Window)> {
     let mut out = Vec::new();
@@ -226,6 +244,16 @@ pub fn wipe_layout(dst: &[Span], len: u64, bps_limit: u64) -> Result<()> {
         left -= n;
     }
     Ok(())
+}
+
+/// Zeroes a layout past its first `from` bytes with [`wipe_layout`]: the tail that a shorter
+/// copy or image left unwritten then reads as zeros, never as what its blocks held before.
+pub fn wipe_tail(dst: &[Span], from: u64, bps_limit: u64) -> Result<()> {
+    let len = layout_len(dst);
+    if from >= len {
+        return Ok(());
+    }
+    wipe_layout(&skip_layout(dst, from), len - from, bps_limit)
 }
 
 /// Makes `dst` (which must not exist) a reflink copy of `src` (FICLONE). `Ok(false)` when the

@@ -15,7 +15,7 @@ use ember_engine::endpoint::Window;
 use ember_engine::format::convert::{
     image_to_volume, image_to_window, volume_to_image, FromVolumeOptions, ToVolumeOptions,
 };
-use ember_engine::format::{analyze, FileSource, Format, InspectOptions, Reader};
+use ember_engine::format::{analyze, Analysis, FileSource, Format, InspectOptions, Reader};
 use ember_engine::options::CopyOptions;
 
 use crate::data::{self, CopyMode, Span};
@@ -42,7 +42,7 @@ pub fn declared_format(image: &ImageFile) -> Result<Format> {
 }
 
 /// Inspects `image` as its declared format (strict: every safety rule).
-pub fn inspect(image: &ImageFile) -> Result<ember_engine::format::Analysis> {
+pub fn inspect(image: &ImageFile) -> Result<Analysis> {
     let declared = declared_format(image)?;
     let src = FileSource::open(&image.path).map_err(|e| DriverError::io("open", &image.path, e))?;
     analyze(
@@ -102,23 +102,41 @@ fn staged_path(staging: &Path, what: &str) -> Result<PathBuf> {
 }
 
 /// Writes `image` into the volume whose bytes are `dst` (`vol` gives the size check). The
-/// image's virtual size must fit the volume (Cinder's message); the rest of the volume is
-/// left as it was. Nothing is written to the volume unless inspection passed.
+/// image's virtual size must fit the volume (Cinder's message). The volume then reads as the
+/// image followed by zeros: holes of the image are written as zeros, and so is the volume's
+/// tail past the image unless `dest_zeroed` (the volume is known to read as zeros: a fresh
+/// sparse file, a thin LV), so no older bytes (a thick LV on another volume's extents) show
+/// through. Nothing is written to the volume unless inspection passed.
 pub fn image_into_layout(
     image: &ImageFile,
     vol: &Volume,
     dst: &[Span],
     staging: &Path,
-    bps_limit: u64,
+    mode: CopyMode,
 ) -> Result<()> {
     let a = inspect(image)?;
+    if a.virtual_size.div_ceil(GIB) > vol.size || a.virtual_size > data::layout_len(dst) {
+        return Err(too_big(image, a.virtual_size, vol));
+    }
+    write_image(image, &a, dst, staging, mode.bps_limit)?;
+    if !mode.dest_zeroed {
+        data::wipe_tail(dst, a.virtual_size, mode.bps_limit)?;
+    }
+    Ok(())
+}
+
+/// [`image_into_layout`]'s image bytes, `[0, virtual size)` of `dst`.
+fn write_image(
+    image: &ImageFile,
+    a: &Analysis,
+    dst: &[Span],
+    staging: &Path,
+    bps_limit: u64,
+) -> Result<()> {
     let inspect = InspectOptions {
         declared: Some(a.format),
         ..InspectOptions::default()
     };
-    if a.virtual_size.div_ceil(GIB) > vol.size || a.virtual_size > data::layout_len(dst) {
-        return Err(too_big(image, a.virtual_size, vol));
-    }
     // A volume that is one span of a file or device (a file volume, an LV in one PV range)
     // gets the image written straight into it: one pass, no staged copy. qemu-img's formats,
     // and LVs split over several ranges, go through a staged raw file.

@@ -166,7 +166,10 @@ fn lifecycle_metadata_only() {
     assert_eq!(snaps[0].display_name.as_deref(), Some("snap1"));
     let img2 = image(tmp, "img2.raw", MIB, &[(0, 0xcc)]);
     d.copy_image_to_volume(&vol, &img2).unwrap();
-    assert_eq!(read_lv(&lv_ranges(&vg, &d, &vol.name), 0, 2), vec![0xcc; 2]);
+    let sp = lv_ranges(&vg, &d, &vol.name);
+    assert_eq!(read_lv(&sp, 0, 2), vec![0xcc; 2]);
+    // The volume reads as the new image followed by zeros: nothing of the first image is left.
+    assert_eq!(read_lv(&sp, 50 * MIB, 2), vec![0; 2]);
     let ssp = lv_ranges(&vg, &d, &format!("_{}", snap.name));
     assert_eq!(read_lv(&ssp, 0, 2), vec![0xa1; 2]);
 
@@ -181,7 +184,7 @@ fn lifecycle_metadata_only() {
     d.create_cloned_volume(&clone, &vol).unwrap();
     let csp = lv_ranges(&vg, &d, &clone.name);
     assert_eq!(read_lv(&csp, 0, 2), vec![0xcc; 2]);
-    assert_eq!(read_lv(&csp, 50 * MIB, 2), vec![0xb2; 2]);
+    assert_eq!(read_lv(&csp, 50 * MIB, 2), vec![0; 2]);
     assert_eq!(read_lv(&csp, GIB + MIB, 2), vec![0; 2]);
     let from = Volume::new(1, None).unwrap();
     d.create_volume_from_snapshot(&from, &snap).unwrap();
@@ -194,7 +197,7 @@ fn lifecycle_metadata_only() {
     d.extend_volume(&vol, 2).unwrap();
     let sp = lv_ranges(&vg, &d, &vol.name);
     assert_eq!(sp.iter().map(|r| r.len).sum::<u64>(), 2 * GIB);
-    assert_eq!(read_lv(&sp, 50 * MIB, 2), vec![0xb2; 2]);
+    assert_eq!(read_lv(&sp, 0, 2), vec![0xcc; 2]);
     assert!(d.extend_volume(&vol, 1).is_err());
 
     // Revert by copy: the start is back, the extended tail reads as zeros.
@@ -341,6 +344,95 @@ fn delete_wipes_so_no_data_leaks_into_the_next_lv() {
     assert!(read_lv(&spb, 0, MIB as usize).iter().all(|&x| x == 0));
     assert_eq!(read_lv(&spb, 300 * MIB + 10, 1), vec![0x22]);
     d.delete_volume(&b).unwrap();
+    vg.check_metadata();
+}
+
+/// Asserts that `lv` reads zeros from `from` to its end (read in 64 MiB pieces).
+fn assert_zero_from(lv: &[PvRange], from: u64, what: &str) {
+    let len: u64 = lv.iter().map(|r| r.len).sum();
+    let mut off = from;
+    while off < len {
+        let n = (64 * MIB).min(len - off);
+        let b = read_lv(lv, off, n as usize);
+        if let Some(i) = b.iter().position(|&x| x != 0) {
+            panic!(
+                "{what}: old bytes at {} (past the source's end {from})",
+                off + i as u64
+            );
+        }
+        off += n;
+    }
+}
+
+/// Whether every range of `inner` lies inside a range of `outer`.
+fn within(inner: &[PvRange], outer: &[PvRange]) -> bool {
+    inner.iter().all(|i| {
+        outer
+            .iter()
+            .any(|o| o.pv == i.pv && o.offset <= i.offset && i.offset + i.len <= o.offset + o.len)
+    })
+}
+
+/// A volume written from a smaller image, a bigger clone and a bigger volume from a snapshot
+/// read as their source followed by zeros, even on extents that still hold an older volume's
+/// bytes (`volume_clear = none`, so its delete left them): nothing past the source's end shows
+/// what the extents held.
+#[test]
+fn tails_past_the_source_read_zeros_on_old_extents() {
+    if !ready() {
+        return;
+    }
+    let vg = Vg::new(1, 8);
+    let tmp = vg.dir.path().to_owned();
+    let mut cfg = vg.config();
+    cfg.volume_clear = VolumeClear::None;
+    let d = vg.driver_with(cfg);
+    // The old volume: 1 MiB of 0xee in every 64 MiB of 7 GiB, deleted without a wipe.
+    let marks: Vec<(u64, u8)> = (0..7 * GIB / (64 * MIB))
+        .map(|i| (i * 64 * MIB + 32 * MIB, 0xee))
+        .collect();
+    let old = Volume::new(7, None).unwrap();
+    d.create_volume(&old).unwrap();
+    d.copy_image_to_volume(&old, &image(&tmp, "old.raw", 7 * GIB, &marks))
+        .unwrap();
+    let dirty = lv_ranges(&vg, &d, &old.name);
+    d.delete_volume(&old).unwrap();
+
+    // A 16 MiB image into a new 1 GiB volume on those extents.
+    let a = Volume::new(1, None).unwrap();
+    d.create_volume(&a).unwrap();
+    let sa = lv_ranges(&vg, &d, &a.name);
+    assert!(within(&sa, &dirty));
+    assert_eq!(
+        read_lv(&sa, 32 * MIB, 1),
+        vec![0xee],
+        "a new thick LV shows the old bytes (control)"
+    );
+    let img = image(&tmp, "a.raw", 16 * MIB, &[(0, 0x61), (8 * MIB, 0x62)]);
+    d.copy_image_to_volume(&a, &img).unwrap();
+    assert!(read_lv(&sa, 0, (16 * MIB) as usize) == std::fs::read(&img.path).unwrap());
+    assert_zero_from(&sa, 16 * MIB, "volume from image");
+
+    // A 2 GiB clone of it, and a 2 GiB volume from its (full-copy) snapshot.
+    let clone = Volume::new(2, None).unwrap();
+    d.create_cloned_volume(&clone, &a).unwrap();
+    let snap = Snapshot::new(&a, None).unwrap();
+    d.create_snapshot(&snap).unwrap();
+    let born = Volume::new(2, None).unwrap();
+    d.create_volume_from_snapshot(&born, &snap).unwrap();
+    for (v, what) in [
+        (&clone, "bigger clone"),
+        (&born, "bigger volume from snapshot"),
+    ] {
+        let sp = lv_ranges(&vg, &d, &v.name);
+        assert!(within(&sp, &dirty), "{what} is not on the old extents");
+        assert_eq!(read_lv(&sp, 8 * MIB, 2), vec![0x62; 2]);
+        assert_zero_from(&sp, 16 * MIB, what);
+    }
+    d.delete_snapshot(&snap).unwrap();
+    for v in [&clone, &born, &a] {
+        d.delete_volume(v).unwrap();
+    }
     vg.check_metadata();
 }
 

@@ -362,6 +362,15 @@ class EmberVolumeDriver(driver.VolumeDriver):
         holes of the image are zeros on the volume either way).
         """
         meta = image_service.show(context, image_id)
+        # Cinder's create flow has usually fetched the image already (its
+        # TemporaryImages, to look at it before the volume is made): that
+        # file is used instead of a second download, as Cinder's own
+        # fetch_to_raw does.
+        fetched = getattr(image_service, 'temp_images', None)
+        fetched = fetched.get(context, image_id) if fetched else None
+        if fetched:
+            self._download(fetched, volume, meta, image_id)
+            return
         with image_utils.temporary_file(prefix='ember_image_') as tmp:
             image_utils.fetch(context, image_service, image_id, tmp,
                               volume.user_id, volume.project_id)

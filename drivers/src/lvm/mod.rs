@@ -236,6 +236,12 @@ impl LvmDriver {
         retry_busy(|| data::wipe_layout(dst, len, self.common.cfg.volume_copy_bps_limit))
     }
 
+    /// Wipes `dst` past its first `from` bytes (see [`data::wipe_tail`]).
+    fn wipe_tail(&self, dst: &[Span], from: u64) -> Result<()> {
+        let _g = self.pv_locks(dst)?;
+        retry_busy(|| data::wipe_tail(dst, from, self.common.cfg.volume_copy_bps_limit))
+    }
+
     fn pool_name(&self) -> String {
         self.common
             .cfg
@@ -487,9 +493,14 @@ impl LvmDriver {
                 .lv(name)?
                 .ok_or_else(|| DriverError::volume_not_found(name))?;
             let dst = self.layout(&lv)?;
-            // A thin LV reads as zeros; a thick one is not known to be zero: holes get written.
+            // A thin LV reads as zeros; a thick one is not known to be zero: holes get written,
+            // and so does the tail past the source (a bigger clone or volume from snapshot).
             let zeroed = self.thin()?;
-            self.copy_data(&src_lay, &dst, len.min(src.size), zeroed)?;
+            let len = len.min(src.size);
+            self.copy_data(&src_lay, &dst, len, zeroed)?;
+            if !zeroed {
+                self.wipe_tail(&dst, len)?;
+            }
             self.del_tag(name, TAG_CREATING)
         })();
         if let Err(e) = res {
@@ -966,12 +977,8 @@ impl VolumeDriver for LvmDriver {
         let dst = self.layout(&v)?;
         let len = s.size.min(v.size);
         self.copy_data(&src, &dst, len, false)?;
-        if v.size > len {
-            // Bytes past the snapshot's size did not exist in it: they read as zeros after revert.
-            let tail: Vec<Span> = skip_layout(&dst, len);
-            self.wipe_data(&tail, v.size - len)?;
-        }
-        Ok(())
+        // Bytes past the snapshot's size did not exist in it: they read as zeros after revert.
+        self.wipe_tail(&dst, len)
     }
 
     fn clone_image(&self, vol: &Volume, _image: &ImageFile) -> Result<CloneImageResult> {
@@ -1210,22 +1217,4 @@ fn retry_busy(mut f: impl FnMut() -> Result<()>) -> Result<()> {
             r => return r,
         }
     }
-}
-
-/// The layout past its first `skip` bytes.
-fn skip_layout(l: &[Span], mut skip: u64) -> Vec<Span> {
-    let mut out = Vec::new();
-    for s in l {
-        if skip >= s.len {
-            skip -= s.len;
-            continue;
-        }
-        out.push(Span {
-            path: s.path.clone(),
-            offset: s.offset + skip,
-            len: s.len - skip,
-        });
-        skip = 0;
-    }
-    out
 }

@@ -444,6 +444,35 @@ class RealBinaryTests(DriverTestCase):
         d.delete_volume(v)
         self.assertFalse(os.path.exists(data))
 
+    def test_image_fetched_by_the_create_flow_is_not_downloaded_again(self):
+        d = self.setup(ember_binary=self.binary, ember_connection='local')
+        v = FakeVolume(size=1)
+        d.create_volume(v)
+        image = os.path.join(self.state, 'fetched.raw')
+        with open(image, 'wb') as f:
+            f.truncate(4 << 20)
+            f.seek(1 << 20)
+            f.write(b'fetched once' * 1000)
+
+        class NoDownload(FakeImageService):
+            def download(self, context, image_id, data):
+                raise AssertionError('the image was downloaded again')
+
+        class Fetched(object):
+            def get(self, context, image_id):
+                return image if image_id == 'img-1' else None
+
+        service = NoDownload(image, {'disk_format': 'raw',
+                                     'container_format': 'bare'})
+        service.temp_images = Fetched()
+        d.copy_image_to_volume(None, v, service, 'img-1')
+        data = os.path.join(self.state, 'ember', 'ember-unit', 'data',
+                            v.name + '.raw')
+        with open(data, 'rb') as f, open(image, 'rb') as want:
+            self.assertEqual(want.read(), f.read(4 << 20))
+        self.assertTrue(os.path.exists(image), 'the fetched file is Cinder\'s')
+        d.delete_volume(v)
+
 
 if __name__ == '__main__':
     unittest.main()
