@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -235,6 +236,7 @@ def main():
             if api_volume(vol) is not None:
                 subprocess.run(['cinder', 'delete', vol], env=ENV, capture_output=True)
         run('glance', 'image-delete', image)
+        shutil.rmtree(WORK, ignore_errors=True)
     for name, rows in (('create --image-id (1 GiB qcow2, 10% data)', creates),
                        ('delete (4 GiB, volume_clear = zero)', deletes)):
         print('%s, median of %d: total %.2f s (client command %.2f s; picked up by '
