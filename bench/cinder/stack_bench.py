@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,7 +30,11 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-S = os.path.join(ROOT, 'build', 'cinder-stack')
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'cinder'))
+# The scenarios' helpers: the clients' environment, tables, a volume's bytes on the backend.
+import test_stack as stack  # noqa: E402
+
+S = stack.S
 WORK = os.path.join(S, 'bench')
 VOLUME_LOG = os.path.join(S, 'logs', 'cinder-volume.log')
 GIB = 1 << 30
@@ -37,17 +42,7 @@ MIB = 1 << 20
 POLL = 0.05
 
 
-def read_env():
-    env = dict(os.environ)
-    with open(os.path.join(S, 'env')) as f:
-        for line in f:
-            m = re.match(r'export (\w+)=(.*)$', line.strip())
-            if m:
-                env[m.group(1)] = m.group(2).replace('$PATH', os.environ['PATH'])
-    return env
-
-
-ENV = read_env()
+ENV = stack.ENV
 
 
 def run(*argv):
@@ -58,8 +53,7 @@ def run(*argv):
 
 
 def field(out, key):
-    m = re.search(r'^\|\s*%s\s*\|\s*(\S+)\s*\|' % re.escape(key), out, re.M)
-    return m.group(1)
+    return stack.table(out)[key]
 
 
 def api_volume(vol):
@@ -158,9 +152,7 @@ def log_size():
 
 def check_volume(vol, expected_raw, size):
     """The LV's bytes, read from its PV extents, equal the image then zeros."""
-    sys.path.insert(0, os.path.join(ROOT, 'tests', 'cinder'))
-    import test_stack  # noqa: E402 - the scenarios' helpers read the backend's bytes
-    diff = test_stack.first_difference(test_stack.volume_runs(vol), expected_raw, size)
+    diff = stack.first_difference(stack.volume_runs(vol), expected_raw, size)
     if diff is not None:
         raise SystemExit('volume %s differs from the image at %s' % (vol, diff))
 
@@ -244,6 +236,7 @@ def main():
             if api_volume(vol) is not None:
                 subprocess.run(['cinder', 'delete', vol], env=ENV, capture_output=True)
         run('glance', 'image-delete', image)
+        shutil.rmtree(WORK, ignore_errors=True)
     for name, rows in (('create --image-id (1 GiB qcow2, 10% data)', creates),
                        ('delete (4 GiB, volume_clear = zero)', deletes)):
         print('%s, median of %d: total %.2f s (client command %.2f s; picked up by '
