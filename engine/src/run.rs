@@ -174,10 +174,19 @@ fn open_ring(
     // Bytes the ring will move (data, and zeros it writes), and so the buffers worth having:
     // a job that moves little gets a small pool (less memory to fault in and pin). Zeroing
     // methods that may fall back to writes could need the full depth.
-    let (mut io_bytes, mut may_write_zeros) = (0u64, 0u64);
+    // One pass over the plan (a fragmented source's has an op per extent): the bytes moved,
+    // the zeros that may be written, and the largest piece of data.
+    let (mut io_bytes, mut may_write_zeros, mut largest) = (0u64, 0u64, 0u64);
     for op in &plan.ops {
         match *op {
-            Op::Copy { len, .. } | Op::Decode { len, .. } => io_bytes += len,
+            Op::Copy { len, .. } => {
+                io_bytes += len;
+                largest = largest.max(len);
+            }
+            Op::Decode { src_len, len, .. } => {
+                io_bytes += len;
+                largest = largest.max(src_len.max(len));
+            }
             Op::Zero { len, .. } if t.mode == ZeroMode::Write => io_bytes += len,
             Op::Zero { len, .. } if t.zero_fallback && t.mode != ZeroMode::Leave => {
                 may_write_zeros += len
@@ -188,16 +197,6 @@ fn open_ring(
     // Buffers as large as the largest piece of data (at least 64 KiB), when no hole will be
     // written with zeros: a source of small scattered extents then pins a few MiB, not the
     // depth times the block size.
-    let largest = plan
-        .ops
-        .iter()
-        .map(|op| match *op {
-            Op::Copy { len, .. } => len,
-            Op::Decode { src_len, len, .. } => src_len.max(len),
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0);
     let block_size = if may_write_zeros == 0 && t.mode != ZeroMode::Write {
         let fit = largest.next_power_of_two().max(SMALLEST_BUFFER as u64);
         opts.block_size

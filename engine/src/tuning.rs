@@ -122,13 +122,14 @@ pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: Asked) -> Shape {
 /// What `ep` lives on.
 pub fn medium(ep: &Endpoint) -> Medium {
     match ep.kind {
-        Kind::File => file_medium(ep),
+        Kind::File => fs_medium(&ep.file),
         Kind::Block => device_medium(ep.identity.1, 0),
     }
 }
 
-fn file_medium(ep: &Endpoint) -> Medium {
-    match sys::filesystem_type(ep.file.as_fd()) {
+/// A regular file's medium, from its file system type.
+fn fs_medium(file: &std::fs::File) -> Medium {
+    match sys::filesystem_type(file.as_fd()) {
         Ok(TMPFS_MAGIC | RAMFS_MAGIC) => Medium::Memory,
         _ => Medium::Device,
     }
@@ -161,10 +162,7 @@ fn backing_medium(path: &Path, depth: u32) -> Medium {
         return Medium::Device;
     };
     match file.metadata() {
-        Ok(m) if m.file_type().is_file() => match sys::filesystem_type(file.as_fd()) {
-            Ok(TMPFS_MAGIC | RAMFS_MAGIC) => Medium::Memory,
-            _ => Medium::Device,
-        },
+        Ok(m) if m.file_type().is_file() => fs_medium(&file),
         Ok(m) => {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
             if m.file_type().is_block_device() {
