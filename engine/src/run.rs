@@ -209,7 +209,13 @@ fn open_ring(
         (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
     let pool = BufferPool::new(qd + 1, block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
-    let mut backend = uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?;
+    let mut backend = if shape.threads > 0 {
+        Box::new(
+            uring::ThreadBackend::new(files, pool, shape.threads as usize).map_err(Error::Ring)?,
+        )
+    } else {
+        uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?
+    };
     if dst_direct.is_none() && shape.media.1 == Medium::Device && io_bytes > 0 {
         // Written through the page cache to a disk: keep its dirty pages bounded.
         let file = dup(&d.file, &d.path)?;

@@ -60,6 +60,9 @@ fn files_on_tmpfs_use_the_page_cache_and_a_shallow_queue_unless_pinned() {
         "what was registered follows the shape"
     );
     assert_eq!(io.queue_depth, MEMORY_QUEUE_DEPTH);
+    // Every file in memory: worker threads instead of the ring.
+    assert!(io.threads >= 1);
+    assert_eq!(s.backend, "threads");
     assert_eq!(first_difference(&src, &dst), None);
 
     // tmpfs -> disk: the disk keeps O_DIRECT and the deep queue.
@@ -69,6 +72,7 @@ fn files_on_tmpfs_use_the_page_cache_and_a_shallow_queue_unless_pinned() {
     assert_eq!(io.media, (Some(Medium::Memory), Medium::Device));
     assert_eq!(io.direct, (false, true));
     assert_eq!(io.queue_depth, CopyOptions::default().queue_depth);
+    assert_eq!((io.threads, s.backend), (0, "io_uring"));
     assert_eq!(first_difference(&src, &on_disk), None);
 
     // disk -> disk: as asked.
@@ -88,8 +92,102 @@ fn files_on_tmpfs_use_the_page_cache_and_a_shallow_queue_unless_pinned() {
     };
     let dst2 = mem.path().join("pinned.raw");
     let io = copy::copy(&src, &dst2, &pinned).unwrap().io.unwrap();
-    assert_eq!((io.queue_depth, io.rule), (16, "as asked"));
+    assert_eq!((io.queue_depth, io.rule, io.threads), (16, "as asked", 0));
     assert_eq!(first_difference(&src, &dst2), None);
+}
+
+/// Everything a copy does, on the worker threads: holes kept, zero blocks found in the data
+/// left as holes, old bytes of an existing destination zeroed where the source has holes, a
+/// read-back verify, progress to the end; then a wipe of the file. Checked byte by byte.
+#[test]
+fn runs_on_memory_files_keep_every_guarantee_on_worker_threads() {
+    let Some(mem) = tmpfs_dir("runs_on_memory_files_keep_every_guarantee") else {
+        return;
+    };
+    let src = mem.path().join("src.raw");
+    let size = 40 * MIB + 12288;
+    {
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(size).unwrap();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+        let mut data = vec![0u8; 3 * MIB as usize];
+        for (i, at) in [0, 7 * MIB + 4096, 20 * MIB, 37 * MIB]
+            .into_iter()
+            .enumerate()
+        {
+            rng.fill_bytes(&mut data);
+            if i == 2 {
+                // Allocated zeros inside the data: a hole in the copy.
+                data[MIB as usize..2 * MIB as usize].fill(0);
+            }
+            std::os::unix::fs::FileExt::write_at(&f, &data, at).unwrap();
+        }
+        std::os::unix::fs::FileExt::write_at(&f, b"tail", size - 4).unwrap();
+    }
+    let dst = mem.path().join("dst.raw");
+    std::fs::write(&dst, vec![0xAB; size as usize]).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = done.clone();
+    let o = CopyOptions {
+        force: true,
+        verify: true,
+        progress: Some(std::sync::Arc::new(move |d, _| {
+            seen.store(d, std::sync::atomic::Ordering::Relaxed)
+        })),
+        ..CopyOptions::default()
+    };
+    let s = copy::copy(&src, &dst, &o).unwrap();
+    assert_eq!(s.backend, "threads");
+    assert_eq!(first_difference(&src, &dst), None);
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
+    assert_eq!(done.load(std::sync::atomic::Ordering::Relaxed), size);
+    // The zeroed MiB of data and the source's holes hold no blocks in the copy.
+    let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap());
+    assert!(
+        blocks(&dst) <= blocks(&src) - 2048,
+        "zero blocks were written"
+    );
+
+    let w = ember_engine::wipe::wipe(&dst, &Default::default()).unwrap();
+    assert_eq!(w.length, size);
+    let bytes = std::fs::read(&dst).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    assert!(bytes.iter().all(|b| *b == 0), "the wipe left data");
+}
+
+/// A tmpfs that fills up mid-copy fails the copy with the file system's error: nothing is
+/// reported done that the workers could not write.
+#[test]
+fn a_full_tmpfs_fails_the_copy_on_worker_threads() {
+    ember_engine::require_root!();
+    let Some(mem) = tmpfs_dir("a_full_tmpfs_fails_the_copy") else {
+        return;
+    };
+    let small = tempfile::tempdir().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a small tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(small.path());
+    let src = mem.path().join("src.raw");
+    random_file(&src, 24 * MIB, 4);
+    let dst = small.path().join("dst.raw");
+    let e = copy::copy(&src, &dst, &CopyOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("dst.raw"), "{msg}");
+    assert_eq!(
+        e.kind(),
+        ember_engine::error::ErrorKind::NoSpace,
+        "the file system's error: {msg}"
+    );
 }
 
 struct Loop(PathBuf);

@@ -71,6 +71,7 @@ impl IoArgs {
             tune: Tune {
                 direct: !self.no_direct && !self.direct,
                 queue_depth: self.queue_depth.is_none(),
+                threads: true,
             },
             bps_limit: self.bps_limit,
             ..defaults

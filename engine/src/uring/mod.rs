@@ -16,8 +16,10 @@
 //!   their completions (bounded); if the kernel still holds buffers after that, the buffer
 //!   memory is leaked rather than freed under the kernel's feet.
 //!
-//! [`UringBackend`] is the real one (fixed buffers, fixed files); [`SyncBackend`] runs the same
-//! requests with `pread`/`pwrite` where io_uring is unavailable (e.g. blocked by seccomp).
+//! [`UringBackend`] is the real one (fixed buffers, fixed files); [`ThreadBackend`] runs the
+//! requests on a few threads where every file is in memory and buffered (io_uring would hand
+//! each to a worker anyway); [`SyncBackend`] runs them one by one with `pread`/`pwrite` where
+//! io_uring is unavailable (e.g. blocked by seccomp).
 
 mod buffer;
 #[cfg(any(test, feature = "testing"))]
@@ -25,10 +27,12 @@ mod buffer;
 pub mod faulty;
 mod ring;
 mod sync;
+mod threads;
 
 pub use buffer::BufferPool;
 pub use ring::UringBackend;
 pub use sync::SyncBackend;
+pub use threads::ThreadBackend;
 
 use std::fs::File;
 use std::io;
