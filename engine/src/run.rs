@@ -85,10 +85,10 @@ pub(crate) fn run_plan_on(
         queue_depth: opts.queue_depth,
         tune: opts.tune,
     };
-    let shape = tuning::choose(src, d, asked);
+    let mut shape = tuning::choose(src, d, asked);
     let failure = writeback::Failure::default();
     let (mut backend, files, queue_depth, block_size) =
-        match open_ring(src, t, plan, opts, &shape, &failure) {
+        match open_ring(src, t, plan, opts, &mut shape, &failure) {
             Ok(r) => r,
             Err(e) => return (Err(e), None),
         };
@@ -138,13 +138,14 @@ pub(crate) fn run_plan_on(
 }
 
 /// The ring for one run: the job's descriptors registered (buffered and O_DIRECT of each
-/// end), the queue depth and buffer pool sized to what the plan moves, the test hook applied.
+/// end), the queue depth and buffer pool sized to what the plan moves (`shape` records a
+/// deeper queue for small buffers), the test hook applied.
 fn open_ring(
     src: Option<&Endpoint>,
     t: &Target<'_>,
     plan: &Plan,
     opts: &CopyOptions,
-    shape: &Shape,
+    shape: &mut Shape,
     failure: &writeback::Failure,
 ) -> Result<(Box<dyn uring::IoBackend>, FileSlots, usize, usize)> {
     let d = t.ep;
@@ -204,6 +205,7 @@ fn open_ring(
     } else {
         opts.block_size
     };
+    tuning::deepen_for_small_buffers(shape, opts.tune, opts.block_size, block_size);
     let bs = block_size as u64;
     let qd =
         (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;

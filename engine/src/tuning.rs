@@ -22,6 +22,10 @@
 //!   is not used: virtual disks report 1 whatever is behind them (this machine's virtio disk
 //!   does).
 //!
+//! - **Small pieces of data** (a fragmented source: buffers sized to pieces smaller than the
+//!   block size): a deeper queue, up to 128, keeping about as many bytes in flight as asked
+//!   ([`deepen_for_small_buffers`]).
+//!
 //! [`Tune`] (a copy's `tune` option) says which of the two the rule may change; the CLI pins a value the
 //! user gave (`--queue-depth`, `--direct`, `--no-direct`). The choice and its reason are in the
 //! run's [`crate::options::Summary`].
@@ -133,6 +137,30 @@ pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: Asked) -> Shape {
         } else {
             "as asked"
         },
+    }
+}
+
+/// The deepest queue of small requests (see [`deepen_for_small_buffers`]).
+pub const SMALL_IO_QUEUE_DEPTH: u32 = 128;
+
+/// A run whose pieces of data are small gets buffers sized to them (`buffer` bytes, less than
+/// the `asked` block size): its queue deepens so about as many bytes stay in flight as asked
+/// (depth times block size), up to [`SMALL_IO_QUEUE_DEPTH`], unless the depth was pinned or
+/// lowered for memory. Each small I/O is a round trip to the device, and more of them in flight
+/// hide it: a 4 GiB file with 4 KiB of data every 64 KiB copied to a new file on this
+/// machine's disk took 1.9 s at depth 32, 1.6 s at 64, 1.4 s at 128, 1.4-1.5 s at 256 and 512.
+pub fn deepen_for_small_buffers(shape: &mut Shape, tune: Tune, asked: usize, buffer: usize) {
+    if !tune.queue_depth || shape.threads > 0 || shape.queue_depth == MEMORY_QUEUE_DEPTH {
+        return;
+    }
+    if buffer >= asked || buffer == 0 {
+        return;
+    }
+    let bytes = u64::from(shape.queue_depth) * asked as u64;
+    let depth = (bytes / buffer as u64).min(u64::from(SMALL_IO_QUEUE_DEPTH)) as u32;
+    if depth > shape.queue_depth {
+        shape.queue_depth = depth;
+        shape.rule = "small pieces of data: a deeper queue of small I/Os";
     }
 }
 

@@ -190,6 +190,40 @@ fn a_full_tmpfs_fails_the_copy_on_worker_threads() {
     );
 }
 
+/// A source of small scattered extents gets small buffers and a deeper queue (as many bytes
+/// in flight as asked), unless the depth was given; the copy is exact either way.
+#[test]
+fn small_pieces_of_data_deepen_the_queue_unless_pinned() {
+    let disk = tempfile::tempdir().unwrap();
+    let src = disk.path().join("frag.raw");
+    {
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(64 * MIB).unwrap();
+        for i in 0..1024u64 {
+            let block = [(i % 255) as u8 + 1; 4096];
+            std::os::unix::fs::FileExt::write_at(&f, &block, i * 64 * 1024).unwrap();
+        }
+    }
+    let dst = disk.path().join("dst.raw");
+    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
+    let io = s.io.unwrap();
+    assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
+    assert_eq!(io.queue_depth, ember_engine::tuning::SMALL_IO_QUEUE_DEPTH);
+    assert_eq!(first_difference(&src, &dst), None);
+
+    let pinned = CopyOptions {
+        force: true,
+        tune: Tune {
+            queue_depth: false,
+            ..Tune::default()
+        },
+        ..CopyOptions::default()
+    };
+    let io = copy::copy(&src, &dst, &pinned).unwrap().io.unwrap();
+    assert_eq!(io.queue_depth, CopyOptions::default().queue_depth);
+    assert_eq!(first_difference(&src, &dst), None);
+}
+
 struct Loop(PathBuf);
 
 impl Drop for Loop {
