@@ -100,7 +100,13 @@ impl Case for CopyCase {
         let src = fixture::ensure(&ctx.dir, &self.spec)?;
         let data = src.data_bytes();
         let mut notes = Vec::new();
-        if data < self.spec.logical {
+        if self.spec.stride.is_some() {
+            notes.push(format!(
+                "MB/s = allocated source data ({}) / median time; the device reference reads the source's own extents and writes them at the same offsets of a new file (fio --rw=read:GAP/write:GAP)",
+                units::bytes(data)
+            ));
+            self.reference_src = Some(src.path.clone());
+        } else if data < self.spec.logical {
             let c = fixture::ensure(&ctx.dir, &self.reference_spec)?;
             notes.push(format!(
                 "MB/s = allocated source data ({}) / median time; the device reference reads that many bytes of {}",
@@ -150,6 +156,7 @@ impl Case for CopyCase {
                 ember_variants: self.ember_variants,
                 dd_skip: self.dd_skip.clone(),
                 reference,
+                strided: self.spec.stride.map(|stride| (self.spec.ext_min, stride)),
             },
         )
     }

@@ -188,6 +188,7 @@ impl Case for FastCase {
                 ember_variants: &[("ember --no-direct", "--no-direct")],
                 dd_skip: None,
                 reference: (r, fio_dst, self.spec.data),
+                strided: None,
             },
         )
     }

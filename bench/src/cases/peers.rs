@@ -48,6 +48,10 @@ pub struct CopyLineup<'a> {
     pub dd_skip: Option<String>,
     /// The device reference's (source, destination, bytes): see [`fio_reference`].
     pub reference: (&'a Path, &'a Path, u64),
+    /// A fragmented source's layout, (extent, stride): the device reference then moves the
+    /// same extents at the same offsets ([`fio_strided_reference`]) instead of a sequential
+    /// stream of as many bytes.
+    pub strided: Option<(u64, u64)>,
 }
 
 /// Ember (defaults, then its variants), the peers that copy a raw source today (Cinder's dd
@@ -114,7 +118,10 @@ pub fn copy_tools(ctx: &Ctx, l: &CopyLineup) -> Vec<Tool> {
         ),
     ]);
     let (read, write, bytes) = l.reference;
-    tools.extend(fio_reference(&[(read, bytes)], &[(write, bytes)]));
+    tools.extend(match l.strided {
+        Some((extent, stride)) => fio_strided_reference(l.src, write, l.logical, extent, stride),
+        None => fio_reference(&[(read, bytes)], &[(write, bytes)]),
+    });
     tools
 }
 
@@ -207,9 +214,110 @@ pub fn fio_reference(reads: &[(&Path, u64)], writes: &[(&Path, u64)]) -> Vec<Too
         .collect()
 }
 
+/// The configurations of the strided device reference: O_DIRECT at the default and at a deep
+/// queue, buffered on io_uring and the plain synchronous loop.
+const FIO_STRIDED_CONFIGS: [FioConfig; 4] = [
+    FioConfig {
+        name: "fio direct strided qd32",
+        direct: true,
+        ioengine: "io_uring",
+        bs: 0,
+        iodepth: 32,
+    },
+    FioConfig {
+        name: "fio direct strided qd128",
+        direct: true,
+        ioengine: "io_uring",
+        bs: 0,
+        iodepth: 128,
+    },
+    FioConfig {
+        name: "fio buffered strided qd32",
+        direct: false,
+        ioengine: "io_uring",
+        bs: 0,
+        iodepth: 32,
+    },
+    FioConfig {
+        name: "fio buffered strided sync",
+        direct: false,
+        ioengine: "psync",
+        bs: 0,
+        iodepth: 1,
+    },
+];
+
+/// The device reference of a fragmented copy: fio reads the source's own extents (`extent`
+/// bytes at the start of every `stride` of `logical`) and writes as many at the same offsets of
+/// a new file (`--rw=read:GAP` / `--rw=write:GAP`, `--io_size` = the data), a reader and a
+/// writer job started together, the writer sizing its file with ftruncate and fsyncing at its
+/// end: the I/O a copy of that layout cannot avoid, without discovering it.
+pub fn fio_strided_reference(
+    src: &Path,
+    dst: &Path,
+    logical: u64,
+    extent: u64,
+    stride: u64,
+) -> Vec<Tool> {
+    let gap = stride - extent;
+    let data = logical / stride * extent;
+    FIO_STRIDED_CONFIGS
+        .iter()
+        .map(|c| {
+            let mut argv = vec![
+                arg("fio"),
+                arg("--output-format=json"),
+                arg(format!("--bs={extent}")),
+                arg(format!("--iodepth={}", c.iodepth)),
+                arg(format!("--ioengine={}", c.ioengine)),
+                arg(format!("--direct={}", u8::from(c.direct))),
+            ];
+            for (kind, path) in [("read", src), ("write", dst)] {
+                argv.push(arg(format!("--name={kind}")));
+                argv.push(arg(format!("--filename={}", path.display())));
+                argv.push(arg(format!("--rw={kind}:{gap}")));
+                argv.push(arg(format!("--size={logical}")));
+                argv.push(arg(format!("--io_size={data}")));
+                if kind == "write" {
+                    argv.push(arg("--fallocate=truncate"));
+                    argv.push(arg("--end_fsync=1"));
+                }
+            }
+            Tool::new(c.name, Role::Reference, vec![argv])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_reference_moves_the_extents_at_their_offsets() {
+        let tools = fio_strided_reference(Path::new("/s"), Path::new("/d"), 1 << 32, 4096, 65536);
+        assert_eq!(tools.len(), 4);
+        let argv: Vec<String> = tools[1].jobs[0][0]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "--bs=4096",
+            "--iodepth=128",
+            "--direct=1",
+            "--rw=read:61440",
+            "--rw=write:61440",
+            "--size=4294967296",
+            "--io_size=268435456",
+            "--filename=/s",
+            "--filename=/d",
+            "--fallocate=truncate",
+        ] {
+            assert!(
+                argv.iter().any(|a| a == want),
+                "{want} missing from {argv:?}"
+            );
+        }
+    }
 
     #[test]
     fn qemu_img_convert_argv() {
