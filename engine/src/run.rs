@@ -83,12 +83,13 @@ pub(crate) fn run_plan_on(
     let asked = tuning::Asked {
         direct: opts.direct,
         queue_depth: opts.queue_depth,
+        block_size: opts.block_size,
         tune: opts.tune,
     };
     let mut shape = tuning::choose(src, d, asked);
     let failure = writeback::Failure::default();
     let (mut backend, files, queue_depth, block_size) =
-        match open_ring(src, t, plan, opts, &mut shape, &failure) {
+        match open_ring(src, t, plan, opts, (&asked, &mut shape), &failure) {
             Ok(r) => r,
             Err(e) => return (Err(e), None),
         };
@@ -145,7 +146,7 @@ fn open_ring(
     t: &Target<'_>,
     plan: &Plan,
     opts: &CopyOptions,
-    shape: &mut Shape,
+    (asked, shape): (&tuning::Asked, &mut Shape),
     failure: &writeback::Failure,
 ) -> Result<(Box<dyn uring::IoBackend>, FileSlots, usize, usize)> {
     let d = t.ep;
@@ -205,7 +206,7 @@ fn open_ring(
     } else {
         opts.block_size
     };
-    tuning::deepen_for_small_buffers(shape, opts.tune, opts.block_size, block_size);
+    tuning::deepen_for_small_buffers(shape, asked, block_size);
     let bs = block_size as u64;
     let qd =
         (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;

@@ -101,6 +101,8 @@ impl Tune {
 pub struct Asked {
     pub direct: bool,
     pub queue_depth: u32,
+    /// Bytes per I/O.
+    pub block_size: usize,
     pub tune: Tune,
 }
 
@@ -144,19 +146,17 @@ pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: Asked) -> Shape {
 pub const SMALL_IO_QUEUE_DEPTH: u32 = 128;
 
 /// A run whose pieces of data are small gets buffers sized to them (`buffer` bytes, less than
-/// the `asked` block size): its queue deepens so about as many bytes stay in flight as asked
+/// the block size asked): its queue deepens so about as many bytes stay in flight as asked
 /// (depth times block size), up to [`SMALL_IO_QUEUE_DEPTH`], unless the depth was pinned or
-/// lowered for memory. Each small I/O is a round trip to the device, and more of them in flight
+/// the rule already changed it (memory). Each small I/O is a round trip to the device, and more of them in flight
 /// hide it: a 4 GiB file with 4 KiB of data every 64 KiB copied to a new file on this
 /// machine's disk took 1.9 s at depth 32, 1.6 s at 64, 1.4 s at 128, 1.4-1.5 s at 256 and 512.
-pub fn deepen_for_small_buffers(shape: &mut Shape, tune: Tune, asked: usize, buffer: usize) {
-    if !tune.queue_depth || shape.threads > 0 || shape.queue_depth == MEMORY_QUEUE_DEPTH {
+pub fn deepen_for_small_buffers(shape: &mut Shape, asked: &Asked, buffer: usize) {
+    let as_asked = shape.queue_depth == asked.queue_depth && shape.threads == 0;
+    if !asked.tune.queue_depth || !as_asked || buffer == 0 || buffer >= asked.block_size {
         return;
     }
-    if buffer >= asked || buffer == 0 {
-        return;
-    }
-    let bytes = u64::from(shape.queue_depth) * asked as u64;
+    let bytes = u64::from(asked.queue_depth) * asked.block_size as u64;
     let depth = (bytes / buffer as u64).min(u64::from(SMALL_IO_QUEUE_DEPTH)) as u32;
     if depth > shape.queue_depth {
         shape.queue_depth = depth;

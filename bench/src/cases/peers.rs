@@ -167,6 +167,26 @@ const FIO_CONFIGS: [FioConfig; 4] = [
     },
 ];
 
+/// fio's command line up to its jobs: one configuration moving blocks of `bs` bytes.
+fn fio_head(c: &FioConfig, bs: u64) -> Vec<OsString> {
+    vec![
+        arg("fio"),
+        arg("--output-format=json"),
+        arg(format!("--bs={bs}")),
+        arg(format!("--iodepth={}", c.iodepth)),
+        arg(format!("--ioengine={}", c.ioengine)),
+        arg(format!("--direct={}", u8::from(c.direct))),
+    ]
+}
+
+/// A writer job's ending: a new file is first sized with ftruncate, as ember and qemu-img do
+/// (without it every write extends the file, which ext4 runs synchronously, one at a time: a
+/// slower pattern than any copy tool's), and its data made durable at the end.
+fn fio_writer_extras(argv: &mut Vec<OsString>) {
+    argv.push(arg("--fallocate=truncate"));
+    argv.push(arg("--end_fsync=1"));
+}
+
 /// The device reference: what fio moves in the same bytes, in each of [`FIO_CONFIGS`] (one
 /// tool each; the report takes the fastest). Every `(file, bytes)` of `reads` gets a reader
 /// job and every one of `writes` a writer job, all started together; writers size a new file
@@ -177,14 +197,7 @@ pub fn fio_reference(reads: &[(&Path, u64)], writes: &[(&Path, u64)]) -> Vec<Too
         .iter()
         .map(|c| {
             let size = |n: u64| n.div_ceil(c.bs).max(1) * c.bs;
-            let mut argv = vec![
-                arg("fio"),
-                arg("--output-format=json"),
-                arg(format!("--bs={}", c.bs)),
-                arg(format!("--iodepth={}", c.iodepth)),
-                arg(format!("--ioengine={}", c.ioengine)),
-                arg(format!("--direct={}", u8::from(c.direct))),
-            ];
+            let mut argv = fio_head(c, c.bs);
             let mut job = |kind: &str, i: usize, n: usize, (path, bytes): (&Path, u64)| {
                 let name = if n == 1 {
                     kind.to_string()
@@ -196,11 +209,7 @@ pub fn fio_reference(reads: &[(&Path, u64)], writes: &[(&Path, u64)]) -> Vec<Too
                 argv.push(arg(format!("--rw={kind}")));
                 argv.push(arg(format!("--size={}", size(bytes))));
                 if kind == "write" {
-                    // A new file is first sized with ftruncate, as ember and qemu-img do:
-                    // without it every write extends the file, which ext4 runs synchronously,
-                    // one at a time (a slower pattern than any copy tool's).
-                    argv.push(arg("--fallocate=truncate"));
-                    argv.push(arg("--end_fsync=1"));
+                    fio_writer_extras(&mut argv);
                 }
             };
             for (i, r) in reads.iter().enumerate() {
@@ -215,7 +224,8 @@ pub fn fio_reference(reads: &[(&Path, u64)], writes: &[(&Path, u64)]) -> Vec<Too
 }
 
 /// The configurations of the strided device reference: O_DIRECT at the default and at a deep
-/// queue, buffered on io_uring and the plain synchronous loop.
+/// queue, buffered on io_uring and the plain synchronous loop. Their blocks are the source's
+/// extents, so `bs` is not used.
 const FIO_STRIDED_CONFIGS: [FioConfig; 4] = [
     FioConfig {
         name: "fio direct strided qd32",
@@ -264,14 +274,7 @@ pub fn fio_strided_reference(
     FIO_STRIDED_CONFIGS
         .iter()
         .map(|c| {
-            let mut argv = vec![
-                arg("fio"),
-                arg("--output-format=json"),
-                arg(format!("--bs={extent}")),
-                arg(format!("--iodepth={}", c.iodepth)),
-                arg(format!("--ioengine={}", c.ioengine)),
-                arg(format!("--direct={}", u8::from(c.direct))),
-            ];
+            let mut argv = fio_head(c, extent);
             for (kind, path) in [("read", src), ("write", dst)] {
                 argv.push(arg(format!("--name={kind}")));
                 argv.push(arg(format!("--filename={}", path.display())));
@@ -279,8 +282,7 @@ pub fn fio_strided_reference(
                 argv.push(arg(format!("--size={logical}")));
                 argv.push(arg(format!("--io_size={data}")));
                 if kind == "write" {
-                    argv.push(arg("--fallocate=truncate"));
-                    argv.push(arg("--end_fsync=1"));
+                    fio_writer_extras(&mut argv);
                 }
             }
             Tool::new(c.name, Role::Reference, vec![argv])

@@ -75,6 +75,14 @@ pub struct Done {
     pub result: i32,
 }
 
+/// A `pread`/`pwrite` outcome as a completion's result: bytes transferred, or `-errno`.
+fn kernel_result(res: io::Result<usize>) -> i32 {
+    match res {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
 /// Something that runs [`Req`]s against a file table with a buffer pool.
 pub trait IoBackend {
     /// The buffer pool.

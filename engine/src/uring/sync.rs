@@ -1,6 +1,6 @@
 //! The synchronous fallback backend: each pushed request runs at once with `pread`/`pwrite`.
 
-use super::{BufferPool, Done, IoBackend, IoOp, Req};
+use super::{kernel_result, BufferPool, Done, IoBackend, IoOp, Req};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -41,13 +41,9 @@ impl IoBackend for SyncBackend {
             IoOp::Read => file.read_at(&mut self.pool.get_mut(req.buf)[range], req.offset),
             IoOp::Write => file.write_at(&self.pool.get(req.buf)[range], req.offset),
         };
-        let result = match res {
-            Ok(n) => n as i32,
-            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-        };
         self.done.push_back(Done {
             user_data: req.user_data,
-            result,
+            result: kernel_result(res),
         });
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! [`IoBackend::wait`] returns its completion; dropping the backend waits for the requests
 //! already handed to the workers (each a single `pread`/`pwrite` on a memory file).
 
-use super::{BufferPool, Done, IoBackend, IoOp, Req};
+use super::{kernel_result, BufferPool, Done, IoBackend, IoOp, Req};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -140,10 +140,7 @@ unsafe fn run(files: &[File], req: &Req, addr: *mut u8) -> i32 {
             req.offset,
         ),
     };
-    match res {
-        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
-        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-    }
+    kernel_result(res)
 }
 
 impl IoBackend for ThreadBackend {
