@@ -84,9 +84,22 @@ pub(crate) fn run_plan_on(
         direct: opts.direct,
         queue_depth: opts.queue_depth,
         block_size: opts.block_size,
+        limited: opts.bps_limit.is_some(),
         tune: opts.tune,
     };
     let mut shape = tuning::choose(src, d, asked);
+    // What the rule chose also serves the read-back.
+    let chosen;
+    let opts = if (shape.block_size, shape.queue_depth) == (opts.block_size, opts.queue_depth) {
+        opts
+    } else {
+        chosen = CopyOptions {
+            block_size: shape.block_size,
+            queue_depth: shape.queue_depth,
+            ..opts.clone()
+        };
+        &chosen
+    };
     let failure = writeback::Failure::default();
     let (mut backend, files, queue_depth, block_size) =
         match open_ring(src, t, plan, opts, (&asked, &mut shape), &failure) {
@@ -201,12 +214,14 @@ fn open_ring(
     // depth times the block size.
     let block_size = if may_write_zeros == 0 && t.mode != ZeroMode::Write {
         let fit = largest.next_power_of_two().max(SMALLEST_BUFFER as u64);
-        opts.block_size
+        shape
+            .block_size
             .min(usize::try_from(fit).unwrap_or(usize::MAX))
     } else {
-        opts.block_size
+        shape.block_size
     };
     tuning::deepen_for_small_buffers(shape, asked, block_size);
+    shape.block_size = block_size;
     let bs = block_size as u64;
     let qd =
         (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;

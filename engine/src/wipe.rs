@@ -22,6 +22,7 @@ use crate::options::{CopyOptions, IoHook, ProgressFn};
 use crate::pipeline::ZeroedRange;
 use crate::plan::{Op, Plan};
 use crate::run::{run_plan_on, Target};
+use crate::tuning::Tune;
 use crate::verify;
 use crate::zeroing::ZeroMode;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub struct WipeOptions {
     pub queue_depth: u32,
     /// Use O_DIRECT where possible.
     pub direct: bool,
+    /// Which of the I/O settings the engine may choose from the storage ([`crate::tuning`]).
+    pub tune: Tune,
     /// Set to stop.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Called as bytes complete.
@@ -107,6 +110,7 @@ impl Default for WipeOptions {
             block_size: c.block_size,
             queue_depth: c.queue_depth,
             direct: true,
+            tune: Tune::default(),
             cancel: None,
             progress: None,
             io_timeout: c.io_timeout,
@@ -161,6 +165,7 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
         progress: opts.progress.clone(),
         io_timeout: opts.io_timeout,
         io_hook: opts.io_hook.clone(),
+        tune: opts.tune,
         ..CopyOptions::default()
     };
     copy_opts.validate()?;

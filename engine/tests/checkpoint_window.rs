@@ -3,6 +3,7 @@
 use ember_engine::copy::{Destination, Job, Source};
 use ember_engine::endpoint::Window;
 use ember_engine::options::{Checkpoint, CopyOptions, Summary};
+use ember_engine::tuning::Tune;
 
 fn copy_window(s: &Window, d: &Window, opts: &CopyOptions) -> ember_engine::Result<Summary> {
     Job::new(Source::Path(s.clone()), Destination::Path(d.clone()), opts).run()
@@ -41,6 +42,8 @@ fn an_interrupted_window_copy_resumes_to_the_exact_bytes_and_touches_nothing_els
     let opts = CopyOptions {
         block_size: MIB as usize,
         queue_depth: 2,
+        // As given: the cancel lands between blocks of this size.
+        tune: Tune::PINNED,
         cancel: Some(cancel),
         progress: Some(Arc::new(move |done, total| {
             if done * 2 >= total {

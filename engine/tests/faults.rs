@@ -6,6 +6,7 @@
 use ember_engine::copy::{self, Destination, Job, Source};
 use ember_engine::options::CopyOptions;
 use ember_engine::plan::{Op, Plan};
+use ember_engine::tuning::Tune;
 use ember_engine::uring::faulty::{Action, Faults, OpMatch, Rule};
 use ember_engine::verify;
 use ember_engine::wipe::{self, Verify, WipeMethod, WipeOptions};
@@ -35,10 +36,15 @@ fn run_plan(src: &Path, plan: &Plan, dst: &Path, o: &CopyOptions) -> ember_engin
         .map(drop)
 }
 
+/// Small blocks at a shallow depth, as given (the faults are placed by block).
 fn opts(faults: &Arc<Faults>) -> CopyOptions {
     CopyOptions {
         block_size: BS,
         queue_depth: 4,
+        tune: Tune {
+            block_size: false,
+            ..Tune::default()
+        },
         io_hook: Some(faults.hook()),
         io_timeout: Duration::from_secs(1),
         ..CopyOptions::default()
@@ -336,6 +342,10 @@ fn wipe_opts(faults: &Arc<Faults>) -> WipeOptions {
         method: WipeMethod::Write,
         block_size: BS,
         queue_depth: 4,
+        tune: Tune {
+            block_size: false,
+            ..Tune::default()
+        },
         io_hook: Some(faults.hook()),
         io_timeout: Duration::from_secs(1),
         ..WipeOptions::default()

@@ -5,7 +5,7 @@
 use ember_engine::copy::{self, Destination, Job, Source};
 use ember_engine::options::CopyOptions;
 use ember_engine::test_util::{first_difference, skip};
-use ember_engine::tuning::{Medium, Tune, MEMORY_QUEUE_DEPTH};
+use ember_engine::tuning::{Medium, Tune, DEVICE_IN_FLIGHT, MEMORY_QUEUE_DEPTH, RULE_DEVICE};
 use rand::{RngCore, SeedableRng};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -82,7 +82,7 @@ fn files_on_tmpfs_use_the_page_cache_and_a_shallow_queue_unless_pinned() {
         .io
         .unwrap();
     assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
-    assert_eq!((io.direct, io.rule), ((true, true), "as asked"));
+    assert_eq!((io.direct, io.rule), ((true, true), RULE_DEVICE));
 
     // Pinned: used as given, also on tmpfs.
     let pinned = CopyOptions {
@@ -222,6 +222,111 @@ fn small_pieces_of_data_deepen_the_queue_unless_pinned() {
     let io = copy::copy(&src, &dst, &pinned).unwrap().io.unwrap();
     assert_eq!(io.queue_depth, CopyOptions::default().queue_depth);
     assert_eq!(first_difference(&src, &dst), None);
+}
+
+/// The kernel's largest request for the device holding `dir`'s file system, read from sysfs
+/// (a partition's from its disk), when there is one.
+fn max_request_of(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).unwrap().dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let kb = std::fs::read_to_string(sys.join("queue/max_sectors_kb"))
+        .or_else(|_| std::fs::read_to_string(sys.join("../queue/max_sectors_kb")))
+        .ok()?;
+    Some(kb.trim().parse::<u64>().ok()? << 10)
+}
+
+/// Between devices through O_DIRECT: 64 MiB in flight, in requests the device takes whole (1 to
+/// 4 MiB); the data arrives exact; a block size or depth given keeps the run as asked, and the
+/// CLI's flags pin them.
+#[test]
+fn copies_between_devices_keep_64_mib_in_flight_in_requests_the_device_takes() {
+    let disk = tempfile::tempdir().unwrap();
+    let src = disk.path().join("src.raw");
+    random_file(&src, 24 * MIB, 5);
+    let dst = disk.path().join("dst.raw");
+    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
+    let io = s.io.unwrap();
+    assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
+    assert_eq!(io.rule, RULE_DEVICE);
+    let expected = match max_request_of(disk.path()) {
+        Some(r) => 1u64 << (63 - r.leading_zeros()),
+        None => MIB,
+    }
+    .clamp(MIB, 4 * MIB);
+    assert_eq!(io.block_size as u64, expected);
+    assert_eq!(
+        io.block_size as u64 * u64::from(io.queue_depth),
+        DEVICE_IN_FLIGHT
+    );
+    assert_eq!(first_difference(&src, &dst), None);
+
+    for tune in [
+        Tune {
+            block_size: false,
+            ..Tune::default()
+        },
+        Tune {
+            queue_depth: false,
+            ..Tune::default()
+        },
+    ] {
+        let asked = CopyOptions {
+            force: true,
+            tune,
+            ..CopyOptions::default()
+        };
+        let io = copy::copy(&src, &dst, &asked).unwrap().io.unwrap();
+        assert_eq!(
+            (io.block_size, io.queue_depth, io.rule),
+            (asked.block_size, asked.queue_depth, "as asked")
+        );
+        assert_eq!(first_difference(&src, &dst), None);
+    }
+}
+
+/// A loop device over a disk file takes requests of 1280 KiB: 1 MiB ones, 64 of them.
+#[test]
+fn a_loop_device_over_disk_gets_requests_it_takes_whole() {
+    ember_engine::require_root!();
+    ember_engine::require_tool!("losetup");
+    let disk = tempfile::tempdir().unwrap();
+    let backing = disk.path().join("lo.img");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
+    let o = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lo = Loop(PathBuf::from(String::from_utf8(o.stdout).unwrap().trim()));
+    let name = lo.0.file_name().unwrap().to_string_lossy().into_owned();
+    let limit: u64 = std::fs::read_to_string(format!("/sys/block/{name}/queue/max_sectors_kb"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let src = disk.path().join("src.raw");
+    random_file(&src, 16 * MIB, 3);
+    let s = Job::new(
+        Source::path(&src),
+        Destination::path(&lo.0),
+        &CopyOptions::default(),
+    )
+    .run()
+    .unwrap();
+    let io = s.io.unwrap();
+    assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
+    assert_eq!(io.rule, RULE_DEVICE);
+    let expected = (1u64 << (63 - (limit << 10).leading_zeros())).clamp(MIB, 4 * MIB);
+    assert_eq!(io.block_size as u64, expected, "max_sectors_kb {limit}");
+    let mut head = vec![0u8; 16 * MIB as usize];
+    std::io::Read::read_exact(&mut std::fs::File::open(&lo.0).unwrap(), &mut head).unwrap();
+    assert!(head == std::fs::read(&src).unwrap());
 }
 
 struct Loop(PathBuf);

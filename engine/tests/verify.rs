@@ -5,6 +5,7 @@
 
 use ember_engine::copy;
 use ember_engine::options::CopyOptions;
+use ember_engine::tuning::Tune;
 use ember_engine::uring::faulty::{Action, Faults, OpMatch, Rule};
 use ember_engine::ErrorKind;
 use std::path::Path;
@@ -37,10 +38,15 @@ fn first_misplaced(path: &Path) -> Option<u64> {
     })
 }
 
+/// Small blocks at a shallow depth, as given (the fault is placed by write).
 fn opts(faults: Option<&Arc<Faults>>, verify: bool) -> CopyOptions {
     CopyOptions {
         block_size: 64 << 10,
         queue_depth: 4,
+        tune: Tune {
+            block_size: false,
+            ..Tune::default()
+        },
         verify,
         io_hook: faults.map(|f| f.hook()),
         ..CopyOptions::default()

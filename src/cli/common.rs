@@ -35,10 +35,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// The flags every data-moving command shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct IoArgs {
-    /// Bytes per I/O (power of two, 4K to 64M).
-    #[arg(long, value_parser = parse_size, default_value = "1M")]
-    pub block_size: u64,
-    /// I/Os in flight [default: 32; at most 4 on memory-backed storage unless given].
+    /// Bytes per I/O (power of two, 4K to 64M) [default: 1M; between devices through O_DIRECT,
+    /// unless this or --queue-depth is given: as large as the devices take whole, up to 4M].
+    #[arg(long, value_parser = parse_size)]
+    pub block_size: Option<u64>,
+    /// I/Os in flight [default: 32; at most 4 on memory-backed storage; between devices through
+    /// O_DIRECT, 64 MiB in flight; deeper for small pieces of data; unless given].
     #[arg(long)]
     pub queue_depth: Option<u32>,
     /// Do not use O_DIRECT (use the page cache).
@@ -60,9 +62,11 @@ pub struct IoArgs {
 impl IoArgs {
     /// Copy options carrying these flags (others at their defaults).
     pub fn options(&self) -> Result<CopyOptions, String> {
-        let block_size = usize::try_from(self.block_size)
-            .map_err(|_| format!("invalid block size {}", self.block_size))?;
         let defaults = CopyOptions::default();
+        let block_size = match self.block_size {
+            Some(b) => usize::try_from(b).map_err(|_| format!("invalid block size {b}"))?,
+            None => defaults.block_size,
+        };
         Ok(CopyOptions {
             block_size,
             queue_depth: self.queue_depth.unwrap_or(defaults.queue_depth),
@@ -71,6 +75,7 @@ impl IoArgs {
             tune: Tune {
                 direct: !self.no_direct && !self.direct,
                 queue_depth: self.queue_depth.is_none(),
+                block_size: self.block_size.is_none(),
                 threads: true,
             },
             bps_limit: self.bps_limit,

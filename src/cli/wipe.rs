@@ -2,6 +2,7 @@
 
 use super::common::{cancel_flag, human, parse_size, progress_bar};
 use super::CliResult;
+use ember_engine::tuning::Tune;
 use ember_engine::wipe::{wipe, Verify, WipeMethod, WipeOptions};
 use std::path::PathBuf;
 
@@ -32,12 +33,13 @@ pub struct WipeArgs {
     /// Seed of the sample verification.
     #[arg(long, default_value_t = 0x0065_6d62_6572)]
     pub seed: u64,
-    /// Bytes per I/O for zero writes and verification.
-    #[arg(long, value_parser = parse_size, default_value = "1M")]
-    pub block_size: u64,
-    /// I/Os in flight.
-    #[arg(long, default_value_t = 32)]
-    pub queue_depth: u32,
+    /// Bytes per I/O for zero writes and verification [default: 1M, or as the engine's rule
+    /// chooses for the storage unless this or --queue-depth is given].
+    #[arg(long, value_parser = parse_size)]
+    pub block_size: Option<u64>,
+    /// I/Os in flight [default: 32, or as the engine's rule chooses unless given].
+    #[arg(long)]
+    pub queue_depth: Option<u32>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -84,8 +86,16 @@ pub fn run(a: WipeArgs) -> CliResult {
             Some(VerifyArg::Sample) => Verify::Sample,
         },
         sample_seed: a.seed,
-        block_size: usize::try_from(a.block_size).map_err(|_| "invalid --block-size")?,
-        queue_depth: a.queue_depth,
+        block_size: match a.block_size {
+            Some(b) => usize::try_from(b).map_err(|_| "invalid --block-size")?,
+            None => WipeOptions::default().block_size,
+        },
+        queue_depth: a.queue_depth.unwrap_or(WipeOptions::default().queue_depth),
+        tune: Tune {
+            block_size: a.block_size.is_none(),
+            queue_depth: a.queue_depth.is_none(),
+            ..Tune::default()
+        },
         cancel: Some(cancel_flag()),
         ..WipeOptions::default()
     };

@@ -87,7 +87,7 @@ fn copies_empty_all_hole_all_data_and_tail_data() {
     f.write_at(b"end", (9 << 20) + 2).unwrap();
     drop(f);
     let t2 = dir.path().join("tail2");
-    ok(&[
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
         "copy",
         s(&t),
         s(&t2),
@@ -95,9 +95,33 @@ fn copies_empty_all_hole_all_data_and_tail_data() {
         "64K",
         "--queue-depth",
         "4",
-    ]);
+        "--json",
+    ]))
+    .unwrap();
     assert!(cmp(&t, &t2));
     assert_eq!(read_range(&t2, (9 << 20) + 2, 3), b"end");
+    // Given flags are used as given; left out, the engine's rule chooses (reported).
+    assert_eq!(j["io"]["rule"], "as asked");
+    assert_eq!(
+        (
+            j["io"]["block_size"].as_u64(),
+            j["io"]["queue_depth"].as_u64()
+        ),
+        (Some(64 << 10), Some(4))
+    );
+    let t3 = dir.path().join("tail3");
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "copy",
+        s(&d),
+        s(&t3),
+        "--block-size",
+        "1M",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["io"]["rule"], "as asked");
+    assert_eq!(j["io"]["block_size"].as_u64(), Some(1 << 20));
+    assert!(cmp(&d, &t3));
 }
 
 #[test]
