@@ -293,17 +293,7 @@ fn a_loop_device_over_disk_gets_requests_it_takes_whole() {
     ember_engine::require_tool!("losetup");
     let disk = tempfile::tempdir().unwrap();
     let backing = disk.path().join("lo.img");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(32 * MIB)
-        .unwrap();
-    let o = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lo = Loop(PathBuf::from(String::from_utf8(o.stdout).unwrap().trim()));
+    let lo = Loop::over(&backing, 32 * MIB);
     let name = lo.0.file_name().unwrap().to_string_lossy().into_owned();
     let limit: u64 = std::fs::read_to_string(format!("/sys/block/{name}/queue/max_sectors_kb"))
         .unwrap()
@@ -331,6 +321,23 @@ fn a_loop_device_over_disk_gets_requests_it_takes_whole() {
 
 struct Loop(PathBuf);
 
+impl Loop {
+    /// A loop device over `backing`, created `len` bytes long.
+    fn over(backing: &Path, len: u64) -> Loop {
+        std::fs::File::create(backing)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(backing)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Loop(PathBuf::from(String::from_utf8(o.stdout).unwrap().trim()))
+    }
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
@@ -345,17 +352,7 @@ fn a_loop_device_over_tmpfs_is_memory_and_keeps_o_direct() {
         return;
     };
     let backing = mem.path().join("lo.img");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(32 * MIB)
-        .unwrap();
-    let o = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lo = Loop(PathBuf::from(String::from_utf8(o.stdout).unwrap().trim()));
+    let lo = Loop::over(&backing, 32 * MIB);
     let src = mem.path().join("src.raw");
     random_file(&src, 16 * MIB, 2);
     let o = CopyOptions::default();
