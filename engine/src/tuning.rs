@@ -241,11 +241,10 @@ pub fn max_request(ep: &Endpoint) -> Option<u64> {
         Kind::Block => ep.identity.1,
         Kind::File => ep.identity.0,
     };
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    if major == 0 {
+    if nix::sys::stat::major(dev) == 0 {
         return None;
     }
-    let dir = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let dir = std::fs::canonicalize(sys_block_dir(dev)).ok()?;
     // A partition's limits are its disk's.
     let queue = [dir.join("queue"), dir.parent()?.join("queue")]
         .into_iter()
@@ -256,6 +255,12 @@ pub fn max_request(ep: &Endpoint) -> Option<u64> {
         .parse()
         .ok()?;
     kb.checked_mul(1024).filter(|&b| b > 0)
+}
+
+/// The sysfs folder of the block device numbered `dev` (a link into the device tree).
+fn sys_block_dir(dev: u64) -> PathBuf {
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    PathBuf::from(format!("/sys/dev/block/{major}:{minor}"))
 }
 
 /// Worker threads for a run whose files are all in memory: one per core, at most
@@ -283,8 +288,7 @@ fn fs_medium(file: &std::fs::File) -> Medium {
 
 /// A block device by its `st_rdev`: a RAM disk, or a loop device over a file on memory.
 fn device_medium(rdev: u64, depth: u32) -> Medium {
-    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    let sys_dir = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let sys_dir = sys_block_dir(rdev);
     let name = std::fs::read_link(&sys_dir)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

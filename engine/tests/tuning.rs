@@ -237,6 +237,14 @@ fn max_request_of(dir: &Path) -> Option<u64> {
     Some(kb.trim().parse::<u64>().ok()? << 10)
 }
 
+/// The request size the device rule should pick for a device limit of `limit` bytes: its
+/// largest power of two, from the default 1 MiB block up to 4 MiB.
+fn request_for(limit: Option<u64>) -> u64 {
+    limit
+        .map_or(MIB, |r| 1u64 << (63 - r.leading_zeros()))
+        .clamp(MIB, 4 * MIB)
+}
+
 /// Between devices through O_DIRECT: 64 MiB in flight, in requests the device takes whole (1 to
 /// 4 MiB); the data arrives exact; a block size or depth given keeps the run as asked, and the
 /// CLI's flags pin them.
@@ -250,11 +258,7 @@ fn copies_between_devices_keep_64_mib_in_flight_in_requests_the_device_takes() {
     let io = s.io.unwrap();
     assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
     assert_eq!(io.rule, RULE_DEVICE);
-    let expected = match max_request_of(disk.path()) {
-        Some(r) => 1u64 << (63 - r.leading_zeros()),
-        None => MIB,
-    }
-    .clamp(MIB, 4 * MIB);
+    let expected = request_for(max_request_of(disk.path()));
     assert_eq!(io.block_size as u64, expected);
     assert_eq!(
         io.block_size as u64 * u64::from(io.queue_depth),
@@ -312,7 +316,7 @@ fn a_loop_device_over_disk_gets_requests_it_takes_whole() {
     let io = s.io.unwrap();
     assert_eq!(io.media, (Some(Medium::Device), Medium::Device));
     assert_eq!(io.rule, RULE_DEVICE);
-    let expected = (1u64 << (63 - (limit << 10).leading_zeros())).clamp(MIB, 4 * MIB);
+    let expected = request_for(Some(limit << 10));
     assert_eq!(io.block_size as u64, expected, "max_sectors_kb {limit}");
     let mut head = vec![0u8; 16 * MIB as usize];
     std::io::Read::read_exact(&mut std::fs::File::open(&lo.0).unwrap(), &mut head).unwrap();

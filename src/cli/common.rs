@@ -59,24 +59,42 @@ pub struct IoArgs {
     pub json: bool,
 }
 
+/// A block size and queue depth from the command line: what the user gave is pinned (used as
+/// given), the rest is `default` and left to the engine's rule; `Tune`'s other fields tunable.
+pub fn block_and_depth(
+    block_size: Option<u64>,
+    queue_depth: Option<u32>,
+    default: (usize, u32),
+) -> Result<(usize, u32, Tune), String> {
+    let block = match block_size {
+        Some(b) => usize::try_from(b).map_err(|_| format!("invalid block size {b}"))?,
+        None => default.0,
+    };
+    let tune = Tune {
+        block_size: block_size.is_none(),
+        queue_depth: queue_depth.is_none(),
+        ..Tune::default()
+    };
+    Ok((block, queue_depth.unwrap_or(default.1), tune))
+}
+
 impl IoArgs {
     /// Copy options carrying these flags (others at their defaults).
     pub fn options(&self) -> Result<CopyOptions, String> {
         let defaults = CopyOptions::default();
-        let block_size = match self.block_size {
-            Some(b) => usize::try_from(b).map_err(|_| format!("invalid block size {b}"))?,
-            None => defaults.block_size,
-        };
+        let (block_size, queue_depth, tune) = block_and_depth(
+            self.block_size,
+            self.queue_depth,
+            (defaults.block_size, defaults.queue_depth),
+        )?;
         Ok(CopyOptions {
             block_size,
-            queue_depth: self.queue_depth.unwrap_or(defaults.queue_depth),
+            queue_depth,
             direct: !self.no_direct,
             // What the user gave is used as given; the rest the engine may choose.
             tune: Tune {
                 direct: !self.no_direct && !self.direct,
-                queue_depth: self.queue_depth.is_none(),
-                block_size: self.block_size.is_none(),
-                threads: true,
+                ..tune
             },
             bps_limit: self.bps_limit,
             ..defaults

@@ -1,8 +1,7 @@
 //! `ember wipe TARGET`: zero-on-delete wipes with proof.
 
-use super::common::{cancel_flag, human, parse_size, progress_bar};
+use super::common::{block_and_depth, cancel_flag, human, parse_size, progress_bar};
 use super::CliResult;
-use ember_engine::tuning::Tune;
 use ember_engine::wipe::{wipe, Verify, WipeMethod, WipeOptions};
 use std::path::PathBuf;
 
@@ -68,6 +67,12 @@ pub fn run(a: WipeArgs) -> CliResult {
                 .ok_or_else(|| format!("invalid --clear-size {mib}: too large"))?,
         ),
     };
+    let defaults = WipeOptions::default();
+    let (block_size, queue_depth, tune) = block_and_depth(
+        a.block_size,
+        a.queue_depth,
+        (defaults.block_size, defaults.queue_depth),
+    )?;
     let mut opts = WipeOptions {
         offset: a.offset,
         length: a.length,
@@ -86,18 +91,11 @@ pub fn run(a: WipeArgs) -> CliResult {
             Some(VerifyArg::Sample) => Verify::Sample,
         },
         sample_seed: a.seed,
-        block_size: match a.block_size {
-            Some(b) => usize::try_from(b).map_err(|_| "invalid --block-size")?,
-            None => WipeOptions::default().block_size,
-        },
-        queue_depth: a.queue_depth.unwrap_or(WipeOptions::default().queue_depth),
-        tune: Tune {
-            block_size: a.block_size.is_none(),
-            queue_depth: a.queue_depth.is_none(),
-            ..Tune::default()
-        },
+        block_size,
+        queue_depth,
+        tune,
         cancel: Some(cancel_flag()),
-        ..WipeOptions::default()
+        ..defaults
     };
     let bar = progress_bar("wipe", a.json);
     opts.progress = bar.as_ref().map(|(_, f)| f.clone());
