@@ -9,12 +9,12 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
 use crate::options::{CopyOptions, Summary};
+use crate::pagecache;
 use crate::pipeline::{self, FileSlots, Job};
 use crate::plan::{Op, Plan};
 use crate::tuning::{self, Medium, Shape};
 use crate::uring::{self, BufferPool};
 use crate::verify;
-use crate::writeback;
 use crate::zeroing::ZeroMode;
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -100,7 +100,7 @@ pub(crate) fn run_plan_on(
         };
         &chosen
     };
-    let failure = writeback::Failure::default();
+    let failure = pagecache::Failure::default();
     let (mut backend, files, queue_depth, block_size) =
         match open_ring(src, t, plan, opts, (&asked, &mut shape), &failure) {
             Ok(r) => r,
@@ -160,7 +160,7 @@ fn open_ring(
     plan: &Plan,
     opts: &CopyOptions,
     (asked, shape): (&tuning::Asked, &mut Shape),
-    failure: &writeback::Failure,
+    failure: &pagecache::Failure,
 ) -> Result<(Box<dyn uring::IoBackend>, FileSlots, usize, usize)> {
     let d = t.ep;
     let mut files = Vec::with_capacity(4);
@@ -234,15 +234,22 @@ fn open_ring(
     } else {
         uring::open_backend(files, qd as u32, pool, io_bytes).map_err(Error::Ring)?
     };
-    if dst_direct.is_none() && shape.media.1 == Medium::Device && io_bytes > 0 {
-        // Written through the page cache to a disk: keep its dirty pages bounded.
-        let file = dup(&d.file, &d.path)?;
-        backend = Box::new(writeback::Bounded::new(
-            backend,
-            dst_idx,
-            file,
-            failure.clone(),
-        ));
+    // Through the page cache on a disk: keep the pages the run leaves there bounded (the
+    // destination's dirty pages, the source's pages once read).
+    let bound_writes = dst_direct.is_none() && shape.media.1 == Medium::Device && io_bytes > 0;
+    let bound_reads = src.is_some()
+        && s_direct.is_none()
+        && shape.media.0 == Some(Medium::Device)
+        && io_bytes > 0;
+    if bound_writes || bound_reads {
+        let mut bounded = pagecache::Bounded::new(backend, failure.clone());
+        if bound_writes {
+            bounded = bounded.writes_to(dst_idx, dup(&d.file, &d.path)?);
+        }
+        if let Some(s) = src.filter(|_| bound_reads) {
+            bounded = bounded.reads_from(s_idx, dup(&s.file, &s.path)?);
+        }
+        backend = Box::new(bounded);
     }
     if let Some(hook) = &opts.io_hook {
         backend = hook(backend);
