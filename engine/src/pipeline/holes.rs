@@ -19,6 +19,7 @@ use crate::zeroing::ZeroMode;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 /// The largest range a synchronous zeroing call covers at once (keeps cancellation and
 /// progress responsive).
@@ -38,7 +39,8 @@ pub(super) struct Holes {
     pub(super) mode: ZeroMode,
     /// Ranges to be written with zeros through the ring (`ZeroMode::Write`).
     queue: VecDeque<(u64, u64)>,
-    /// The plan's holes were zeroed before any data I/O ([`Run::zero_first`]).
+    /// The plan's holes are made by [`Run::zero_first`] before any write, not as the window
+    /// meets them.
     pub(super) zeroed_first: bool,
 }
 
@@ -69,16 +71,38 @@ impl Holes {
 
 impl Run<'_, '_> {
     /// Makes the plan's holes (Zero ops and the gaps between ops) read as zeros before any data
-    /// I/O starts, when that takes synchronous calls (punch, zero-range, BLKZEROOUT). Done in
+    /// is written, when that takes synchronous calls (punch, zero-range, BLKZEROOUT). Done in
     /// the middle of the copy, each call would wait for the destination's in-flight direct I/O
     /// to drain (a punch on ext4 does, and a loop device punches its backing file) and stall
     /// the ring meanwhile: measured 1.4 s of 342 calls on an 8 GiB loop device holding old
-    /// data, against ~10 ms with nothing in flight. Zero writes (the last fallback) are queued
-    /// and so still go through the ring first.
+    /// data, against ~10 ms with nothing in flight. The first reads are started before the
+    /// calls, since the calls do not touch the source: they proceed while the holes are made,
+    /// and their writes start after (an 8 GiB image to a loop device: 342 punches took 90 ms
+    /// before the first read started). Zero writes (the last fallback) are queued and so still
+    /// go through the ring first.
     pub(super) fn zero_first(&mut self) {
         if matches!(self.holes.mode, ZeroMode::Leave | ZeroMode::Write) {
             return;
         }
+        // The window passes the plan's holes by from here on: they are made below.
+        self.holes.zeroed_first = true;
+        let mut read = Vec::new();
+        if self.job.src.is_some() {
+            self.fill();
+            if let Err(e) = self.backend.wait(0, Duration::ZERO, &mut read) {
+                self.fail(Error::io("start reads", self.src_path(), 0, e));
+                return;
+            }
+        }
+        self.zero_plan_holes();
+        // Reads that completed meanwhile go on to their writes (or drain, on failure).
+        for d in read {
+            self.complete(d);
+        }
+    }
+
+    /// Makes every hole of the plan read as zeros with synchronous calls.
+    fn zero_plan_holes(&mut self) {
         let plan = self.job.plan;
         let mut pos = plan.dst_base;
         for op in &plan.ops {
@@ -98,7 +122,6 @@ impl Run<'_, '_> {
         if pos < end {
             self.zero_range(pos, end - pos);
         }
-        self.holes.zeroed_first = true;
     }
 
     /// Makes `[dst, dst+len)` read as zeros with the current zero mode (zero writes are queued
