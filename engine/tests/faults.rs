@@ -192,6 +192,70 @@ fn eio_on_read_into_existing_file_with_force_fails() {
 }
 
 #[test]
+fn eio_on_a_read_started_before_the_holes_are_punched_fails_the_copy() {
+    // A window of an existing file is a destination whose holes are punched before any write,
+    // with the first reads already in flight: a read failing among them fails the copy, and
+    // the file around the window is left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("sparse.img");
+    let mut data = vec![0u8; (4 * MIB) as usize];
+    rand::rngs::SmallRng::seed_from_u64(12).fill_bytes(&mut data[..MIB as usize]);
+    rand::rngs::SmallRng::seed_from_u64(13).fill_bytes(&mut data[(3 * MIB) as usize..]);
+    std::fs::write(&src, &data).unwrap();
+    // Holes for the discovery to find, between the two data megabytes.
+    let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+    ember_engine::sys::punch_hole(std::os::fd::AsFd::as_fd(&f), MIB, 2 * MIB).unwrap();
+    drop(f);
+    let vol = dir.path().join("vol.img");
+    std::fs::write(&vol, vec![0xA5u8; (6 * MIB) as usize]).unwrap();
+    let faults = Faults::new(vec![
+        Rule::new(OpMatch::Read, Action::Fail(libc::EIO)).nth(2)
+    ]);
+    let o = opts(&faults);
+    let w = ember_engine::endpoint::Window {
+        path: vol.clone(),
+        offset: MIB,
+        len: Some(4 * MIB),
+    };
+    let e = Job::new(Source::path(&src), Destination::Path(w), &o)
+        .run()
+        .unwrap_err();
+    assert_eq!(io_fields(&e).0, "read", "{e}");
+    assert_eq!(io_fields(&e).3, Some(libc::EIO));
+    let got = std::fs::read(&vol).unwrap();
+    assert_eq!(got.len(), (6 * MIB) as usize, "the file keeps its size");
+    assert!(got[..MIB as usize].iter().all(|b| *b == 0xA5), "head kept");
+    assert!(
+        got[(5 * MIB) as usize..].iter().all(|b| *b == 0xA5),
+        "tail kept"
+    );
+    // The same copy without the fault: the window holds the source, holes read as zeros.
+    let o = CopyOptions {
+        io_hook: None,
+        ..opts(&faults)
+    };
+    let w = ember_engine::endpoint::Window {
+        path: vol.clone(),
+        offset: MIB,
+        len: Some(4 * MIB),
+    };
+    let s = Job::new(Source::path(&src), Destination::Path(w), &o)
+        .run()
+        .unwrap();
+    assert_eq!(s.zero_modes, vec![ember_engine::zeroing::ZeroMode::Punch]);
+    let got = std::fs::read(&vol).unwrap();
+    assert!(
+        got[(MIB as usize)..(5 * MIB) as usize] == data[..],
+        "window holds the source"
+    );
+    assert!(got[..MIB as usize].iter().all(|b| *b == 0xA5), "head kept");
+    assert!(
+        got[(5 * MIB) as usize..].iter().all(|b| *b == 0xA5),
+        "tail kept"
+    );
+}
+
+#[test]
 fn enospc_on_write_is_no_space_naming_the_destination() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = setup(dir.path(), 4 * MIB, 6);
