@@ -212,12 +212,14 @@ fn eio_on_a_read_started_before_the_holes_are_punched_fails_the_copy() {
         Rule::new(OpMatch::Read, Action::Fail(libc::EIO)).nth(2)
     ]);
     let o = opts(&faults);
-    let w = ember_engine::endpoint::Window {
-        path: vol.clone(),
-        offset: MIB,
-        len: Some(4 * MIB),
+    let window = || {
+        Destination::Path(ember_engine::endpoint::Window {
+            path: vol.clone(),
+            offset: MIB,
+            len: Some(4 * MIB),
+        })
     };
-    let e = Job::new(Source::path(&src), Destination::Path(w), &o)
+    let e = Job::new(Source::path(&src), window(), &o)
         .run()
         .unwrap_err();
     assert_eq!(io_fields(&e).0, "read", "{e}");
@@ -234,14 +236,7 @@ fn eio_on_a_read_started_before_the_holes_are_punched_fails_the_copy() {
         io_hook: None,
         ..opts(&faults)
     };
-    let w = ember_engine::endpoint::Window {
-        path: vol.clone(),
-        offset: MIB,
-        len: Some(4 * MIB),
-    };
-    let s = Job::new(Source::path(&src), Destination::Path(w), &o)
-        .run()
-        .unwrap();
+    let s = Job::new(Source::path(&src), window(), &o).run().unwrap();
     assert_eq!(s.zero_modes, vec![ember_engine::zeroing::ZeroMode::Punch]);
     let got = std::fs::read(&vol).unwrap();
     assert!(
