@@ -139,13 +139,13 @@ pub fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> Case
     result
 }
 
-/// One timed run of `tool` (all its jobs at once when it has several): the combined outcome and
-/// its record, without validation yet.
 /// The tools' indices in round `run` (from 1): the list turned by one place per round.
 fn round_order(tools: usize, run: usize) -> impl Iterator<Item = usize> {
     (0..tools).map(move |k| (k + run - 1) % tools)
 }
 
+/// One timed run of `tool` (all its jobs at once when it has several): the combined outcome and
+/// its record, without validation yet.
 fn timed_run(tool: &Tool, run: usize, ctx: &Ctx) -> (Outcome, RunRecord) {
     let outs = match tool.jobs.as_slice() {
         [steps] => vec![runner::run_steps(steps, ctx.timeout)],

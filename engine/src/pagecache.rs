@@ -162,13 +162,16 @@ impl IoBackend for Bounded {
     }
 
     fn push(&mut self, req: Req) -> io::Result<()> {
+        let noted = req;
+        self.inner.push(req)?;
+        // Noted once pushed: a refused request leaves nothing behind to match a later one.
         if let Some(dst) = self.dst.as_mut() {
-            dst.push(&req, IoOp::Write);
+            dst.push(&noted, IoOp::Write);
         }
         if let Some(src) = self.src.as_mut() {
-            src.push(&req, IoOp::Read);
+            src.push(&noted, IoOp::Read);
         }
-        self.inner.push(req)
+        Ok(())
     }
 
     fn wait(&mut self, min: usize, timeout: Duration, out: &mut Vec<Done>) -> io::Result<()> {

@@ -7,9 +7,9 @@
 //! the submission window takes before any plan op, cut into block-aligned `ZeroWrite` items
 //! written from the zero buffer. A method the target refuses (EOPNOTSUPP/EINVAL/ENOTTY) is
 //! replaced by [`ZeroMode::fallback`] for the rest of the run when the job allows it, else the
-//! run fails. When holes are synchronous calls, [`Run::zero_first`] makes every hole of the plan
-//! before any data I/O starts, and the window then passes the plan's holes by (zero-detected
-//! blocks are still zeroed as they are found).
+//! run fails. When holes are synchronous calls, [`Run::zero_first`] starts the first reads, then
+//! makes every hole of the plan before any write starts, and the window then passes the plan's
+//! holes by (zero-detected blocks are still zeroed as they are found).
 
 use super::slot::Item;
 use super::Run;
@@ -92,12 +92,23 @@ impl Run<'_, '_> {
             self.fill();
             if let Err(e) = self.backend.wait(0, Duration::ZERO, &mut read) {
                 self.fail(Error::io("start reads", self.src_path(), 0, e));
-                return;
             }
         }
-        self.zero_plan_holes();
+        // Failed, retried or empty reads go first: they fail the run or resubmit reads, and a
+        // failed run makes no holes.
+        let (full, other): (Vec<_>, Vec<_>) = read.into_iter().partition(|d| d.result > 0);
+        for d in other {
+            self.complete(d);
+        }
+        if self.error.is_none() && !self.cancelled() {
+            self.zero_plan_holes();
+        }
+        if self.error.is_none() && self.cancelled() {
+            // Nothing more starts, the writes of these reads included.
+            self.fail(self.cancelled_error());
+        }
         // Reads that completed meanwhile go on to their writes (or drain, on failure).
-        for d in read {
+        for d in full {
             self.complete(d);
         }
     }

@@ -40,10 +40,12 @@
 //! # Contract between the parts
 //!
 //! - **Order.** `run` starts the decoder threads when the job has them, then: `zero_first`
-//!   (every hole at once, when holes are synchronous calls), the main loop until the plan is
-//!   handed out and nothing is in flight or decoding, then `punch_gaps` unless the run failed.
-//! - **Requests.** Only `window` (`Run::submit`) pushes requests; only the main loop waits, and
-//!   it hands each completion to `complete`. `user_data` is the slot index. A slot's buffer
+//!   (when holes are synchronous calls: the first reads, then every hole at once, before any
+//!   write), the main loop until the plan is handed out and nothing is in flight or decoding,
+//!   then `punch_gaps` unless the run failed.
+//! - **Requests.** Only `window` (`Run::submit`) pushes requests; only the main loop waits (and
+//!   `zero_first` once, without blocking, to submit the first reads), and each completion goes
+//!   to `complete`. `user_data` is the slot index. A slot's buffer
 //!   belongs to the kernel from its push to its completion; at `Stage::Decode` it is idle (the
 //!   decoder threads work on copies, `decode` copies the result in). The last pool buffer is
 //!   the shared zero buffer: written from, never read into.
