@@ -237,16 +237,14 @@ fn open_ring(
     // Through the page cache on a disk: keep the pages the run leaves there bounded (the
     // destination's dirty pages, the source's pages once read).
     let bound_writes = dst_direct.is_none() && shape.media.1 == Medium::Device && io_bytes > 0;
-    let bound_reads = src.is_some()
-        && s_direct.is_none()
-        && shape.media.0 == Some(Medium::Device)
-        && io_bytes > 0;
-    if bound_writes || bound_reads {
+    let bound_reads =
+        src.filter(|_| s_direct.is_none() && shape.media.0 == Some(Medium::Device) && io_bytes > 0);
+    if bound_writes || bound_reads.is_some() {
         let mut bounded = pagecache::Bounded::new(backend, failure.clone());
         if bound_writes {
             bounded = bounded.writes_to(dst_idx, dup(&d.file, &d.path)?);
         }
-        if let Some(s) = src.filter(|_| bound_reads) {
+        if let Some(s) = bound_reads {
             bounded = bounded.reads_from(s_idx, dup(&s.file, &s.path)?);
         }
         backend = Box::new(bounded);
