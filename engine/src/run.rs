@@ -225,7 +225,7 @@ fn open_ring(
     let bs = block_size as u64;
     let qd =
         (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
-    let pool = BufferPool::new(qd + 1, block_size)
+    let pool = BufferPool::with_zero_buffer(qd, block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
     let mut backend = if shape.threads > 0 {
         Box::new(

@@ -245,11 +245,11 @@ fn request_for(limit: Option<u64>) -> u64 {
         .clamp(MIB, 4 * MIB)
 }
 
-/// Between devices through O_DIRECT: 64 MiB in flight, in requests the device takes whole (1 to
+/// Between devices through O_DIRECT: 52 MiB in flight, in requests the device takes whole (1 to
 /// 4 MiB); the data arrives exact; a block size or depth given keeps the run as asked, and the
 /// CLI's flags pin them.
 #[test]
-fn copies_between_devices_keep_64_mib_in_flight_in_requests_the_device_takes() {
+fn copies_between_devices_keep_52_mib_in_flight_in_requests_the_device_takes() {
     let disk = tempfile::tempdir().unwrap();
     let src = disk.path().join("src.raw");
     random_file(&src, 24 * MIB, 5);

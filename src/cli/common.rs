@@ -40,7 +40,7 @@ pub struct IoArgs {
     #[arg(long, value_parser = parse_size)]
     pub block_size: Option<u64>,
     /// I/Os in flight [default: 32; at most 4 on memory-backed storage; between devices through
-    /// O_DIRECT, 64 MiB in flight; deeper for small pieces of data; unless given].
+    /// O_DIRECT, 52 MiB in flight; deeper for small pieces of data; unless given].
     #[arg(long)]
     pub queue_depth: Option<u32>,
     /// Do not use O_DIRECT (use the page cache).

@@ -430,3 +430,31 @@ fn zero_4k_blocks_inside_data_stay_holes_on_a_new_file() {
     ok(&["copy", s(&src), s(&keep), "--preserve-allocation"]);
     assert_eq!(allocated(&keep), 2 << 20);
 }
+
+/// Memory stays bounded whatever the run moves: a copy large enough to register its buffers
+/// with the ring (the device rule's largest pool), then the same copy proven with `--verify`,
+/// each stays under 64 MiB resident, binary and all.
+#[test]
+fn a_large_copy_and_its_verification_stay_under_64_mib_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::File::create(&src).unwrap();
+    for i in 0..64u64 {
+        fill_pattern(&src, i * (8 << 20), 8 << 20, 0x30 + i as u8);
+    }
+    let dst = dir.path().join("dst");
+    for extra in [None, Some("--verify")] {
+        let mut cmd = ember();
+        cmd.args(["copy", s(&src), s(&dst), "--json", "--force"]);
+        cmd.args(extra);
+        let (out, rss_kib) = ok_with_peak_rss(cmd);
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["bytes_written"], 512u64 << 20, "{j}");
+        assert!(
+            rss_kib <= 64 << 10,
+            "ember copy {extra:?} peaked at {rss_kib} KiB resident: {}",
+            j["io"]
+        );
+    }
+    assert!(cmp(&src, &dst));
+}

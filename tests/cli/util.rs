@@ -152,3 +152,49 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// Runs `cmd` to the end and returns its stdout with its peak resident set in KiB: the
+/// largest `VmHWM` of `/proc/PID/status` seen while it ran, read every millisecond. (Not
+/// `ru_maxrss`: a child's includes the high-water mark of the test process it was spawned
+/// from.) Polling can only miss growth in the last millisecond, so a bound checked on it is
+/// never failed wrongly. Panics if the command fails.
+pub fn ok_with_peak_rss(mut cmd: Command) -> (String, u64) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ember");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        let hwm = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|t| {
+                let line = t.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .unwrap_or(0);
+        peak = peak.max(hwm);
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{cmd:?} failed ({status}): {err}");
+    assert!(peak > 0, "no VmHWM read from {status_file}");
+    (out, peak)
+}

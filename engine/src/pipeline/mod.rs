@@ -133,7 +133,7 @@ pub(crate) type CheckpointFn<'a> = dyn Fn(&ExtentMap) -> Result<()> + 'a;
 struct Run<'a, 'b> {
     job: &'b Job<'a>,
     backend: &'b mut dyn IoBackend,
-    /// The pool buffer that stays all zeros (the last one).
+    /// The pool's zero buffer.
     zero_buf: usize,
     /// The window's slots, by index (`None`: free).
     slots: Vec<Option<Active>>,
@@ -149,8 +149,8 @@ struct Run<'a, 'b> {
     error: Option<Error>,
 }
 
-/// Runs `job` on `backend`, whose pool has `queue_depth + 1` buffers of `block_size` (the last
-/// is the zero buffer and is never written into). Returns the counters even on failure (what
+/// Runs `job` on `backend`, whose pool has `queue_depth` buffers of `block_size` and a zero
+/// buffer ([`crate::uring::BufferPool::with_zero_buffer`]). Returns the counters even on failure (what
 /// completed before the error is still known, for a final checkpoint).
 pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Option<Error>) {
     decode::with_decoders(job, |decoders| run_with(job, backend, decoders))
@@ -161,7 +161,10 @@ fn run_with(
     backend: &mut dyn IoBackend,
     decoders: Option<Decoders>,
 ) -> (Counters, Option<Error>) {
-    let zero_buf = backend.pool().count() - 1;
+    let zero_buf = backend
+        .pool()
+        .zero_buffer()
+        .expect("a pipeline pool has a zero buffer");
     debug_assert!(is_zero(backend.pool().get(zero_buf)));
     let mut r = Run {
         job,

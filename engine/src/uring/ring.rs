@@ -31,15 +31,16 @@ pub struct UringBackend {
     table: Vec<Option<InFlight>>,
     free_tokens: Vec<usize>,
     in_flight: usize,
-    /// The pool is registered: use READ_FIXED/WRITE_FIXED.
-    fixed_buffers: bool,
+    /// Buffers `0..fixed_buffers` are registered: use READ_FIXED/WRITE_FIXED on them (none when
+    /// the pool is not registered; all but the zero buffer when it is).
+    fixed_buffers: usize,
 }
 
 impl UringBackend {
     /// Sets up a ring sized for `queue_depth` requests in flight and registers `files` and,
-    /// when `register_buffers`, every buffer of `pool` (fixed buffers: pinned once, worth it
-    /// for jobs that move many times the pool's size; small jobs skip the ~10 ms pinning and
-    /// let each I/O pin its pages). On failure, hands `files` and `pool` back for a fallback.
+    /// when `register_buffers`, every buffer of `pool` but its zero buffer (fixed buffers:
+    /// pinned once, worth it for jobs that move many times the pool's size; small jobs skip
+    /// the ~10 ms pinning and let each I/O pin its pages). On failure, hands `files` and `pool` back for a fallback.
     #[allow(clippy::result_large_err)]
     pub fn new(
         files: Vec<File>,
@@ -75,7 +76,11 @@ impl UringBackend {
             }
         }
         Ok(UringBackend {
-            fixed_buffers: register_buffers,
+            fixed_buffers: if register_buffers {
+                pool.registrable()
+            } else {
+                0
+            },
             ring,
             _files: files,
             pool: ManuallyDrop::new(pool),
@@ -137,7 +142,7 @@ impl IoBackend for UringBackend {
         };
         let addr = self.pool.addr(req.buf, req.buf_off);
         let file = types::Fixed(req.file as u32);
-        let entry = match (req.op, self.fixed_buffers) {
+        let entry = match (req.op, req.buf < self.fixed_buffers) {
             (IoOp::Read, true) => opcode::ReadFixed::new(file, addr, len, req.buf as u16)
                 .offset(req.offset)
                 .build(),
