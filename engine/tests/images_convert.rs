@@ -12,6 +12,7 @@ use ember_engine::format::convert::{
 };
 use ember_engine::format::{Format, InspectOptions};
 use ember_engine::options::CopyOptions;
+use ember_engine::tuning::DEVICE_IN_FLIGHT;
 use images_support::*;
 
 fn to_volume(
@@ -84,6 +85,12 @@ fn to_volume_matches_qemu_for_every_native_format() {
         }
         let native = matches!(fmt, "qcow2" | "vmdk");
         assert_eq!(s.via, if native { "ember" } else { "qemu-img" }, "{name}");
+        if let Some(io) = s.copy.as_ref().and_then(|c| c.io) {
+            // No rule keeps more in flight than the device rule; blocks raised to fit 2 MiB
+            // clusters are fewer, not more bytes.
+            let in_flight = io.block_size as u64 * u64::from(io.queue_depth);
+            assert!(in_flight <= DEVICE_IN_FLIGHT, "{name}: {io:?}");
+        }
         // (2 MiB clusters hold data and zeros mixed: whether their zero parts become holes is
         // the pipeline's zero-detection granularity, not the reader's business.)
         if name != "big.qcow2" {

@@ -290,7 +290,7 @@ fn copies_between_devices_keep_52_mib_in_flight_in_requests_the_device_takes() {
     }
 }
 
-/// A loop device over a disk file takes requests of 1280 KiB: 1 MiB ones, 64 of them.
+/// A loop device over a disk file takes requests of 1280 KiB: 1 MiB ones, 52 of them.
 #[test]
 fn a_loop_device_over_disk_gets_requests_it_takes_whole() {
     ember_engine::require_root!();

@@ -432,8 +432,9 @@ fn zero_4k_blocks_inside_data_stay_holes_on_a_new_file() {
 }
 
 /// Memory stays bounded whatever the run moves: a copy large enough to register its buffers
-/// with the ring (the device rule's largest pool), then the same copy proven with `--verify`,
-/// each stays under 64 MiB resident, binary and all.
+/// with the ring, then the same copy proven with `--verify`, each stays under 64 MiB resident,
+/// binary and all. (With the temporary directory on a disk, as here, this is the device rule's
+/// pool, the largest; on tmpfs the memory rule's, and the bound still holds.)
 #[test]
 fn a_large_copy_and_its_verification_stay_under_64_mib_resident() {
     let dir = tempfile::tempdir().unwrap();

@@ -165,6 +165,15 @@ pub fn ok_with_peak_rss(mut cmd: Command) -> (String, u64) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn ember");
+    // Both pipes drained while it runs, so a chatty child never blocks on a full one.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            r.read_to_string(&mut text).map(|_| text)
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak = 0u64;
     let status = loop {
@@ -181,19 +190,8 @@ pub fn ok_with_peak_rss(mut cmd: Command) -> (String, u64) {
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let out = out.join().unwrap().unwrap();
+    let err = err.join().unwrap().unwrap();
     assert!(status.success(), "{cmd:?} failed ({status}): {err}");
     assert!(peak > 0, "no VmHWM read from {status_file}");
     (out, peak)

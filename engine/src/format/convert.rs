@@ -155,6 +155,13 @@ pub fn image_to_window(
             while (c.block_size as u64) < biggest && c.block_size < MAX_BLOCK_SIZE {
                 c.block_size *= 2;
             }
+            // Larger blocks, fewer of them (at least two): the bytes in flight, and so the
+            // memory, stay as asked (2 MiB clusters at the default depth would pin 64 MiB),
+            // unless the depth was given.
+            if c.tune.queue_depth && c.block_size > opts.copy.block_size {
+                let asked = u64::from(opts.copy.queue_depth) * opts.copy.block_size as u64;
+                c.queue_depth = (asked / c.block_size as u64).max(2) as u32;
+            }
             let shifted;
             let plan = if offset == 0 {
                 plan

@@ -6,7 +6,7 @@
 //! Contracts:
 //! - **Ownership.** A buffer named by a pushed request belongs to the kernel until its completion
 //!   has been returned by [`IoBackend::wait`]; the pool panics on any access to it before then.
-//!   Several writes may share one buffer (the zero buffer); nothing may read into it meanwhile.
+//!   Several writes may share one buffer (the zero buffer); nothing ever reads into it.
 //! - **user_data.** The pipeline's `user_data` is opaque to the backend and returned verbatim in
 //!   [`Done`]. Internally the ring keys its in-flight table by its own token; the SQE carries the
 //!   token, never a pointer.
@@ -110,7 +110,7 @@ pub fn open_backend(
     pool: BufferPool,
     expected_bytes: u64,
 ) -> io::Result<Box<dyn IoBackend>> {
-    let pool_bytes = (pool.count() * pool.buf_size()) as u64;
+    let pool_bytes = (pool.registrable() * pool.buf_size()) as u64;
     let register = expected_bytes >= pool_bytes.saturating_mul(8);
     if std::env::var_os("EMBER_NO_URING").is_none() {
         match UringBackend::new(files, queue_depth, pool, register) {

@@ -109,7 +109,7 @@ impl UringBackend {
 
     fn push_entry(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: every buffer an entry points at is a registered pool buffer marked busy
+            // SAFETY: every buffer an entry points at is a pool buffer marked busy
             // until its completion is reaped (see `push`/`reap`); the pool outlives the ring or
             // is leaked (Drop). Entries carry only a table token as user_data.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
@@ -133,6 +133,10 @@ impl IoBackend for UringBackend {
     fn push(&mut self, req: Req) -> io::Result<()> {
         let len = u32::try_from(req.len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         assert!(req.buf_off + req.len <= self.pool.buf_size());
+        assert!(
+            req.op == IoOp::Write || Some(req.buf) != self.pool.zero_buffer(),
+            "a read into the zero buffer"
+        );
         let token = match self.free_tokens.pop() {
             Some(t) => t,
             None => {

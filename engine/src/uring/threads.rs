@@ -154,7 +154,11 @@ impl IoBackend for ThreadBackend {
 
     fn push(&mut self, req: Req) -> io::Result<()> {
         let end = req.buf_off.checked_add(req.len);
-        if end.is_none_or(|e| e > self.pool.buf_size()) || req.buf >= self.pool.count() {
+        let into_zero_buffer = req.op == IoOp::Read && Some(req.buf) == self.pool.zero_buffer();
+        if end.is_none_or(|e| e > self.pool.buf_size())
+            || req.buf >= self.pool.count()
+            || into_zero_buffer
+        {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let addr = self.pool.addr(req.buf, req.buf_off);
@@ -328,6 +332,11 @@ mod tests {
         r.buf_off = 1;
         assert!(be.push(r).is_err());
         assert!(be.push(req(2, IoOp::Read, 0, 9, 0, 4096)).is_err());
+        assert_eq!(be.in_flight(), 0);
+        // Nothing reads into a zero buffer.
+        let pool = BufferPool::with_zero_buffer(1, BIG).unwrap();
+        let mut be = ThreadBackend::new(vec![File::open(&f).unwrap()], pool, 2).unwrap();
+        assert!(be.push(req(3, IoOp::Read, 0, 1, 0, 4096)).is_err());
         assert_eq!(be.in_flight(), 0);
     }
 }
