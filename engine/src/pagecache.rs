@@ -162,14 +162,13 @@ impl IoBackend for Bounded {
     }
 
     fn push(&mut self, req: Req) -> io::Result<()> {
-        let noted = req;
         self.inner.push(req)?;
         // Noted once pushed: a refused request leaves nothing behind to match a later one.
         if let Some(dst) = self.dst.as_mut() {
-            dst.push(&noted, IoOp::Write);
+            dst.push(&req, IoOp::Write);
         }
         if let Some(src) = self.src.as_mut() {
-            src.push(&noted, IoOp::Read);
+            src.push(&req, IoOp::Read);
         }
         Ok(())
     }

@@ -150,8 +150,8 @@ struct Run<'a, 'b> {
 }
 
 /// Runs `job` on `backend`, whose pool has `queue_depth` buffers of `block_size` and a zero
-/// buffer ([`crate::uring::BufferPool::with_zero_buffer`]). Returns the counters even on failure (what
-/// completed before the error is still known, for a final checkpoint).
+/// buffer ([`crate::uring::BufferPool::with_zero_buffer`]). Returns the counters even on
+/// failure (what completed before the error is still known, for a final checkpoint).
 pub(crate) fn run(job: &Job<'_>, backend: &mut dyn IoBackend) -> (Counters, Option<Error>) {
     decode::with_decoders(job, |decoders| run_with(job, backend, decoders))
 }

@@ -40,7 +40,8 @@ impl UringBackend {
     /// Sets up a ring sized for `queue_depth` requests in flight and registers `files` and,
     /// when `register_buffers`, every buffer of `pool` but its zero buffer (fixed buffers:
     /// pinned once, worth it for jobs that move many times the pool's size; small jobs skip
-    /// the ~10 ms pinning and let each I/O pin its pages). On failure, hands `files` and `pool` back for a fallback.
+    /// the ~10 ms pinning and let each I/O pin its pages). On failure, hands `files` and `pool`
+    /// back for a fallback.
     #[allow(clippy::result_large_err)]
     pub fn new(
         files: Vec<File>,
