@@ -61,6 +61,9 @@ pub(crate) fn run_plan(
 /// The smallest buffer a run sizes down to (see `open_ring`).
 const SMALLEST_BUFFER: usize = 64 << 10;
 
+/// Buffer bytes any run may keep in flight, however little it moves (see `open_ring`).
+const SMALL_RUN_POOL: u64 = 8 << 20;
+
 /// What a pipeline run returns: the summary and zeroing record, or the error; plus the ranges
 /// completed (when checkpointing), known even after a failure.
 pub(crate) type RunResult = (
@@ -223,8 +226,19 @@ fn open_ring(
     tuning::deepen_for_small_buffers(shape, asked, block_size);
     shape.block_size = block_size;
     let bs = block_size as u64;
-    let qd =
-        (shape.queue_depth as u64).min((io_bytes + may_write_zeros).div_ceil(bs).max(2)) as usize;
+    let moved = io_bytes + may_write_zeros;
+    // A small run keeps at most a quarter of what it moves in flight (at least
+    // [`SMALL_RUN_POOL`], and two buffers) unless its depth was given: touching and pinning
+    // fresh buffers costs CPU that only a long run wins back. Copies to a new file on this disk, seven rounds with the order
+    // turned, medians: 64 MiB of data 4 MiB x 13 0.084 s, 0.028 s of CPU; x 4 0.073 s, 0.018 s;
+    // 128 MiB x 13 0.145 s, 0.039 s; x 8 0.148 s, 0.033 s; 32 MiB x 8 0.046 s, 0.020 s; x 2
+    // 0.046 s, 0.011 s.
+    let budget = if asked.tune.queue_depth {
+        (moved / 4).max(SMALL_RUN_POOL)
+    } else {
+        u64::MAX
+    };
+    let qd = (shape.queue_depth as u64).min(moved.div_ceil(bs).min(budget / bs).max(2)) as usize;
     let pool = BufferPool::with_zero_buffer(qd, block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
     let mut backend = if shape.threads > 0 {
