@@ -228,11 +228,8 @@ fn open_ring(
     let bs = block_size as u64;
     let moved = io_bytes + may_write_zeros;
     // A small run keeps at most a quarter of what it moves in flight (at least
-    // [`SMALL_RUN_POOL`], and two buffers) unless its depth was given: touching and pinning
-    // fresh buffers costs CPU that only a long run wins back. Copies to a new file on this disk, seven rounds with the order
-    // turned, medians: 64 MiB of data 4 MiB x 13 0.084 s, 0.028 s of CPU; x 4 0.073 s, 0.018 s;
-    // 128 MiB x 13 0.145 s, 0.039 s; x 8 0.148 s, 0.033 s; 32 MiB x 8 0.046 s, 0.020 s; x 2
-    // 0.046 s, 0.011 s.
+    // [`SMALL_RUN_POOL`], and two buffers) unless its depth was given; measured in
+    // `crate::tuning`'s module doc.
     let budget = if asked.tune.queue_depth {
         (moved / 4).max(SMALL_RUN_POOL)
     } else {

@@ -431,6 +431,19 @@ fn zero_4k_blocks_inside_data_stay_holes_on_a_new_file() {
     assert_eq!(allocated(&keep), 2 << 20);
 }
 
+/// `ember copy SRC DST --json FLAGS` (which must succeed): its summary and its peak resident
+/// set in KiB.
+fn copy_resident(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    flags: &[&str],
+) -> (serde_json::Value, u64) {
+    let mut cmd = ember();
+    cmd.args(["copy", s(src), s(dst), "--json"]).args(flags);
+    let (out, rss_kib) = ok_with_peak_rss(cmd);
+    (serde_json::from_str(&out).unwrap(), rss_kib)
+}
+
 /// A small run keeps a small pool: 32 MiB of data keeps at most 8 MiB in flight (a quarter of
 /// what it moves, at least 8 MiB), not the device rule's 52 MiB. It peaked at 37 MiB resident
 /// before, 14 MiB since. (On tmpfs the memory rule's pool is smaller still.)
@@ -441,10 +454,7 @@ fn a_small_copy_keeps_a_small_pool() {
     std::fs::File::create(&src).unwrap();
     fill_pattern(&src, 0, 32 << 20, 0x5a);
     let dst = dir.path().join("dst");
-    let mut cmd = ember();
-    cmd.args(["copy", s(&src), s(&dst), "--json"]);
-    let (out, rss_kib) = ok_with_peak_rss(cmd);
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (j, rss_kib) = copy_resident(&src, &dst, &[]);
     assert_eq!(j["bytes_written"], 32u64 << 20, "{j}");
     assert!(
         rss_kib <= 24 << 10,
@@ -468,11 +478,8 @@ fn a_large_copy_and_its_verification_stay_under_64_mib_resident() {
     }
     let dst = dir.path().join("dst");
     for extra in [None, Some("--verify")] {
-        let mut cmd = ember();
-        cmd.args(["copy", s(&src), s(&dst), "--json", "--force"]);
-        cmd.args(extra);
-        let (out, rss_kib) = ok_with_peak_rss(cmd);
-        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let flags: Vec<&str> = ["--force"].into_iter().chain(extra).collect();
+        let (j, rss_kib) = copy_resident(&src, &dst, &flags);
         assert_eq!(j["bytes_written"], 512u64 << 20, "{j}");
         assert!(
             rss_kib <= 64 << 10,
