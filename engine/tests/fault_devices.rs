@@ -183,15 +183,31 @@ struct ErrorDevice {
     _nbdkit: Proc,
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+/// Waits until `ready()`, failing early (with its stderr) if `proc` exits first.
+fn wait_ready(what: &str, proc: &mut Proc, log: &Path, mut ready: impl FnMut() -> bool) {
     let t = Instant::now();
-    while !ok() {
+    while !ready() {
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            let err = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited before it was ready ({status}): {err}");
+        }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what} did not appear"
+            t.elapsed() < Duration::from_secs(60),
+            "{what} was not ready after 60 s: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Proc {
+    let err = File::create(log).unwrap();
+    Proc(
+        cmd.stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}")),
+    )
 }
 
 fn error_device(dir: &Path, size: u64) -> ErrorDevice {
@@ -199,9 +215,15 @@ fn error_device(dir: &Path, size: u64) -> ErrorDevice {
     File::create(&back).unwrap().set_len(size).unwrap();
     let sock = dir.join("nbd.sock");
     let trigger = dir.join("inject");
-    let nbdkit = Proc(
+    // Both servers write their pid file only once they serve: nbdkit once its socket listens
+    // (the socket file alone appears at bind(), before listen()), nbdfuse once the FUSE file
+    // answers. Waiting for the socket file let nbdfuse connect too early under load.
+    let (kit_pid, kit_log) = (dir.join("nbdkit.pid"), dir.join("nbdkit.log"));
+    let mut nbdkit = spawn_logged(
         Command::new("nbdkit")
             .arg("-f")
+            .arg("-P")
+            .arg(&kit_pid)
             .arg("-U")
             .arg(&sock)
             .arg("--filter=error")
@@ -209,29 +231,26 @@ fn error_device(dir: &Path, size: u64) -> ErrorDevice {
             .arg(&back)
             .arg("error=EIO")
             .arg("error-rate=100%")
-            .arg(format!("error-file={}", trigger.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nbdkit"),
+            .arg(format!("error-file={}", trigger.display())),
+        &kit_log,
     );
-    wait_for("nbdkit socket", || sock.exists());
+    wait_ready("nbdkit", &mut nbdkit, &kit_log, || kit_pid.exists());
     let mnt = dir.join("fuse");
     std::fs::create_dir(&mnt).unwrap();
     let disk = mnt.join("disk");
-    let nbdfuse = Proc(
+    let (fuse_pid, fuse_log) = (dir.join("nbdfuse.pid"), dir.join("nbdfuse.log"));
+    let mut nbdfuse = spawn_logged(
         Command::new("nbdfuse")
+            .arg("-P")
+            .arg(&fuse_pid)
             .arg(&disk)
             .arg("--unix")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nbdfuse"),
+            .arg(&sock),
+        &fuse_log,
     );
     let fuse = FuseMount(mnt);
-    wait_for("nbdfuse file", || {
-        std::fs::metadata(&disk).is_ok_and(|m| m.len() == size)
+    wait_ready("nbdfuse", &mut nbdfuse, &fuse_log, || {
+        fuse_pid.exists() && std::fs::metadata(&disk).is_ok_and(|m| m.len() == size)
     });
     let lo = Loop::attach(&disk, true);
     ErrorDevice {
