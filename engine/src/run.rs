@@ -238,6 +238,7 @@ fn open_ring(
     let qd = (shape.queue_depth as u64).min(moved.div_ceil(bs).min(budget / bs).max(2)) as usize;
     let pool = BufferPool::with_zero_buffer(qd, block_size)
         .map_err(|e| Error::open("allocate I/O buffers for", &d.path, e))?;
+    shape.huge_pages = pool.huge_pages();
     let mut backend = if shape.threads > 0 {
         Box::new(
             uring::ThreadBackend::new(files, pool, shape.threads as usize).map_err(Error::Ring)?,

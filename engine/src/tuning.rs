@@ -97,6 +97,9 @@ pub struct Shape {
     pub media: (Option<Medium>, Medium),
     /// Why this shape.
     pub rule: &'static str,
+    /// The kernel took the advice to back the buffers with transparent huge pages, so each
+    /// request is a few physically contiguous segments (see [`crate::uring::BufferPool`]).
+    pub huge_pages: bool,
 }
 
 /// Which I/O settings the engine may choose from the storage (see [`crate::tuning`]).
@@ -180,6 +183,7 @@ pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: Asked) -> Shape {
         } else {
             RULE_AS_ASKED
         },
+        huge_pages: false,
     };
     let devices = media.1 == Medium::Device && media.0 != Some(Medium::Memory);
     let through_direct = direct.1 && src.is_none_or(|_| direct.0);
@@ -355,6 +359,7 @@ mod tests {
             threads: 0,
             media: (Some(Medium::Device), Medium::Device),
             rule: RULE_AS_ASKED,
+            huge_pages: false,
         };
         (shape, asked)
     }

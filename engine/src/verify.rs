@@ -153,7 +153,7 @@ pub fn scan_chunks(
         };
         fidx.push((buffered, direct));
     }
-    let pool = BufferPool::new(qd * n, bs)
+    let pool = BufferPool::huge(qd * n, bs)
         .map_err(|e| Error::open("allocate I/O buffers for", &eps[0].path, e))?;
     let mut be = uring::open_backend(files, opts.queue_depth * n as u32, pool, u64::MAX)
         .map_err(Error::Ring)?;

@@ -101,8 +101,8 @@ pub(super) fn write_plain(
         return Ok(st);
     }
     let nbufs = BUFFERS.min(count as usize);
-    let pool =
-        BufferPool::new(nbufs, PIECE * cs).map_err(|e| Error::io("map buffers", src_path, 0, e))?;
+    let pool = BufferPool::huge(nbufs, PIECE * cs)
+        .map_err(|e| Error::io("map buffers", src_path, 0, e))?;
     let expected = wanted.iter().map(|r| r.end - r.start).sum::<u64>() * CLUSTER;
     let mut io = open_backend(vec![src, out], QUEUE_DEPTH, pool, expected).map_err(Error::Ring)?;
 
