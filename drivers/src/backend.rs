@@ -92,6 +92,28 @@ impl ObjectLocks {
         }))
     }
 
+    /// Removes the lock files of objects without a record: a process killed after removing a
+    /// record but before releasing its lock leaves one, and nothing else would ever lock that
+    /// name again. A lock another process holds is left alone (its object may be on its way
+    /// in); without a record folder this does nothing.
+    pub(crate) fn remove_orphans(&self) -> Result<()> {
+        let Some(records) = &self.records else {
+            return Ok(());
+        };
+        for e in fs::read_dir(&self.dir).map_err(|e| DriverError::io("list", &self.dir, e))? {
+            let e = e.map_err(|e| DriverError::io("list", &self.dir, e))?;
+            let n = e.file_name();
+            let Some(name) = n.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if fs::symlink_metadata(records.path(name)).is_err() {
+                // Released at once: the drop removes the file, as the name has no record.
+                drop(self.try_lock(name)?);
+            }
+        }
+        Ok(())
+    }
+
     /// Locks several objects in one global order (sorted names, each once): no deadlock between
     /// operations naming the same objects in different roles, and no self-deadlock when a
     /// caller names one object twice (e.g. a volume from a snapshot onto the snapshot's origin).

@@ -405,7 +405,8 @@ impl FileDriver {
         Ok(None)
     }
 
-    /// Finishes or rolls back interrupted operations whose object lock is free.
+    /// Finishes or rolls back interrupted operations whose object lock is free, and removes the
+    /// lock files of objects that no longer exist.
     fn recover(&self) -> Result<()> {
         let g = self.meta_lock()?;
         self.records.remove_temp_files()?;
@@ -455,6 +456,7 @@ impl FileDriver {
             }
             drop(lock);
         }
+        self.locks.remove_orphans()?;
         self.remove_interrupted_temp_files()
     }
 

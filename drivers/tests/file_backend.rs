@@ -189,6 +189,13 @@ fn restart_reloads_and_crash_leftovers_are_cleaned() {
     )
     .unwrap();
     fs::write(root.join("data").join(format!("{}.raw", gone.name)), b"old").unwrap();
+    // A process killed after removing a record but before releasing (and removing) its lock.
+    let orphan = Volume::new(1, Some("orphan")).unwrap();
+    fs::write(
+        root.join("locks").join(format!("{}.lock", orphan.name)),
+        b"",
+    )
+    .unwrap();
     // A metadata write that never reached its rename.
     fs::write(
         root.join("meta").join(".tmp-volume-x.json.1.2"),
@@ -224,6 +231,16 @@ fn restart_reloads_and_crash_leftovers_are_cleaned() {
         .join("data")
         .join(format!("{}.raw", gone.name))
         .exists());
+    // Only the live volume keeps a lock file.
+    let locks: Vec<_> = fs::read_dir(root.join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        locks,
+        vec![format!("{}.lock", keep.name)],
+        "stale locks removed"
+    );
     // The half-created id can be created for real now.
     d.create_volume(&half).unwrap();
 }

@@ -291,8 +291,9 @@ fn kill_mid_copy(cfg: &Path, args: &[&str], started: impl Fn() -> bool) -> bool 
 
 /// Processes SIGKILLed in the middle of clone, snapshot, from-snapshot, revert and a qcow2
 /// download (copies throttled by volume_copy_bps_limit so they are caught running): the next
-/// `ember` process rolls the creates back, the revert leaves the volume exactly as it was before
-/// or after (never torn), and nothing is left in the backend folders.
+/// `ember` process resumes the copies (clone, from-snapshot) or rolls the creates back, the
+/// revert leaves the volume exactly as it was before or after (never torn), and nothing is left
+/// in the backend folders.
 #[test]
 fn processes_killed_mid_operation_leave_nothing_behind() {
     let t = tempfile::tempdir().unwrap();
@@ -345,10 +346,11 @@ fn processes_killed_mid_operation_leave_nothing_behind() {
             )
         })
         .collect();
-    let before_data = ls(&backend.join("data"));
+    // A data file that was not there when this kill's process started (a clone killed earlier
+    // leaves its resumable data behind, which must not count as the next operation's).
     let new_data = |prefix: &'static str| {
-        let before = before_data.clone();
         let dir = backend.join("data");
+        let before = ls(&dir);
         move || {
             ls(&dir)
                 .iter()
@@ -396,19 +398,21 @@ fn processes_killed_mid_operation_leave_nothing_behind() {
         .map(|v| v["display_name"].as_str().unwrap().to_owned())
         .collect();
     listed.sort();
-    // A clone killed mid-copy is resumed by the next process (file backend: `do_setup`
-    // continues it from its checkpoints), so it is either complete or was never started.
-    let resumed_clone = listed.iter().any(|n| n == "k-clone");
-    listed.retain(|n| n != "k-clone");
-    assert_eq!(listed, ["src1", "src2", "src3", "src4"]);
-    if resumed_clone {
-        let out = work.join("k-clone.out");
-        vol(&fast, &["upload", "k-clone", s(&out)]);
-        assert!(
-            read_range(&out, 0, 8 * MIB) == a,
-            "the resumed clone differs from src1"
-        );
+    // A clone or a volume from a snapshot killed mid-copy is resumed by the next process (file
+    // backend: `do_setup` continues it from its checkpoints), so it is either complete or was
+    // never started. Both copy `a` (src1, and s4 taken of src4).
+    for copy in ["k-clone", "k-from"] {
+        if listed.iter().any(|n| n == copy) {
+            let out = work.join(format!("{copy}.out"));
+            vol(&fast, &["upload", copy, s(&out)]);
+            assert!(
+                read_range(&out, 0, 8 * MIB) == a,
+                "the resumed {copy} differs from its source"
+            );
+        }
     }
+    listed.retain(|n| n != "k-clone" && n != "k-from");
+    assert_eq!(listed, ["src1", "src2", "src3", "src4"]);
     let snaps: Vec<serde_json::Value> =
         listed_json(&vol(&fast, &["snapshots", "--json"]), "snapshots");
     let mut slisted: Vec<_> = snaps
