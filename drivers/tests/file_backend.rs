@@ -214,12 +214,14 @@ fn restart_reloads_and_crash_leftovers_are_cleaned() {
     assert_eq!(listed, vec![keep.id]);
     d.do_setup().unwrap();
     assert_eq!(d.list_volumes().unwrap(), vec![keep.clone()]);
-    let meta: Vec<_> = fs::read_dir(root.join("meta"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names_in = |dir: &str| -> Vec<String> {
+        fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
     assert_eq!(
-        meta,
+        names_in("meta"),
         vec![format!("{}.json", keep.name)],
         "leftovers removed"
     );
@@ -232,12 +234,8 @@ fn restart_reloads_and_crash_leftovers_are_cleaned() {
         .join(format!("{}.raw", gone.name))
         .exists());
     // Only the live volume keeps a lock file.
-    let locks: Vec<_> = fs::read_dir(root.join("locks"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
     assert_eq!(
-        locks,
+        names_in("locks"),
         vec![format!("{}.lock", keep.name)],
         "stale locks removed"
     );
