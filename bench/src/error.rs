@@ -21,6 +21,8 @@ pub enum BenchError {
     /// The case cannot run here (not root, tool missing): reported as skipped, not failed.
     #[error("case {case} skipped: {reason}")]
     Skipped { case: String, reason: String },
+    #[error("cannot reserve {bytes} bytes of huge pages: {detail}")]
+    HugePages { bytes: u64, detail: String },
     #[error("cannot encode results")]
     Json(#[from] serde_json::Error),
 }

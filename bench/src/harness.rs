@@ -82,8 +82,20 @@ pub fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> Case
             if drop {
                 util::drop_caches();
             }
+            // After the cache drop, when free memory has whole 2 MiB pages to give.
+            let reserved =
+                match (tool.huge_pages > 0).then(|| util::HugePages::reserve(tool.huge_pages)) {
+                    Some(Err(e)) => {
+                        eprintln!("  {} failed: {}", tool.name, error_chain(&e));
+                        res.status = "failed".into();
+                        res.note = Some(error_chain(&e));
+                        continue;
+                    }
+                    r => r,
+                };
             eprintln!("  run {run}/{runs}: {}", tool.name);
             let (o, mut rec) = timed_run(tool, run, ctx);
+            std::mem::drop(reserved);
             let (status, note) = status_text(&o.status);
             if status == "ok" {
                 if let Some(f) = case.dst_file(tool) {

@@ -51,6 +51,73 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+/// Huge pages reserved in the kernel's pool (`vm.nr_hugepages` raised) for one run; the pool
+/// goes back to its size before on drop.
+pub struct HugePages {
+    before: u64,
+}
+
+impl HugePages {
+    /// Raises the pool by `bytes` in whole huge pages (as root). Fails, with the pool as it was,
+    /// when the kernel cannot find that many (memory too fragmented) or it may not be changed.
+    pub fn reserve(bytes: u64) -> Result<HugePages> {
+        let fail = |detail: String| crate::error::BenchError::HugePages { bytes, detail };
+        let page =
+            huge_page_size().ok_or_else(|| fail("no Hugepagesize in /proc/meminfo".into()))?;
+        let before = read_u64(Path::new(NR_HUGEPAGES))?;
+        let want = before + bytes.div_ceil(page);
+        let guard = HugePages { before };
+        fs::write(NR_HUGEPAGES, format!("{want}\n"))
+            .map_err(io_err("write", Path::new(NR_HUGEPAGES)))?;
+        let got = read_u64(Path::new(NR_HUGEPAGES))?;
+        if got < want {
+            return Err(fail(format!(
+                "the kernel found {} of {} pages",
+                got - before.min(got),
+                want - before
+            )));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(NR_HUGEPAGES, format!("{}\n", self.before)) {
+            eprintln!(
+                "  warning: cannot give back huge pages ({NR_HUGEPAGES} = {}): {e}",
+                self.before
+            );
+        }
+    }
+}
+
+/// The kernel's default huge page size (bytes), from `/proc/meminfo`.
+fn huge_page_size() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Hugepagesize:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+fn read_u64(path: &Path) -> Result<u64> {
+    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    text.trim()
+        .parse()
+        .map_err(|_| crate::error::BenchError::Command {
+            command: format!("read {}", path.display()),
+            detail: format!("not a number: {:?}", text.trim()),
+        })
+}
+
 /// `sync; echo 3 > /proc/sys/vm/drop_caches`. Returns false when not permitted.
 pub fn drop_caches() -> bool {
     let _ = runner::run_helper(&[OsString::from("sync")], Duration::from_secs(600));
@@ -263,6 +330,33 @@ pub fn newest_source(dirs: &[PathBuf]) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn pool() -> u64 {
+        read_u64(Path::new(NR_HUGEPAGES)).unwrap()
+    }
+
+    #[test]
+    fn huge_pages_are_reserved_for_a_run_and_given_back() {
+        if !is_root() {
+            let why =
+                "huge_pages_are_reserved_for_a_run_and_given_back needs root (vm.nr_hugepages)";
+            assert!(
+                std::env::var_os("EMBER_REQUIRE_SYSTEM_TESTS").is_none_or(|v| v != "1"),
+                "{why}"
+            );
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let page = huge_page_size().expect("Hugepagesize in /proc/meminfo");
+        let before = pool();
+        {
+            let _r = HugePages::reserve(3 * page - 1).unwrap();
+            assert_eq!(pool(), before + 3, "3 pages for 3 pages less a byte");
+        }
+        assert_eq!(pool(), before, "given back on drop");
+    }
+
     #[test]
     fn timestamp_shape() {
         let (c, i) = super::timestamps();

@@ -54,6 +54,9 @@ pub struct Tool {
     pub bytes: Option<u64>,
     /// The rate limit each job was given (bytes/s): the report checks what each achieved.
     pub rate_limit: Option<u64>,
+    /// Bytes of reserved huge pages (hugetlb) its runs need, reserved before each run and
+    /// given back after it, untimed (fio's huge-page buffers); 0 for none.
+    pub huge_pages: u64,
 }
 
 impl Tool {
@@ -70,6 +73,7 @@ impl Tool {
             skip,
             bytes: None,
             rate_limit: None,
+            huge_pages: 0,
         }
     }
 
@@ -88,6 +92,7 @@ impl Tool {
             return Tool::skipped(name, role, why);
         }
         Tool {
+            huge_pages: parts.iter().map(|t| t.huge_pages).sum(),
             jobs: parts.into_iter().flat_map(|t| t.jobs).collect(),
             ..Tool::new(name, role, Vec::new())
         }

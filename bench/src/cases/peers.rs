@@ -132,17 +132,27 @@ struct FioConfig {
     ioengine: &'static str,
     bs: u64,
     iodepth: u32,
+    /// Buffers in reserved 2 MiB huge pages (`--iomem=shmhuge`), as Ember's sit in transparent
+    /// huge pages: a request's buffer in 4 KiB pages has more pieces than a virtio disk takes in
+    /// one request (254 segments; a loop device 128), so a 4 MiB request reaches the disk split.
+    huge: bool,
 }
 
+/// The huge page size fio is told to use (`--hugepage-size`), x86-64's.
+const HUGE_PAGE: u64 = 2 * MIB;
+
 /// The configurations whose best is the device reference: O_DIRECT and buffered, a deep queue
-/// of 1 MiB, a shallower one of 4 MiB blocks, and the plain synchronous loop cp and dd run.
-const FIO_CONFIGS: [FioConfig; 4] = [
+/// of 1 MiB, a shallower one of 4 MiB blocks, the plain synchronous loop cp and dd run, and
+/// O_DIRECT from huge-page buffers with 64 MiB in flight in 4 MiB (disks) and 1 MiB (loop
+/// devices) requests, which the devices then take whole.
+const FIO_CONFIGS: [FioConfig; 6] = [
     FioConfig {
         name: "fio direct 1M qd32",
         direct: true,
         ioengine: "io_uring",
         bs: MIB,
         iodepth: 32,
+        huge: false,
     },
     FioConfig {
         name: "fio direct 4M qd8",
@@ -150,6 +160,7 @@ const FIO_CONFIGS: [FioConfig; 4] = [
         ioengine: "io_uring",
         bs: 4 * MIB,
         iodepth: 8,
+        huge: false,
     },
     FioConfig {
         name: "fio buffered 1M qd32",
@@ -157,6 +168,7 @@ const FIO_CONFIGS: [FioConfig; 4] = [
         ioengine: "io_uring",
         bs: MIB,
         iodepth: 32,
+        huge: false,
     },
     FioConfig {
         name: "fio buffered 1M sync",
@@ -164,19 +176,51 @@ const FIO_CONFIGS: [FioConfig; 4] = [
         ioengine: "psync",
         bs: MIB,
         iodepth: 1,
+        huge: false,
+    },
+    FioConfig {
+        name: "fio direct 4M qd16 huge pages",
+        direct: true,
+        ioengine: "io_uring",
+        bs: 4 * MIB,
+        iodepth: 16,
+        huge: true,
+    },
+    FioConfig {
+        name: "fio direct 1M qd64 huge pages",
+        direct: true,
+        ioengine: "io_uring",
+        bs: MIB,
+        iodepth: 64,
+        huge: true,
     },
 ];
 
 /// fio's command line up to its jobs: one configuration moving blocks of `bs` bytes.
 fn fio_head(c: &FioConfig, bs: u64) -> Vec<OsString> {
-    vec![
+    let mut argv = vec![
         arg("fio"),
         arg("--output-format=json"),
         arg(format!("--bs={bs}")),
         arg(format!("--iodepth={}", c.iodepth)),
         arg(format!("--ioengine={}", c.ioengine)),
         arg(format!("--direct={}", u8::from(c.direct))),
-    ]
+    ];
+    if c.huge {
+        argv.push(arg("--iomem=shmhuge"));
+        argv.push(arg(format!("--hugepage-size={HUGE_PAGE}")));
+    }
+    argv
+}
+
+/// The reserved huge pages (bytes) `jobs` fio jobs of configuration `c` need: each job's
+/// buffers (`iodepth` blocks, plus fio's alignment) rounded up to whole huge pages.
+fn fio_huge_bytes(c: &FioConfig, jobs: usize) -> u64 {
+    if !c.huge {
+        return 0;
+    }
+    let per_job = (u64::from(c.iodepth) * c.bs).div_ceil(HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE;
+    per_job * jobs as u64
 }
 
 /// A writer job's ending: a new file is first sized with ftruncate, as ember and qemu-img do
@@ -218,7 +262,10 @@ pub fn fio_reference(reads: &[(&Path, u64)], writes: &[(&Path, u64)]) -> Vec<Too
             for (i, w) in writes.iter().enumerate() {
                 job("write", i, writes.len(), *w);
             }
-            Tool::new(c.name, Role::Reference, vec![argv])
+            Tool {
+                huge_pages: fio_huge_bytes(c, reads.len() + writes.len()),
+                ..Tool::new(c.name, Role::Reference, vec![argv])
+            }
         })
         .collect()
 }
@@ -233,6 +280,7 @@ const FIO_STRIDED_CONFIGS: [FioConfig; 4] = [
         ioengine: "io_uring",
         bs: 0,
         iodepth: 32,
+        huge: false,
     },
     FioConfig {
         name: "fio direct strided qd128",
@@ -240,6 +288,7 @@ const FIO_STRIDED_CONFIGS: [FioConfig; 4] = [
         ioengine: "io_uring",
         bs: 0,
         iodepth: 128,
+        huge: false,
     },
     FioConfig {
         name: "fio buffered strided qd32",
@@ -247,6 +296,7 @@ const FIO_STRIDED_CONFIGS: [FioConfig; 4] = [
         ioengine: "io_uring",
         bs: 0,
         iodepth: 32,
+        huge: false,
     },
     FioConfig {
         name: "fio buffered strided sync",
@@ -254,6 +304,7 @@ const FIO_STRIDED_CONFIGS: [FioConfig; 4] = [
         ioengine: "psync",
         bs: 0,
         iodepth: 1,
+        huge: false,
     },
 ];
 
@@ -293,6 +344,7 @@ pub fn fio_strided_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::GIB;
 
     #[test]
     fn strided_reference_moves_the_extents_at_their_offsets() {
@@ -379,5 +431,29 @@ mod tests {
         // A wipe: writers only.
         let wipe = fio_reference(&[], &[(Path::new("/dev/loop3"), MIB)]);
         assert!(!wipe[0].command_line().contains("--rw=read"));
+    }
+
+    #[test]
+    fn huge_page_configurations_ask_fio_for_them_and_the_harness_for_enough() {
+        let tools = fio_reference(&[(Path::new("/r"), GIB)], &[(Path::new("/w"), GIB)]);
+        let huge: Vec<_> = tools.iter().filter(|t| t.huge_pages > 0).collect();
+        assert_eq!(huge.len(), 2);
+        for t in &tools {
+            let line = t.command_line();
+            assert_eq!(
+                line.contains("--iomem=shmhuge --hugepage-size=2097152"),
+                t.huge_pages > 0,
+                "{line}"
+            );
+        }
+        // Two jobs of 16 x 4 MiB: 64 MiB each, plus a page for fio's alignment.
+        assert_eq!(huge[0].huge_pages, 2 * (64 + 2) * MIB);
+        assert!(huge[0].command_line().contains("--bs=4194304 --iodepth=16"));
+        assert!(huge[1].command_line().contains("--bs=1048576 --iodepth=64"));
+        // The concurrency case: 8 jobs in one fio.
+        let r: Vec<(&Path, u64)> = vec![(Path::new("/r"), GIB); 4];
+        let w: Vec<(&Path, u64)> = vec![(Path::new("/w"), GIB); 4];
+        let many = fio_reference(&r, &w);
+        assert_eq!(many[4].huge_pages, 8 * (64 + 2) * MIB);
     }
 }
