@@ -17,8 +17,8 @@
 //! `deleting`. [`FileDriver::do_setup`] resumes `creating` volumes whose engine copy left a resume
 //! folder and whose source is still available (the copy continues from its checkpoints and is
 //! byte-identical to an uninterrupted one), rolls back the other `creating` records, finishes
-//! `deleting` ones whose per-object lock is free, and removes leftover temp files: a crash never
-//! leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
+//! `deleting` ones whose per-object lock is free, and removes leftover temp files and the lock
+//! files of objects without a record: a crash never leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
 //! shares blocks, the engine's sparse copy elsewhere.
 //!
 //! Locks, records, attachment lists and the image, export and connection calls come from the
