@@ -83,16 +83,18 @@ pub fn run_case(case: &mut dyn Case, ctx: &Ctx, runs: usize, drop: bool) -> Case
                 util::drop_caches();
             }
             // After the cache drop, when free memory has whole 2 MiB pages to give.
-            let reserved =
-                match (tool.huge_pages > 0).then(|| util::HugePages::reserve(tool.huge_pages)) {
-                    Some(Err(e)) => {
-                        eprintln!("  {} failed: {}", tool.name, error_chain(&e));
-                        res.status = "failed".into();
-                        res.note = Some(error_chain(&e));
-                        continue;
-                    }
-                    r => r,
-                };
+            let reserved = match (tool.huge_pages > 0)
+                .then(|| util::HugePages::reserve(tool.huge_pages))
+                .transpose()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("  {} failed: {}", tool.name, error_chain(&e));
+                    res.status = "failed".into();
+                    res.note = Some(error_chain(&e));
+                    continue;
+                }
+            };
             eprintln!("  run {run}/{runs}: {}", tool.name);
             let (o, mut rec) = timed_run(tool, run, ctx);
             std::mem::drop(reserved);

@@ -100,10 +100,8 @@ impl ObjectLocks {
         let Some(records) = &self.records else {
             return Ok(());
         };
-        for e in fs::read_dir(&self.dir).map_err(|e| DriverError::io("list", &self.dir, e))? {
-            let e = e.map_err(|e| DriverError::io("list", &self.dir, e))?;
-            let n = e.file_name();
-            let Some(name) = n.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+        for n in entry_names(&self.dir)? {
+            let Some(name) = n.strip_suffix(".lock") else {
                 continue;
             };
             if fs::symlink_metadata(records.path(name)).is_err() {
@@ -169,17 +167,12 @@ impl RecordDir {
 
     /// The names with a record starting with `prefix`, sorted.
     pub(crate) fn names(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.dir).map_err(|e| DriverError::io("list", &self.dir, e))? {
-            let e = e.map_err(|e| DriverError::io("list", &self.dir, e))?;
-            let n = e.file_name();
-            let Some(n) = n.to_str() else { continue };
-            if let Some(stem) = n.strip_suffix(".json") {
-                if stem.starts_with(prefix) {
-                    out.push(stem.to_owned());
-                }
-            }
-        }
+        let mut out: Vec<String> = entry_names(&self.dir)?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json"))
+            .filter(|stem| stem.starts_with(prefix))
+            .map(str::to_owned)
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -187,17 +180,25 @@ impl RecordDir {
     /// Removes the temp files of record writes that never reached their rename (a crash
     /// between create and rename): they were never registered.
     pub(crate) fn remove_temp_files(&self) -> Result<()> {
-        for e in fs::read_dir(&self.dir).map_err(|e| DriverError::io("list", &self.dir, e))? {
-            let e = e.map_err(|e| DriverError::io("list", &self.dir, e))?;
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(".tmp-"))
-            {
-                let _ = remove_if_exists(&e.path());
+        for n in entry_names(&self.dir)? {
+            if n.starts_with(".tmp-") {
+                let _ = remove_if_exists(&self.dir.join(n));
             }
         }
         Ok(())
     }
+}
+
+/// The names of `dir`'s entries that are UTF-8 (no object's name is anything else).
+fn entry_names(dir: &Path) -> Result<Vec<String>> {
+    let list = |e| DriverError::io("list", dir, e);
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(list)? {
+        if let Ok(n) = e.map_err(list)?.file_name().into_string() {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// The checks of a revert: both names valid, and `snap` a snapshot of `vol`.

@@ -18,8 +18,9 @@
 //! folder and whose source is still available (the copy continues from its checkpoints and is
 //! byte-identical to an uninterrupted one), rolls back the other `creating` records, finishes
 //! `deleting` ones whose per-object lock is free, and removes leftover temp files and the lock
-//! files of objects without a record: a crash never leaves a half-registered volume. Snapshots and clones are reflinks (FICLONE) where the filesystem
-//! shares blocks, the engine's sparse copy elsewhere.
+//! files of objects without a record: a crash never leaves a half-registered volume. Snapshots
+//! and clones are reflinks (FICLONE) where the filesystem shares blocks, the engine's sparse copy
+//! elsewhere.
 //!
 //! Locks, records, attachment lists and the image, export and connection calls come from the
 //! shared layer (`backend.rs`); this module holds what only a folder of files does.
