@@ -35,6 +35,9 @@ pub struct CopyOptions {
     pub queue_depth: u32,
     /// Use O_DIRECT where the file or device allows it.
     pub direct: bool,
+    /// Allocate a destination file's data ranges before writing them (and the engine may
+    /// also choose to where `tune.allocate`; see [`crate::tuning`]).
+    pub allocate_first: bool,
     /// Which of `direct` and `queue_depth` the engine may choose from what the source and
     /// destination are ([`crate::tuning`]); the rest are used as given.
     pub tune: Tune,
@@ -75,6 +78,7 @@ impl Default for CopyOptions {
             block_size: 1 << 20,
             queue_depth: 32,
             direct: true,
+            allocate_first: false,
             tune: Tune::default(),
             dest_zeroed: false,
             preserve_allocation: false,

@@ -88,6 +88,7 @@ pub(crate) fn run_plan_on(
         queue_depth: opts.queue_depth,
         block_size: opts.block_size,
         limited: opts.bps_limit.is_some(),
+        allocate_first: opts.allocate_first,
         tune: opts.tune,
     };
     let mut shape = tuning::choose(src, d, asked);
@@ -130,8 +131,15 @@ pub(crate) fn run_plan_on(
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        // Where nothing written reads as zeros, and no checkpoint counts an unwritten zero
+        // block as done before its allocation is given back.
+        allocate_first: shape.allocate_first
+            && src.is_some()
+            && t.mode == ZeroMode::Leave
+            && checkpoint.is_none(),
     };
     let (mut c, err) = pipeline::run(&job, backend.as_mut());
+    shape.allocate_first = c.allocated_first;
     let backend_name = backend.name();
     // Dropping the backend reaps (or cancels) everything still in flight.
     drop(backend);
@@ -194,16 +202,34 @@ fn open_ring(
     // methods that may fall back to writes could need the full depth.
     // One pass over the plan (a fragmented source's has an op per extent): the bytes moved,
     // the zeros that may be written, and the largest piece of data.
+    // And the allocation windows holding data (see `tuning::allocate_first_pays`).
     let (mut io_bytes, mut may_write_zeros, mut largest) = (0u64, 0u64, 0u64);
+    let (mut windows, mut last_window) = (0u64, None);
+    let mut count_windows = |dst: u64, len: u64| {
+        let (first, last) = (
+            dst / tuning::ALLOCATION_WINDOW,
+            (dst + len - 1) / tuning::ALLOCATION_WINDOW,
+        );
+        let first = match last_window {
+            Some(w) if w >= first => w + 1,
+            _ => first,
+        };
+        windows += (last + 1).saturating_sub(first);
+        last_window = Some(last_window.map_or(last, |w: u64| w.max(last)));
+    };
     for op in &plan.ops {
         match *op {
-            Op::Copy { len, .. } => {
+            Op::Copy { dst, len, .. } => {
                 io_bytes += len;
                 largest = largest.max(len);
+                count_windows(dst, len);
             }
-            Op::Decode { src_len, len, .. } => {
+            Op::Decode {
+                dst, src_len, len, ..
+            } => {
                 io_bytes += len;
                 largest = largest.max(src_len.max(len));
+                count_windows(dst, len);
             }
             Op::Zero { len, .. } if t.mode == ZeroMode::Write => io_bytes += len,
             Op::Zero { len, .. } if t.zero_fallback && t.mode != ZeroMode::Leave => {
@@ -224,6 +250,9 @@ fn open_ring(
         shape.block_size
     };
     tuning::deepen_for_small_buffers(shape, asked, block_size);
+    if shape.allocate_first && asked.tune.allocate && !asked.allocate_first {
+        shape.allocate_first = tuning::allocate_first_pays(windows, d);
+    }
     shape.block_size = block_size;
     let bs = block_size as u64;
     let moved = io_bytes + may_write_zeros;

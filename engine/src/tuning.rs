@@ -45,6 +45,19 @@
 //!   block size): a deeper queue, up to 128, keeping about as many bytes in flight as asked
 //!   ([`deepen_for_small_buffers`]).
 //!
+//! - **Pieces of data spread across a new ext4 file, far apart** (a copy's destination file on
+//!   ext4 that reads zeros wherever nothing is written): the data ranges are allocated first,
+//!   each exactly, in one pass before the first write ([`allocate_first_pays`]; the pipeline's
+//!   `prealloc` part). A write into a hole far into a large ext4 file makes its allocator
+//!   reserve the whole 8 MiB window around it ([`ALLOCATION_WINDOW`]); once those reservations
+//!   add up to more than the file system's free space, every allocation searches and discards
+//!   them. 4 KiB written every 1 MiB of a new file on this machine's disk (236 GB free), one
+//!   write at a time, writes into holes against all allocated first: 128 GiB apart (131,072
+//!   pieces) 6.8 s and 6.8 s; 192 GiB 9.8 s and 9.6 s; 256 GiB 28.7 s and 13.8 s (allocating
+//!   each piece just before its write); 1 TiB 281 s and 58 s. Ember's own copy of the 1 TiB one
+//!   (1,048,576 pieces): 231 s without, 19 s allocated first. Below the threshold the pass only
+//!   costs: 65,536 pieces over 4 GiB 0.95 s without, 1.72 s with.
+//!
 //! [`Tune`] (a copy's `tune` option) says which of the two the rule may change; the CLI pins a value the
 //! user gave (`--queue-depth`, `--direct`, `--no-direct`). The choice and its reason are in the
 //! run's [`crate::options::Summary`].
@@ -72,6 +85,7 @@ pub const RULE_MEMORY_THREADS: &str = "files on memory through the page cache, o
 pub const RULE_SMALL_PIECES: &str = "small pieces of data: a deeper queue of small I/Os";
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
+const EXT4_MAGIC: i64 = 0xEF53;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// What an endpoint's bytes live on, as far as the I/O shape is concerned.
@@ -102,6 +116,9 @@ pub struct Shape {
     /// The kernel took the advice to back the buffers with transparent huge pages, so each
     /// request is a few physically contiguous segments (see [`crate::uring::BufferPool`]).
     pub huge_pages: bool,
+    /// The destination's data ranges were allocated before the first write (an ext4 file
+    /// that reads zeros wherever nothing is written; see the module doc).
+    pub allocate_first: bool,
 }
 
 /// Which I/O settings the engine may choose from the storage (see [`crate::tuning`]).
@@ -115,6 +132,8 @@ pub struct Tune {
     pub block_size: bool,
     /// May run the I/O on worker threads instead of io_uring where every file is in memory.
     pub threads: bool,
+    /// May allocate the destination's data ranges before writing them where the rule says.
+    pub allocate: bool,
 }
 
 impl Default for Tune {
@@ -124,6 +143,7 @@ impl Default for Tune {
             queue_depth: true,
             block_size: true,
             threads: true,
+            allocate: true,
         }
     }
 }
@@ -135,6 +155,7 @@ impl Tune {
         queue_depth: false,
         block_size: false,
         threads: false,
+        allocate: false,
     };
 }
 
@@ -148,6 +169,8 @@ pub struct Asked {
     /// A throughput limit: the run is not after the device's pace (the device rule stays out
     /// of it, and the limit keeps its fine steps).
     pub limited: bool,
+    /// Allocate a destination file's data ranges before writing them.
+    pub allocate_first: bool,
     pub tune: Tune,
 }
 
@@ -186,6 +209,11 @@ pub fn choose(src: Option<&Endpoint>, dst: &Endpoint, opts: Asked) -> Shape {
             RULE_AS_ASKED
         },
         huge_pages: false,
+        // The run decides once it knows the data ranges ([`allocate_first_pays`]).
+        allocate_first: dst.kind == Kind::File
+            && (opts.allocate_first
+                || opts.tune.allocate
+                    && sys::filesystem_type(dst.file.as_fd()).is_ok_and(|t| t == EXT4_MAGIC)),
     };
     let devices = media.1 == Medium::Device && media.0 != Some(Medium::Memory);
     let through_direct = direct.1 && src.is_none_or(|_| direct.0);
@@ -223,6 +251,20 @@ fn for_devices(shape: &mut Shape, asked: &Asked, request: Option<u64>) {
     shape.block_size = block;
     shape.queue_depth = depth as u32;
     shape.rule = RULE_DEVICE;
+}
+
+/// The logical span ext4 reserves for a small write into a hole of a large file (its
+/// allocator rounds such a request up to an 8 MiB preallocation, aligned in the file).
+pub const ALLOCATION_WINDOW: u64 = 8 << 20;
+
+/// Whether allocating the destination's data ranges first pays, for a destination on ext4
+/// whose data lies in `windows` distinct [`ALLOCATION_WINDOW`]s: when reserving a window for
+/// each would take more than the file system's free space (see the module doc).
+pub fn allocate_first_pays(windows: u64, dst: &Endpoint) -> bool {
+    match sys::free_space(dst.file.as_fd()) {
+        Ok((_, free)) => windows.saturating_mul(ALLOCATION_WINDOW) > free,
+        Err(_) => false,
+    }
 }
 
 /// The deepest queue of small requests (see [`deepen_for_small_buffers`]).
@@ -352,6 +394,7 @@ mod tests {
             queue_depth,
             block_size,
             limited: false,
+            allocate_first: false,
             tune: Tune::default(),
         };
         let shape = Shape {
@@ -362,6 +405,7 @@ mod tests {
             media: (Some(Medium::Device), Medium::Device),
             rule: RULE_AS_ASKED,
             huge_pages: false,
+            allocate_first: false,
         };
         (shape, asked)
     }

@@ -437,3 +437,90 @@ fn a_buffered_copy_on_disk_leaves_at_most_a_few_windows_of_either_file_in_the_pa
     );
     assert_eq!(first_difference(&src, &dst), None);
 }
+
+/// The data ranges of `path` as SEEK_DATA/SEEK_HOLE report them.
+fn data_ranges(path: &Path) -> Vec<(u64, u64)> {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(start) = ember_engine::sys::seek_data(f.as_fd(), pos).unwrap() {
+        let end = ember_engine::sys::seek_hole(f.as_fd(), start)
+            .unwrap()
+            .unwrap();
+        out.push((start, end - start));
+        pos = end;
+    }
+    out
+}
+
+#[test]
+fn data_allocated_first_on_ext4_ends_allocated_exactly_where_the_data_is() {
+    let disk = tempfile::tempdir().unwrap();
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(disk.path())
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&fs.stdout).trim() != "ext2/ext3" {
+        skip(
+            "data_allocated_first_on_ext4",
+            "the temporary folder is not on ext4",
+        );
+        return;
+    }
+    // 256 pieces of 4 KiB, one every 64 KiB: every fifth all zeros; then a 1 MiB extent
+    // whose second and last 4 KiB are zeros.
+    let src = disk.path().join("src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    let size = 32 * MIB;
+    f.set_len(size).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+    let mut piece = vec![0u8; 4096];
+    let mut expected = Vec::new();
+    use std::os::unix::fs::FileExt;
+    for i in 0..256u64 {
+        if i % 5 == 0 {
+            piece.fill(0);
+        } else {
+            rng.fill_bytes(&mut piece);
+            expected.push((i * 64 * 1024, 4096));
+        }
+        f.write_all_at(&piece, i * 64 * 1024).unwrap();
+    }
+    let mut extent = vec![0u8; MIB as usize];
+    rng.fill_bytes(&mut extent);
+    extent[4096..8192].fill(0);
+    let tail = extent.len() - 4096;
+    extent[tail..].fill(0);
+    f.write_all_at(&extent, 20 * MIB).unwrap();
+    expected.extend([(20 * MIB, 4096), (20 * MIB + 8192, MIB - 3 * 4096)]);
+    drop(f);
+
+    // Asked for: allocated first, and every zero piece given back afterwards.
+    let dst = disk.path().join("first.raw");
+    let opts = CopyOptions {
+        allocate_first: true,
+        tune: Tune {
+            allocate: false,
+            ..Tune::default()
+        },
+        ..CopyOptions::default()
+    };
+    let s = copy::copy(&src, &dst, &opts).unwrap();
+    assert!(s.io.unwrap().allocate_first, "allocated first when asked");
+    assert_eq!(first_difference(&src, &dst), None);
+    assert_eq!(
+        data_ranges(&dst),
+        expected,
+        "allocated exactly the non-zero data"
+    );
+
+    // Left to the rule: a few pieces in a file system with room for ext4's reservations do not
+    // pay for a pass of their own.
+    let dst = disk.path().join("rule.raw");
+    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
+    assert!(!s.io.unwrap().allocate_first);
+    assert_eq!(first_difference(&src, &dst), None);
+    assert_eq!(data_ranges(&dst), expected);
+}

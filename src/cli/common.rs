@@ -50,6 +50,13 @@ pub struct IoArgs {
     /// (by default the page cache is used there).
     #[arg(long)]
     pub direct: bool,
+    /// Allocate a destination file's data ranges before writing them, each exactly [default:
+    /// on ext4, when reserving ext4's 8 MiB per piece of data would exceed its free space].
+    #[arg(long)]
+    pub allocate_first: bool,
+    /// Never allocate the destination's data ranges before writing them.
+    #[arg(long, conflicts_with = "allocate_first")]
+    pub no_allocate_first: bool,
     /// Limit throughput to this many bytes per second (e.g. 100M), like Cinder's
     /// volume_copy_bps_limit.
     #[arg(long, value_parser = parse_size)]
@@ -91,9 +98,11 @@ impl IoArgs {
             block_size,
             queue_depth,
             direct: !self.no_direct,
+            allocate_first: self.allocate_first,
             // What the user gave is used as given; the rest the engine may choose.
             tune: Tune {
                 direct: !self.no_direct && !self.direct,
+                allocate: !self.allocate_first && !self.no_allocate_first,
                 ..tune
             },
             bps_limit: self.bps_limit,

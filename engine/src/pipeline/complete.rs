@@ -128,6 +128,7 @@ impl Run<'_, '_> {
             self.job.detect_zeroes && is_zero(&self.backend.pool().get(slot)[..len as usize]);
         if detect && self.holes.mode != ZeroMode::Write {
             self.release(slot);
+            self.allocated_unused(dst, len);
             self.zero_range(dst, len);
             return;
         }

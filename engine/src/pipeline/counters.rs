@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub completed: Option<ExtentMap>,
     /// Checksums of written blocks (only with `Job::checksum`).
     pub sums: Vec<ChunkSum>,
+    /// The destination's data ranges were allocated before the writes (`prealloc`).
+    pub allocated_first: bool,
 }
 
 /// A destination range made to read as zeros, and how.

@@ -59,17 +59,7 @@ impl Gaps {
         len: u64,
         runs: &[(u32, u32)],
     ) -> bool {
-        let mut mine = Vec::with_capacity(runs.len() + 1);
-        let mut pos = 0u64;
-        for &(off, n) in runs {
-            if u64::from(off) > pos {
-                mine.push((dst + pos, u64::from(off) - pos));
-            }
-            pos = u64::from(off) + u64::from(n);
-        }
-        if pos < len {
-            mine.push((dst + pos, len - pos));
-        }
+        let mut mine = zero_parts(dst, len, runs);
         if !self.probed {
             let Some(&(off, n)) = mine.first() else {
                 return false;
@@ -115,7 +105,15 @@ impl Run<'_, '_> {
         }
         let buf = &self.backend.pool().get(slot)[..len as usize];
         match self.holes.mode {
-            ZeroMode::Leave => (nonzero_runs(buf, dst), false),
+            ZeroMode::Leave => {
+                let runs = nonzero_runs(buf, dst);
+                if self.prealloc.active && !runs.is_empty() {
+                    for (off, n) in zero_parts(dst, len, &runs) {
+                        self.allocated_unused(off, n);
+                    }
+                }
+                (runs, false)
+            }
             ZeroMode::Punch
                 if self
                     .gaps
@@ -194,6 +192,23 @@ impl Run<'_, '_> {
             self.c.note_mode(mode);
         }
     }
+}
+
+/// The parts of the block `dst..dst + len` outside `runs` (offsets in the block), as
+/// destination (offset, len).
+fn zero_parts(dst: u64, len: u64, runs: &[(u32, u32)]) -> Vec<(u64, u64)> {
+    let mut parts = Vec::with_capacity(runs.len() + 1);
+    let mut pos = 0u64;
+    for &(off, n) in runs {
+        if u64::from(off) > pos {
+            parts.push((dst + pos, u64::from(off) - pos));
+        }
+        pos = u64::from(off) + u64::from(n);
+    }
+    if pos < len {
+        parts.push((dst + pos, len - pos));
+    }
+    parts
 }
 
 /// The runs of non-zero [`ZERO_GRAIN`] blocks of `buf` (which lands at `dst`), as (offset, len);

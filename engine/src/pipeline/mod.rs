@@ -34,17 +34,19 @@
 //! | `complete` | one completion: retry, resubmit, fail, or move the slot to its next stage | |
 //! | `holes` | make ranges read as zeros with the [`ZeroMode`] and its fallback | `Holes` |
 //! | `gaps` | the zero parts inside data blocks: which runs to write, punching the rest last | `Gaps` |
+//! | `prealloc` | allocate the destination's data ranges first; give back what stayed unwritten | `Prealloc` |
 //! | `decode` | decode runs: on decoder threads or inline, then on to the write | `Decoders` |
 //! | `counters` | `Counters`, progress, checksums, the periodic checkpoint | `c` |
 //!
 //! # Contract between the parts
 //!
-//! - **Order.** `run` starts the decoder threads when the job has them, then: `zero_first`
-//!   (when holes are synchronous calls: the first reads, then every hole at once, before any
-//!   write), the main loop until the plan is handed out and nothing is in flight or decoding,
-//!   then `punch_gaps` unless the run failed.
+//! - **Order.** `run` starts the decoder threads when the job has them, then: `before_writes`
+//!   (when holes are synchronous calls or data ranges are allocated first: the first reads,
+//!   then every hole or every data range at once, before any write), the main loop until the
+//!   plan is handed out and nothing is in flight or decoding, then `punch_gaps` and
+//!   `release_unused` unless the run failed.
 //! - **Requests.** Only `window` (`Run::submit`) pushes requests; only the main loop waits (and
-//!   `zero_first` once, without blocking, to submit the first reads), and each completion goes
+//!   `before_writes` once, without blocking, to submit the first reads), and each completion goes
 //!   to `complete`. `user_data` is the slot index. A slot's buffer
 //!   belongs to the kernel from its push to its completion; at `Stage::Decode` it is idle (the
 //!   decoder threads work on copies, `decode` copies the result in). The last pool buffer is
@@ -76,6 +78,7 @@ mod counters;
 mod decode;
 mod gaps;
 mod holes;
+mod prealloc;
 mod slot;
 mod window;
 
@@ -86,6 +89,7 @@ pub use counters::{ChunkSum, ZeroedRange};
 use decode::{Decoders, DECODE_POLL};
 use gaps::Gaps;
 use holes::Holes;
+use prealloc::Prealloc;
 use slot::Active;
 use window::{Cursor, Throttle};
 
@@ -124,6 +128,9 @@ pub(crate) struct Job<'a> {
     /// Threads decoding compressed units while the ring keeps moving data (0 or 1: decode on
     /// the pipeline thread).
     pub decode_threads: usize,
+    /// Allocate the destination's data ranges before the first write (`prealloc`); only with
+    /// `ZeroMode::Leave` and without a checkpoint.
+    pub allocate_first: bool,
 }
 
 /// A checkpoint callback: persists the completed ranges, after making them durable.
@@ -143,6 +150,7 @@ struct Run<'a, 'b> {
     throttle: Throttle,
     holes: Holes,
     gaps: Gaps,
+    prealloc: Prealloc,
     decoders: Option<Decoders>,
     c: Counters,
     /// The first failure: nothing new starts once it is set.
@@ -176,14 +184,16 @@ fn run_with(
         throttle: Throttle::new(job.bps_limit),
         holes: Holes::new(job.zero_mode),
         gaps: Gaps::new(job),
+        prealloc: Prealloc::default(),
         decoders,
         c: Counters::for_job(job),
         error: None,
     };
-    r.zero_first();
+    r.before_writes();
     r.main_loop();
     if r.error.is_none() {
         r.punch_gaps();
+        r.release_unused();
     }
     let err = r.error.take();
     (r.c, err)

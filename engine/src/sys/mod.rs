@@ -101,6 +101,28 @@ pub fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     )
 }
 
+/// `fallocate(KEEP_SIZE)`: allocate a file range's blocks (unwritten: it still reads as
+/// zeros, and as holes did), without changing the file's size.
+pub fn allocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(
+        fd,
+        nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+/// Space on the file system behind `fd` (`fstatvfs`), in bytes: (what an unprivileged writer
+/// may still allocate, what is free at all).
+pub fn free_space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let s = nix::sys::statvfs::fstatvfs(fd).map_err(errno)?;
+    let bytes = |blocks: u64| blocks.saturating_mul(s.fragment_size() as u64);
+    Ok((
+        bytes(s.blocks_available() as u64),
+        bytes(s.blocks_free() as u64),
+    ))
+}
+
 /// `fallocate(ZERO_RANGE | KEEP_SIZE)`: the range reads as zeros and stays allocated.
 pub fn zero_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     use nix::fcntl::FallocateFlags as F;
