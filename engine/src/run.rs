@@ -204,32 +204,20 @@ fn open_ring(
     // the zeros that may be written, and the largest piece of data.
     // And the allocation windows holding data (see `tuning::allocate_first_pays`).
     let (mut io_bytes, mut may_write_zeros, mut largest) = (0u64, 0u64, 0u64);
-    let (mut windows, mut last_window) = (0u64, None);
-    let mut count_windows = |dst: u64, len: u64| {
-        let (first, last) = (
-            dst / tuning::ALLOCATION_WINDOW,
-            (dst + len - 1) / tuning::ALLOCATION_WINDOW,
-        );
-        let first = match last_window {
-            Some(w) if w >= first => w + 1,
-            _ => first,
-        };
-        windows += (last + 1).saturating_sub(first);
-        last_window = Some(last_window.map_or(last, |w: u64| w.max(last)));
-    };
+    let mut windows = tuning::Windows::default();
     for op in &plan.ops {
         match *op {
             Op::Copy { dst, len, .. } => {
                 io_bytes += len;
                 largest = largest.max(len);
-                count_windows(dst, len);
+                windows.add(dst, len);
             }
             Op::Decode {
                 dst, src_len, len, ..
             } => {
                 io_bytes += len;
                 largest = largest.max(src_len.max(len));
-                count_windows(dst, len);
+                windows.add(dst, len);
             }
             Op::Zero { len, .. } if t.mode == ZeroMode::Write => io_bytes += len,
             Op::Zero { len, .. } if t.zero_fallback && t.mode != ZeroMode::Leave => {
@@ -251,7 +239,7 @@ fn open_ring(
     };
     tuning::deepen_for_small_buffers(shape, asked, block_size);
     if shape.allocate_first && asked.tune.allocate && !asked.allocate_first {
-        shape.allocate_first = tuning::allocate_first_pays(windows, d);
+        shape.allocate_first = tuning::allocate_first_pays(&windows, d);
     }
     shape.block_size = block_size;
     let bs = block_size as u64;

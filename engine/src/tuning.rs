@@ -257,12 +257,35 @@ fn for_devices(shape: &mut Shape, asked: &Asked, request: Option<u64>) {
 /// allocator rounds such a request up to an 8 MiB preallocation, aligned in the file).
 pub const ALLOCATION_WINDOW: u64 = 8 << 20;
 
+/// The distinct [`ALLOCATION_WINDOW`]s that destination ranges, given in ascending order, touch.
+#[derive(Debug, Default)]
+pub struct Windows {
+    count: u64,
+    last: Option<u64>,
+}
+
+impl Windows {
+    /// Counts the windows of `dst..dst + len` not counted yet.
+    pub fn add(&mut self, dst: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let last = (dst + len - 1) / ALLOCATION_WINDOW;
+        let first = match self.last {
+            Some(w) if w >= dst / ALLOCATION_WINDOW => w + 1,
+            _ => dst / ALLOCATION_WINDOW,
+        };
+        self.count += (last + 1).saturating_sub(first);
+        self.last = Some(self.last.map_or(last, |w| w.max(last)));
+    }
+}
+
 /// Whether allocating the destination's data ranges first pays, for a destination on ext4
-/// whose data lies in `windows` distinct [`ALLOCATION_WINDOW`]s: when reserving a window for
-/// each would take more than the file system's free space (see the module doc).
-pub fn allocate_first_pays(windows: u64, dst: &Endpoint) -> bool {
+/// whose data lies in `windows`: when reserving each window would take more than the file
+/// system's free space (see the module doc).
+pub fn allocate_first_pays(windows: &Windows, dst: &Endpoint) -> bool {
     match sys::free_space(dst.file.as_fd()) {
-        Ok((_, free)) => windows.saturating_mul(ALLOCATION_WINDOW) > free,
+        Ok((_, free)) => windows.count.saturating_mul(ALLOCATION_WINDOW) > free,
         Err(_) => false,
     }
 }
@@ -408,6 +431,22 @@ mod tests {
             allocate_first: false,
         };
         (shape, asked)
+    }
+
+    #[test]
+    fn windows_count_each_8_mib_window_holding_data_once() {
+        const W: u64 = ALLOCATION_WINDOW;
+        let mut w = Windows::default();
+        w.add(0, 4096);
+        w.add(4096, 4096);
+        assert_eq!(w.count, 1);
+        w.add(W - 4096, 8192); // ends in the second window
+        assert_eq!(w.count, 2);
+        w.add(10 * W, 3 * W); // windows 10, 11, 12
+        w.add(12 * W + 1, 0);
+        assert_eq!(w.count, 5);
+        w.add(100 * W + 5, 1);
+        assert_eq!(w.count, 6);
     }
 
     fn devices(asked: (usize, u32), request: Option<u64>) -> (usize, u32) {

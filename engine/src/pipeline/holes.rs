@@ -73,9 +73,10 @@ impl Holes {
 impl Run<'_, '_> {
     /// Makes the plan's holes (Zero ops and the gaps between ops) read as zeros before any data
     /// is written, when that takes synchronous calls (punch, zero-range, BLKZEROOUT), and
-    /// allocates the data ranges when the job allocates first. Done in the middle of the copy, each call would wait for the destination's in-flight direct I/O
-    /// to drain (a punch on ext4 does, and a loop device punches its backing file) and stall
-    /// the ring meanwhile: measured 1.4 s of 342 calls on an 8 GiB loop device holding old
+    /// allocates the data ranges when the job allocates first. Done in the middle of the copy,
+    /// each call would wait for the destination's in-flight direct I/O to drain (a punch or an
+    /// allocation on ext4 does, and a loop device punches its backing file) and stall the ring
+    /// meanwhile: measured 1.4 s of 342 calls on an 8 GiB loop device holding old
     /// data, against ~10 ms with nothing in flight. The first reads are started before the
     /// calls, since the calls do not touch the source: they proceed while the holes are made,
     /// and their writes start after (an 8 GiB image to a loop device: its 342 punches took
