@@ -221,10 +221,19 @@ fn each_case(
     goal(g, status, detail)
 }
 
-/// Ember's time per byte against the best peer's, at most `max`.
+/// Ember's time per byte against the best peer's, at most `max`; when every peer timed out,
+/// against the time they were given (a bound: each took longer).
 fn vs_best_peer(c: &CaseResult, max: f64) -> Option<(bool, String)> {
-    let r = c.ember()?.time_vs_best_peer?;
-    Some((r <= max, format!("{r:.2}x {}", c.best_peer()?.name)))
+    let e = c.ember()?;
+    if let Some(r) = e.time_vs_best_peer {
+        return Some((r <= max, format!("{r:.2}x {}", c.best_peer()?.name)));
+    }
+    let limit = c.all_timed_out(Role::Peer)?;
+    let r = e.median_seconds? / limit;
+    Some((
+        r <= max,
+        format!("<{r:.2}x (every peer timed out after {limit:.0} s)"),
+    ))
 }
 
 /// The goals of issue 17 (CPU, fast storage, fragmentation, concurrency, device reference);
@@ -244,9 +253,18 @@ fn issue17(cases: &[CaseResult]) -> Vec<Goal> {
             "every disk case: ember >= 95% of the device reference",
             disk,
             |c| {
-                let e = c.ember()?.mb_per_s?;
-                let r = c.reference()?.mb_per_s.filter(|r| *r > 0.0)?;
-                Some((e >= 0.95 * r, format!("{:.0}%", 100.0 * e / r)))
+                let ember = c.ember()?;
+                if let Some(r) = c.reference().and_then(|r| r.mb_per_s).filter(|r| *r > 0.0) {
+                    let e = ember.mb_per_s?;
+                    return Some((e >= 0.95 * r, format!("{:.0}%", 100.0 * e / r)));
+                }
+                // Every configuration timed out: the reference took longer than its limit.
+                let limit = c.all_timed_out(Role::Reference)?;
+                let pct = 100.0 * limit / ember.median_seconds?;
+                Some((
+                    pct >= 95.0,
+                    format!(">{pct:.0}% (every configuration timed out after {limit:.0} s)"),
+                ))
             },
         ),
         each_case(
@@ -449,5 +467,49 @@ mod tests {
         assert_eq!(status(&g, "ember --bps-limit"), "PASS");
         // ember 0.3 s CPU/GB vs cp's 0.5 on frag64k: 0.6x.
         assert_eq!(status(&g, "ember CPU"), "FAIL");
+    }
+
+    #[test]
+    fn peers_that_all_timed_out_bound_the_ratios() {
+        let frag = case_of(
+            "frag",
+            "frag1m",
+            vec![
+                tool("ember", Role::Ember, &[24.0, 25.0, 23.0], "ok"),
+                tool("cp --sparse", Role::Peer, &[150.2], "timeout"),
+                tool("qemu-img", Role::Peer, &[151.0], "timeout"),
+                tool("dd", Role::Peer, &[], "skipped"),
+                tool("fio strided", Role::Reference, &[150.1], "timeout"),
+            ],
+        );
+        let g = goals(&[frag]);
+        let f = g
+            .iter()
+            .find(|x| x.goal.starts_with("fragmentation"))
+            .unwrap();
+        // 24 / 150.2 = 0.16 <= 0.5, whatever the peers would have taken.
+        assert_eq!(f.status, "PASS");
+        assert!(
+            f.detail
+                .contains("<0.16x (every peer timed out after 150 s)"),
+            "{}",
+            f.detail
+        );
+        assert_eq!(status(&g, "every disk case: ember time"), "PASS");
+        // The reference took over 150.1 s for what Ember did in 24: > 625%.
+        assert_eq!(status(&g, "every disk case: ember >= 95%"), "PASS");
+
+        // One peer that finished is judged as usual.
+        let mixed = case_of(
+            "frag",
+            "frag1m",
+            vec![
+                tool("ember", Role::Ember, &[24.0], "ok"),
+                tool("cp --sparse", Role::Peer, &[150.0], "timeout"),
+                tool("qemu-img", Role::Peer, &[40.0], "ok"),
+            ],
+        );
+        let g = goals(&[mixed]);
+        assert_eq!(status(&g, "fragmentation"), "FAIL");
     }
 }

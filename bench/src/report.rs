@@ -183,6 +183,22 @@ impl CaseResult {
         fastest(&self.tools, Role::Peer)
     }
 
+    /// When every tool of `role` that ran timed out: the shortest time any of them was given
+    /// (each took longer than that).
+    pub fn all_timed_out(&self, role: Role) -> Option<f64> {
+        let ran: Vec<_> = self
+            .tools
+            .iter()
+            .filter(|t| t.role == role && t.status != "skipped")
+            .collect();
+        if ran.is_empty() || ran.iter().any(|t| t.status != "timeout") {
+            return None;
+        }
+        ran.iter()
+            .map(|t| t.runs.iter().map(|r| r.seconds).fold(0.0, f64::max))
+            .min_by(f64::total_cmp)
+    }
+
     /// The device reference: the fastest fio configuration.
     pub fn reference(&self) -> Option<&ToolResult> {
         fastest(&self.tools, Role::Reference)
