@@ -35,6 +35,22 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The data ranges of the file at `path` as the kernel reports them (SEEK_DATA/SEEK_HOLE),
+/// as (offset, len): what it allocates, unwritten blocks included on ext4.
+pub fn data_ranges(path: &std::path::Path) -> Vec<(u64, u64)> {
+    use std::os::fd::AsFd;
+    let f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(start) = crate::sys::seek_data(f.as_fd(), pos).unwrap() {
+        let end = crate::sys::seek_hole(f.as_fd(), start).unwrap().unwrap();
+        out.push((start, end - start));
+        pos = end;
+    }
+    out
+}
+
 /// The first offset where the contents of `a` and `b` differ (a shorter file differs where it
 /// ends), or `None` when they are byte-identical. The independent oracle of copy, image and
 /// iSCSI tests: plain buffered `std::fs` reads of both paths (files or block devices), none of

@@ -9,6 +9,7 @@
 
 use ember_engine::copy;
 use ember_engine::options::CopyOptions;
+use ember_engine::test_util::{data_ranges, first_difference};
 use ember_engine::wipe::{self, WipeMethod, WipeOptions};
 use ember_engine::{Error, ErrorKind};
 use rand::{RngCore, SeedableRng};
@@ -151,6 +152,80 @@ fn copy_onto_too_small_ext4_fails_with_no_space() {
         "ENOSPC must come from the write that hit it: {e:?}"
     );
     assert!(!dst.exists(), "the partial copy must be removed");
+}
+
+/// A 1 GiB sparse source in `dir`: at each of `offsets`, `data` bytes of which the first
+/// `random` are random and the rest zeros. Returns the ranges holding non-zero bytes.
+fn spread_source(path: &Path, offsets: &[u64], data: usize, random: usize) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    let f = File::create(path).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+    let mut buf = vec![0u8; data];
+    let mut nonzero = Vec::new();
+    for &off in offsets {
+        buf.fill(0);
+        rng.fill_bytes(&mut buf[..random]);
+        f.write_all_at(&buf, off).unwrap();
+        if random > 0 {
+            nonzero.push((off, random as u64));
+        }
+    }
+    f.sync_all().unwrap();
+    nonzero
+}
+
+#[test]
+fn far_apart_data_on_a_full_enough_ext4_is_allocated_first_and_exactly() {
+    // 128 pieces of 4 KiB, one every 8 MiB: ext4 would reserve 8 MiB around each write, 1 GiB
+    // on a file system with ~50 MiB free, so the rule allocates them first; every fourth piece
+    // is all zeros and is given back after the writes.
+    ember_engine::require_root!();
+    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    let offsets: Vec<u64> = (0..128).map(|i| i * 8 * MIB).collect();
+    let mut expected = spread_source(&src, &offsets, 4096, 4096);
+    for i in (0..128).step_by(4) {
+        use std::os::unix::fs::FileExt;
+        File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .write_all_at(&[0u8; 4096], offsets[i])
+            .unwrap();
+    }
+    expected.retain(|r| !(r.0 / (8 * MIB)).is_multiple_of(4));
+    let fs = small_ext4(dir.path());
+    let dst = fs.mnt.join("dst.img");
+    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
+    assert!(
+        s.io.unwrap().allocate_first,
+        "the rule allocates first here"
+    );
+    assert_eq!(first_difference(&src, &dst), None);
+    assert_eq!(data_ranges(&dst), expected);
+}
+
+#[test]
+fn data_ranges_that_do_not_fit_are_not_allocated_first_and_the_copy_still_fits() {
+    // 30 ranges of 2 MiB, one every 32 MiB (60 MiB, more than the ~50 MiB free), each only
+    // 512 KiB of data and then zeros: allocating them first would not fit, the copy does.
+    ember_engine::require_root!();
+    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    let offsets: Vec<u64> = (0..30).map(|i| i * 32 * MIB).collect();
+    let expected = spread_source(&src, &offsets, 2 << 20, 512 << 10);
+    let fs = small_ext4(dir.path());
+    let dst = fs.mnt.join("dst.img");
+    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
+    assert!(
+        !s.io.unwrap().allocate_first,
+        "60 MiB cannot be allocated first"
+    );
+    assert_eq!(first_difference(&src, &dst), None);
+    assert_eq!(data_ranges(&dst), expected);
 }
 
 #[test]

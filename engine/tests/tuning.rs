@@ -4,7 +4,7 @@
 
 use ember_engine::copy::{self, Destination, Job, Source};
 use ember_engine::options::CopyOptions;
-use ember_engine::test_util::{first_difference, skip};
+use ember_engine::test_util::{data_ranges, first_difference, skip};
 use ember_engine::tuning::{Medium, Tune, DEVICE_IN_FLIGHT, MEMORY_QUEUE_DEPTH, RULE_DEVICE};
 use rand::{RngCore, SeedableRng};
 use std::io::Write;
@@ -436,22 +436,6 @@ fn a_buffered_copy_on_disk_leaves_at_most_a_few_windows_of_either_file_in_the_pa
         "{read_kept} bytes of a 256 MiB buffered source are still cached"
     );
     assert_eq!(first_difference(&src, &dst), None);
-}
-
-/// The data ranges of `path` as SEEK_DATA/SEEK_HOLE report them.
-fn data_ranges(path: &Path) -> Vec<(u64, u64)> {
-    use std::os::fd::AsFd;
-    let f = std::fs::File::open(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some(start) = ember_engine::sys::seek_data(f.as_fd(), pos).unwrap() {
-        let end = ember_engine::sys::seek_hole(f.as_fd(), start)
-            .unwrap()
-            .unwrap();
-        out.push((start, end - start));
-        pos = end;
-    }
-    out
 }
 
 #[test]
