@@ -221,6 +221,7 @@ pub(crate) fn copy_resumable(
         ep: &ep,
         mode,
         created,
+        all_holes: false,
         zero_fallback: true,
     };
     let persist = |completed: &ExtentMap| -> Result<()> {

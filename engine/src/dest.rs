@@ -174,6 +174,11 @@ impl Opened {
         Ok(())
     }
 
+    /// The whole file is rebuilt sparse: before the run, every byte of it is a hole.
+    pub(crate) fn rebuilt(&self) -> bool {
+        self.rebuild
+    }
+
     pub(crate) fn discard_if_failed<T>(&self, res: &Result<T>) {
         if res.is_err() && self.created && self.by_path {
             // A file we created holds a partial copy: remove it so nothing half-done looks

@@ -26,6 +26,9 @@ pub(crate) struct Target<'a> {
     pub ep: &'a Endpoint,
     pub mode: ZeroMode,
     pub created: bool,
+    /// Every byte of the destination is a hole before the run (a new or rebuilt file): its data
+    /// ranges may be allocated first.
+    pub all_holes: bool,
     /// Fall back to the next zeroing method when one is refused.
     pub zero_fallback: bool,
 }
@@ -43,6 +46,7 @@ pub(crate) fn run_plan(
         ep: &dest.ep,
         mode: dest.mode,
         created: dest.created,
+        all_holes: dest.rebuilt(),
         zero_fallback: true,
     };
     run_plan_on(
@@ -131,10 +135,12 @@ pub(crate) fn run_plan_on(
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
-        // Where nothing written reads as zeros, and no checkpoint counts an unwritten zero
-        // block as done before its allocation is given back.
+        // Only into a file that is all holes (nothing of anyone's is punched on give-back),
+        // and no checkpoint counts an unwritten zero block as done before its allocation is
+        // given back.
         allocate_first: shape.allocate_first
             && src.is_some()
+            && t.all_holes
             && t.mode == ZeroMode::Leave
             && checkpoint.is_none(),
     };

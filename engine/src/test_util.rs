@@ -36,7 +36,8 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 }
 
 /// The data ranges of the file at `path` as the kernel reports them (SEEK_DATA/SEEK_HOLE),
-/// as (offset, len): what it allocates, unwritten blocks included on ext4.
+/// as (offset, len). Unwritten (allocated, never written) blocks count as data only where
+/// their pages are cached: see [`unwritten_extents`] for those.
 pub fn data_ranges(path: &std::path::Path) -> Vec<(u64, u64)> {
     use std::os::fd::AsFd;
     let f =
@@ -49,6 +50,25 @@ pub fn data_ranges(path: &std::path::Path) -> Vec<(u64, u64)> {
         pos = end;
     }
     out
+}
+
+/// How many extents of the file at `path` are allocated but unwritten (`filefrag -v`, FIEMAP's
+/// `unwritten` flag).
+pub fn unwritten_extents(path: &std::path::Path) -> usize {
+    let out = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run filefrag: {e}"));
+    assert!(
+        out.status.success(),
+        "filefrag -v {} failed",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("unwritten"))
+        .count()
 }
 
 /// The first offset where the contents of `a` and `b` differ (a shorter file differs where it

@@ -235,6 +235,7 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
         ep: &ep,
         mode,
         created: false,
+        all_holes: false,
         zero_fallback: fallback,
     };
     let (s, ranges) = run_plan_on(None, &t, &plan, &copy_opts, false, started, None).0?;

@@ -9,7 +9,7 @@
 
 use ember_engine::copy;
 use ember_engine::options::CopyOptions;
-use ember_engine::test_util::{data_ranges, first_difference};
+use ember_engine::test_util::{data_ranges, first_difference, unwritten_extents};
 use ember_engine::wipe::{self, WipeMethod, WipeOptions};
 use ember_engine::{Error, ErrorKind};
 use rand::{RngCore, SeedableRng};
@@ -202,6 +202,11 @@ fn far_apart_data_on_a_full_enough_ext4_is_allocated_first_and_exactly() {
     assert!(
         s.io.unwrap().allocate_first,
         "the rule allocates first here"
+    );
+    assert_eq!(
+        unwritten_extents(&dst),
+        0,
+        "the zero pieces were given back"
     );
     assert_eq!(first_difference(&src, &dst), None);
     assert_eq!(data_ranges(&dst), expected);

@@ -4,7 +4,7 @@
 
 use ember_engine::copy::{self, Destination, Job, Source};
 use ember_engine::options::CopyOptions;
-use ember_engine::test_util::{data_ranges, first_difference, skip};
+use ember_engine::test_util::{data_ranges, first_difference, skip, unwritten_extents};
 use ember_engine::tuning::{Medium, Tune, DEVICE_IN_FLIGHT, MEMORY_QUEUE_DEPTH, RULE_DEVICE};
 use rand::{RngCore, SeedableRng};
 use std::io::Write;
@@ -498,6 +498,11 @@ fn data_allocated_first_on_ext4_ends_allocated_exactly_where_the_data_is() {
         data_ranges(&dst),
         expected,
         "allocated exactly the non-zero data"
+    );
+    assert_eq!(
+        unwritten_extents(&dst),
+        0,
+        "the zero pieces were given back"
     );
 
     // Left to the rule: a few pieces in a file system with room for ext4's reservations do not

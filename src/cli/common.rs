@@ -50,8 +50,9 @@ pub struct IoArgs {
     /// (by default the page cache is used there).
     #[arg(long)]
     pub direct: bool,
-    /// Allocate a destination file's data ranges before writing them, each exactly [default:
-    /// on ext4, when reserving ext4's 8 MiB per piece of data would exceed its free space].
+    /// Allocate a new destination file's data ranges before writing them, each exactly
+    /// [default: on ext4, when the 8 MiB ext4 reserves around each write into a hole, counted
+    /// per 8 MiB window holding data, would exceed its free space].
     #[arg(long)]
     pub allocate_first: bool,
     /// Never allocate the destination's data ranges before writing them.

@@ -128,8 +128,9 @@ pub(crate) struct Job<'a> {
     /// Threads decoding compressed units while the ring keeps moving data (0 or 1: decode on
     /// the pipeline thread).
     pub decode_threads: usize,
-    /// Allocate the destination's data ranges before the first write (`prealloc`); only with
-    /// `ZeroMode::Leave` and without a checkpoint.
+    /// Allocate the destination's data ranges before the first write (`prealloc`); only for a
+    /// copy (with a source) into a file that is all holes, with `ZeroMode::Leave` and without
+    /// a checkpoint.
     pub allocate_first: bool,
 }
 

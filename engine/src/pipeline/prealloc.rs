@@ -79,8 +79,10 @@ impl Run<'_, '_> {
                 }
                 let n = (off + len - pos).min(ALLOCATE_STEP);
                 if let Err(e) = sys::allocate(fd, pos, n) {
-                    self.give_back(i, pos);
-                    if unsupported(&e) || e.raw_os_error() == Some(libc::ENOSPC) {
+                    // A call that failed for space may keep what it allocated before failing.
+                    self.give_back(i, pos + n);
+                    let space = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+                    if unsupported(&e) || space {
                         tracing::debug!(error = %e, "not allocating first");
                     } else {
                         self.fail(Error::io("allocate", &job.dst.path, pos, e));
@@ -94,21 +96,17 @@ impl Run<'_, '_> {
         self.c.allocated_first = true;
     }
 
-    /// Punches what [`Run::allocate_data`] allocated before it stopped at `end` in the data
-    /// range numbered `last`: the ranges before it, and that one up to `end`.
+    /// Punches what [`Run::allocate_data`] may have allocated before it stopped at `end` in the
+    /// data range numbered `last`: the ranges before it, and that one up to `end` (the file was
+    /// all holes, so nothing else is punched). A failed punch leaves blocks allocated that read
+    /// as zeros: logged, not fatal.
     fn give_back(&mut self, last: usize, end: u64) {
-        let job = self.job;
-        let fd = job.dst.file.as_fd();
-        for (i, (off, len)) in data_ranges(&job.plan.ops).take(last + 1).enumerate() {
+        let fd = self.job.dst.file.as_fd();
+        for (i, (off, len)) in data_ranges(&self.job.plan.ops).take(last + 1).enumerate() {
             let n = if i == last { end - off } else { len };
             if n > 0 {
                 if let Err(e) = sys::punch_hole(fd, off, n) {
-                    self.fail(Error::io(
-                        "give back allocated range",
-                        &job.dst.path,
-                        off,
-                        e,
-                    ));
+                    tracing::debug!(error = %e, offset = off, "giving back an allocated range failed");
                     return;
                 }
             }
@@ -138,6 +136,8 @@ impl Run<'_, '_> {
             if let Err(e) = sys::punch_hole(fd, off, len) {
                 tracing::debug!(error = %e, offset = off, "giving back an unused allocated range failed");
                 if unsupported(&e) {
+                    // Not again: the ranges still read as zeros.
+                    self.prealloc.active = false;
                     return;
                 }
             }
