@@ -194,6 +194,8 @@ fn run_with(
     r.main_loop();
     if r.error.is_none() {
         r.punch_gaps();
+    }
+    if r.error.is_none() {
         r.release_unused();
     }
     let err = r.error.take();
