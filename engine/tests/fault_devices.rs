@@ -8,7 +8,7 @@
 //! Every loop device, mount and process is torn down by Drop guards, also on failure.
 
 use ember_engine::copy;
-use ember_engine::options::CopyOptions;
+use ember_engine::options::{CopyOptions, Summary};
 use ember_engine::test_util::{data_ranges, first_difference, unwritten_extents};
 use ember_engine::wipe::{self, WipeMethod, WipeOptions};
 use ember_engine::{Error, ErrorKind};
@@ -154,16 +154,31 @@ fn copy_onto_too_small_ext4_fails_with_no_space() {
     assert!(!dst.exists(), "the partial copy must be removed");
 }
 
-/// A 1 GiB sparse source in `dir`: at each of `offsets`, `data` bytes of which the first
-/// `random` are random and the rest zeros. Returns the ranges holding non-zero bytes.
-fn spread_source(path: &Path, offsets: &[u64], data: usize, random: usize) -> Vec<(u64, u64)> {
+/// What [`copy_spread_onto_small_ext4`] saw.
+struct Spread {
+    summary: Summary,
+    /// The copy is byte-identical.
+    same: bool,
+    /// The copy's data ranges, and how many of its extents are unwritten.
+    ranges: Vec<(u64, u64)>,
+    unwritten: usize,
+    /// The source's ranges holding non-zero bytes.
+    nonzero: Vec<(u64, u64)>,
+}
+
+/// Copies a 1 GiB sparse source onto a new file of a 64 MiB ext4 (about 50 MiB free) with the
+/// default options: at each `(offset, random)` of `pieces`, `data` bytes of which the first
+/// `random` are random and the rest zeros.
+fn copy_spread_onto_small_ext4(pieces: &[(u64, usize)], data: usize) -> Spread {
     use std::os::unix::fs::FileExt;
-    let f = File::create(path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    let f = File::create(&src).unwrap();
     f.set_len(1 << 30).unwrap();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
     let mut buf = vec![0u8; data];
     let mut nonzero = Vec::new();
-    for &off in offsets {
+    for &(off, random) in pieces {
         buf.fill(0);
         rng.fill_bytes(&mut buf[..random]);
         f.write_all_at(&buf, off).unwrap();
@@ -172,7 +187,15 @@ fn spread_source(path: &Path, offsets: &[u64], data: usize, random: usize) -> Ve
         }
     }
     f.sync_all().unwrap();
-    nonzero
+    let fs = small_ext4(dir.path());
+    let dst = fs.mnt.join("dst.img");
+    Spread {
+        summary: copy::copy(&src, &dst, &CopyOptions::default()).unwrap(),
+        same: first_difference(&src, &dst).is_none(),
+        ranges: data_ranges(&dst),
+        unwritten: unwritten_extents(&dst),
+        nonzero,
+    }
 }
 
 #[test]
@@ -181,35 +204,16 @@ fn far_apart_data_on_a_full_enough_ext4_is_allocated_first_and_exactly() {
     // on a file system with ~50 MiB free, so the rule allocates them first; every fourth piece
     // is all zeros and is given back after the writes.
     ember_engine::require_root!();
-    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount");
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src.img");
-    let offsets: Vec<u64> = (0..128).map(|i| i * 8 * MIB).collect();
-    let mut expected = spread_source(&src, &offsets, 4096, 4096);
-    for i in (0..128).step_by(4) {
-        use std::os::unix::fs::FileExt;
-        File::options()
-            .write(true)
-            .open(&src)
-            .unwrap()
-            .write_all_at(&[0u8; 4096], offsets[i])
-            .unwrap();
-    }
-    expected.retain(|r| !(r.0 / (8 * MIB)).is_multiple_of(4));
-    let fs = small_ext4(dir.path());
-    let dst = fs.mnt.join("dst.img");
-    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
-    assert!(
-        s.io.unwrap().allocate_first,
-        "the rule allocates first here"
-    );
-    assert_eq!(
-        unwritten_extents(&dst),
-        0,
-        "the zero pieces were given back"
-    );
-    assert_eq!(first_difference(&src, &dst), None);
-    assert_eq!(data_ranges(&dst), expected);
+    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount", "filefrag");
+    let pieces: Vec<_> = (0..128u64)
+        .map(|i| (i * 8 * MIB, if i % 4 == 0 { 0 } else { 4096 }))
+        .collect();
+    let c = copy_spread_onto_small_ext4(&pieces, 4096);
+    let allocated_first = c.summary.io.unwrap().allocate_first;
+    assert!(allocated_first, "the rule allocates first here");
+    assert!(c.same);
+    assert_eq!(c.unwritten, 0, "the zero pieces were given back");
+    assert_eq!(c.ranges, c.nonzero);
 }
 
 #[test]
@@ -217,20 +221,13 @@ fn data_ranges_that_do_not_fit_are_not_allocated_first_and_the_copy_still_fits()
     // 30 ranges of 2 MiB, one every 32 MiB (60 MiB, more than the ~50 MiB free), each only
     // 512 KiB of data and then zeros: allocating them first would not fit, the copy does.
     ember_engine::require_root!();
-    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount");
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src.img");
-    let offsets: Vec<u64> = (0..30).map(|i| i * 32 * MIB).collect();
-    let expected = spread_source(&src, &offsets, 2 << 20, 512 << 10);
-    let fs = small_ext4(dir.path());
-    let dst = fs.mnt.join("dst.img");
-    let s = copy::copy(&src, &dst, &CopyOptions::default()).unwrap();
-    assert!(
-        !s.io.unwrap().allocate_first,
-        "60 MiB cannot be allocated first"
-    );
-    assert_eq!(first_difference(&src, &dst), None);
-    assert_eq!(data_ranges(&dst), expected);
+    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount", "filefrag");
+    let pieces: Vec<_> = (0..30u64).map(|i| (i * 32 * MIB, 512 << 10)).collect();
+    let c = copy_spread_onto_small_ext4(&pieces, 2 << 20);
+    let allocated_first = c.summary.io.unwrap().allocate_first;
+    assert!(!allocated_first, "60 MiB cannot be allocated first");
+    assert!(c.same);
+    assert_eq!(c.ranges, c.nonzero);
 }
 
 #[test]
