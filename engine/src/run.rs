@@ -96,6 +96,11 @@ pub(crate) fn run_plan_on(
         tune: opts.tune,
     };
     let mut shape = tuning::choose(src, d, asked);
+    // Data is allocated first only into a file that is all holes (nothing of anyone's is
+    // punched on give-back), and never under a checkpoint (it would count an unwritten zero
+    // block as done before its allocation is given back).
+    shape.allocate_first &=
+        src.is_some() && t.all_holes && t.mode == ZeroMode::Leave && checkpoint.is_none();
     // What the rule chose also serves the read-back.
     let chosen;
     let opts = if (shape.block_size, shape.queue_depth) == (opts.block_size, opts.queue_depth) {
@@ -135,14 +140,7 @@ pub(crate) fn run_plan_on(
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
-        // Only into a file that is all holes (nothing of anyone's is punched on give-back),
-        // and no checkpoint counts an unwritten zero block as done before its allocation is
-        // given back.
-        allocate_first: shape.allocate_first
-            && src.is_some()
-            && t.all_holes
-            && t.mode == ZeroMode::Leave
-            && checkpoint.is_none(),
+        allocate_first: shape.allocate_first,
     };
     let (mut c, err) = pipeline::run(&job, backend.as_mut());
     shape.allocate_first = c.allocated_first;

@@ -52,20 +52,25 @@ pub fn data_ranges(path: &std::path::Path) -> Vec<(u64, u64)> {
     out
 }
 
+/// Runs `cmd` with `args`, which must succeed; its trimmed stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// How many extents of the file at `path` are allocated but unwritten (`filefrag -v`, FIEMAP's
 /// `unwritten` flag).
 pub fn unwritten_extents(path: &std::path::Path) -> usize {
-    let out = std::process::Command::new("filefrag")
-        .arg("-v")
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run filefrag: {e}"));
-    assert!(
-        out.status.success(),
-        "filefrag -v {} failed",
-        path.display()
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let path = path.to_str().expect("a UTF-8 path");
+    run("filefrag", &["-v", path])
         .lines()
         .filter(|l| l.contains("unwritten"))
         .count()

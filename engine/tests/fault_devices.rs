@@ -9,7 +9,7 @@
 
 use ember_engine::copy;
 use ember_engine::options::{CopyOptions, Summary};
-use ember_engine::test_util::{data_ranges, first_difference, unwritten_extents};
+use ember_engine::test_util::{data_ranges, first_difference, run, unwritten_extents};
 use ember_engine::wipe::{self, WipeMethod, WipeOptions};
 use ember_engine::{Error, ErrorKind};
 use rand::{RngCore, SeedableRng};
@@ -20,19 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 /// A loop device, detached on drop.
 struct Loop(PathBuf);

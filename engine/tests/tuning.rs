@@ -25,18 +25,22 @@ fn random_file(path: &Path, size: u64, seed: u64) {
 
 /// A private folder on tmpfs (/dev/shm), removed at the end; `None` (skipped) without one.
 fn tmpfs_dir(test: &str) -> Option<tempfile::TempDir> {
-    let fs = Command::new("stat")
-        .args(["-f", "-c", "%T", "/dev/shm"])
-        .output();
-    match fs {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "tmpfs" => {
-            Some(tempfile::tempdir_in("/dev/shm").unwrap())
-        }
-        _ => {
-            skip(test, "/dev/shm is not a tmpfs");
-            None
-        }
+    if fs_type(Path::new("/dev/shm")) == "tmpfs" {
+        Some(tempfile::tempdir_in("/dev/shm").unwrap())
+    } else {
+        skip(test, "/dev/shm is not a tmpfs");
+        None
     }
+}
+
+/// The file system type of `path` as `stat -f -c %T` names it (empty when stat fails).
+fn fs_type(path: &Path) -> String {
+    Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -441,12 +445,7 @@ fn a_buffered_copy_on_disk_leaves_at_most_a_few_windows_of_either_file_in_the_pa
 #[test]
 fn data_allocated_first_on_ext4_ends_allocated_exactly_where_the_data_is() {
     let disk = tempfile::tempdir().unwrap();
-    let fs = Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(disk.path())
-        .output()
-        .unwrap();
-    if String::from_utf8_lossy(&fs.stdout).trim() != "ext2/ext3" {
+    if fs_type(disk.path()) != "ext2/ext3" {
         skip(
             "data_allocated_first_on_ext4",
             "the temporary folder is not on ext4",
