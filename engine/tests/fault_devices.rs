@@ -107,10 +107,18 @@ struct SmallFs {
 }
 
 fn small_ext4(dir: &Path) -> SmallFs {
+    small_ext4_with(dir, &[])
+}
+
+/// [`small_ext4`] made with `mkfs.ext4` options `extra`.
+fn small_ext4_with(dir: &Path, extra: &[&str]) -> SmallFs {
     let img = dir.join("small.img");
     File::create(&img).unwrap().set_len(64 * MIB).unwrap();
     let lo = Loop::attach(&img, false);
-    run("mkfs.ext4", &["-q", "-F", lo.0.to_str().unwrap()]);
+    let mut args = vec!["-q", "-F"];
+    args.extend_from_slice(extra);
+    args.push(lo.0.to_str().unwrap());
+    run("mkfs.ext4", &args);
     let mnt = dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     run("mount", &[lo.0.to_str().unwrap(), mnt.to_str().unwrap()]);
@@ -215,6 +223,66 @@ fn data_ranges_that_do_not_fit_are_not_allocated_first_and_the_copy_still_fits()
     assert!(!allocated_first, "60 MiB cannot be allocated first");
     assert!(c.same);
     assert_eq!(c.ranges, c.nonzero);
+}
+
+#[test]
+fn allocating_first_that_runs_out_of_space_midway_is_given_back_and_the_copy_fits() {
+    // Allocating first pinned, onto an ext4 with no blocks kept for root (`-m 0`, so root may
+    // allocate exactly what statvfs calls available): the data ranges add up to 4 KiB less than
+    // that, so the check before the pass lets it start, but ~1,700 separate extents need
+    // extent-tree blocks too, and fallocate fails with ENOSPC near the end of the pass.
+    // Everything allocated must be given back, or the copy (which writes only each range's
+    // non-zero first 4 KiB) would have no room and leave unwritten extents behind.
+    ember_engine::require_root!();
+    ember_engine::require_tool!(
+        "losetup",
+        "mkfs.ext4",
+        "mount",
+        "umount",
+        "filefrag",
+        "stat"
+    );
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = small_ext4_with(dir.path(), &["-m", "0"]);
+    let stat = run("stat", &["-f", "-c", "%a %S", fs.mnt.to_str().unwrap()]);
+    let (avail, bsize) = stat.split_once(' ').unwrap();
+    let free = avail.parse::<u64>().unwrap() * bsize.parse::<u64>().unwrap();
+    const RANGE: u64 = 32 << 10;
+    let total = free - 4096;
+    let src = dir.path().join("src.img");
+    let f = File::create(&src).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+    let mut buf = vec![0u8; RANGE as usize];
+    let mut nonzero = Vec::new();
+    for i in 0..total.div_ceil(RANGE) {
+        let len = RANGE.min(total - i * RANGE) as usize;
+        buf.fill(0);
+        rng.fill_bytes(&mut buf[..4096]);
+        let off = i * (512 << 10);
+        f.write_all_at(&buf[..len], off).unwrap();
+        nonzero.push((off, 4096));
+    }
+    f.sync_all().unwrap();
+    assert!(nonzero.last().unwrap().0 < 1 << 30);
+    let dst = fs.mnt.join("dst.img");
+    let opts = CopyOptions {
+        allocate_first: true,
+        ..CopyOptions::default()
+    };
+    let summary = copy::copy(&src, &dst, &opts).unwrap();
+    assert!(
+        !summary.io.unwrap().allocate_first,
+        "{total} bytes of ranges do not fit in {free} free with their extent tree"
+    );
+    assert!(first_difference(&src, &dst).is_none());
+    assert_eq!(
+        unwritten_extents(&dst),
+        0,
+        "what was allocated was given back"
+    );
+    assert_eq!(data_ranges(&dst), nonzero);
 }
 
 #[test]
