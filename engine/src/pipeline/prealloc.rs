@@ -16,7 +16,8 @@
 //! as the plan lists them, adjacent ones in one call. When the file system lacks the space
 //! for all of them (`statvfs` before, or ENOSPC during), or refuses to preallocate, the run
 //! goes on without it: what was allocated is given back first, so the copy itself can still
-//! use the space its zero blocks will not need.
+//! use the space its zero blocks will not need (`engine/tests/fault_devices.rs` runs a real
+//! ext4 out of space in the middle of the pass).
 //!
 //! A data block found all zeros (or the zero 4 KiB parts of one) is not written, as without
 //! allocating first: it reads as zeros, from unwritten blocks. [`Run::release_unused`] gives
