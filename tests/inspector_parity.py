@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -741,6 +742,12 @@ def main():
             if errs:
                 print(f"     oslo: {o_reason}")
                 failures += 1
+                # Kept for a post-mortem: a failure seen once in CI did not come back by hand.
+                kept = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build",
+                                    "parity-failures")
+                os.makedirs(kept, exist_ok=True)
+                shutil.copy(case.path, os.path.join(kept, case.name))
+                print(f"     image kept as {os.path.normpath(os.path.join(kept, case.name))}")
         print(f"inspector parity: {sum(counts.values())} images, "
               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
               + f"; {failures} failed")
