@@ -161,20 +161,19 @@ struct Spread {
     nonzero: Vec<(u64, u64)>,
 }
 
-/// Copies a 1 GiB sparse source onto a new file of a 64 MiB ext4 (about 50 MiB free) with the
-/// default options: at each `(offset, random)` of `pieces`, `data` bytes of which the first
-/// `random` are random and the rest zeros.
-fn copy_spread_onto_small_ext4(pieces: &[(u64, usize)], data: usize) -> Spread {
+/// Makes `path` a 1 GiB sparse file holding, at each `(offset, len, random)` of `pieces`,
+/// `len` bytes of which the first `random` are random and the rest zeros; returns the ranges
+/// holding non-zero bytes.
+fn spread_source(path: &Path, pieces: &[(u64, usize, usize)]) -> Vec<(u64, u64)> {
     use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src.img");
-    let f = File::create(&src).unwrap();
+    let f = File::create(path).unwrap();
     f.set_len(1 << 30).unwrap();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
-    let mut buf = vec![0u8; data];
+    let mut buf = Vec::new();
     let mut nonzero = Vec::new();
-    for &(off, random) in pieces {
-        buf.fill(0);
+    for &(off, len, random) in pieces {
+        buf.clear();
+        buf.resize(len, 0);
         rng.fill_bytes(&mut buf[..random]);
         f.write_all_at(&buf, off).unwrap();
         if random > 0 {
@@ -182,15 +181,35 @@ fn copy_spread_onto_small_ext4(pieces: &[(u64, usize)], data: usize) -> Spread {
         }
     }
     f.sync_all().unwrap();
-    let fs = small_ext4(dir.path());
-    let dst = fs.mnt.join("dst.img");
+    nonzero
+}
+
+/// Copies `src` (made by [`spread_source`], which returned `nonzero`) to `dst` with `opts`,
+/// which must succeed, and looks at the copy.
+fn copy_spread(src: &Path, dst: &Path, opts: &CopyOptions, nonzero: Vec<(u64, u64)>) -> Spread {
     Spread {
-        summary: copy::copy(&src, &dst, &CopyOptions::default()).unwrap(),
-        same: first_difference(&src, &dst).is_none(),
-        ranges: data_ranges(&dst),
-        unwritten: unwritten_extents(&dst),
+        summary: copy::copy(src, dst, opts).unwrap(),
+        same: first_difference(src, dst).is_none(),
+        ranges: data_ranges(dst),
+        unwritten: unwritten_extents(dst),
         nonzero,
     }
+}
+
+/// Copies a [`spread_source`] of `pieces`, each `data` bytes, onto a new file of a 64 MiB ext4
+/// (about 50 MiB free) with the default options.
+fn copy_spread_onto_small_ext4(pieces: &[(u64, usize)], data: usize) -> Spread {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    let pieces: Vec<_> = pieces.iter().map(|&(off, r)| (off, data, r)).collect();
+    let nonzero = spread_source(&src, &pieces);
+    let fs = small_ext4(dir.path());
+    copy_spread(
+        &src,
+        &fs.mnt.join("dst.img"),
+        &CopyOptions::default(),
+        nonzero,
+    )
 }
 
 #[test]
@@ -234,55 +253,32 @@ fn allocating_first_that_runs_out_of_space_midway_is_given_back_and_the_copy_fit
     // Everything allocated must be given back, or the copy (which writes only each range's
     // non-zero first 4 KiB) would have no room and leave unwritten extents behind.
     ember_engine::require_root!();
-    ember_engine::require_tool!(
-        "losetup",
-        "mkfs.ext4",
-        "mount",
-        "umount",
-        "filefrag",
-        "stat"
-    );
-    use std::os::unix::fs::FileExt;
+    ember_engine::require_tool!("losetup", "mkfs.ext4", "mount", "umount", "filefrag");
+    use std::os::fd::AsFd;
     let dir = tempfile::tempdir().unwrap();
     let fs = small_ext4_with(dir.path(), &["-m", "0"]);
-    let stat = run("stat", &["-f", "-c", "%a %S", fs.mnt.to_str().unwrap()]);
-    let (avail, bsize) = stat.split_once(' ').unwrap();
-    let free = avail.parse::<u64>().unwrap() * bsize.parse::<u64>().unwrap();
+    // What the engine's check before the pass sees as available.
+    let (free, _) = ember_engine::sys::free_space(File::open(&fs.mnt).unwrap().as_fd()).unwrap();
     const RANGE: u64 = 32 << 10;
     let total = free - 4096;
+    let pieces: Vec<_> = (0..total.div_ceil(RANGE))
+        .map(|i| (i * (512 << 10), RANGE.min(total - i * RANGE) as usize, 4096))
+        .collect();
+    assert!(pieces.last().unwrap().0 < 1 << 30);
     let src = dir.path().join("src.img");
-    let f = File::create(&src).unwrap();
-    f.set_len(1 << 30).unwrap();
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
-    let mut buf = vec![0u8; RANGE as usize];
-    let mut nonzero = Vec::new();
-    for i in 0..total.div_ceil(RANGE) {
-        let len = RANGE.min(total - i * RANGE) as usize;
-        buf.fill(0);
-        rng.fill_bytes(&mut buf[..4096]);
-        let off = i * (512 << 10);
-        f.write_all_at(&buf[..len], off).unwrap();
-        nonzero.push((off, 4096));
-    }
-    f.sync_all().unwrap();
-    assert!(nonzero.last().unwrap().0 < 1 << 30);
-    let dst = fs.mnt.join("dst.img");
+    let nonzero = spread_source(&src, &pieces);
     let opts = CopyOptions {
         allocate_first: true,
         ..CopyOptions::default()
     };
-    let summary = copy::copy(&src, &dst, &opts).unwrap();
+    let c = copy_spread(&src, &fs.mnt.join("dst.img"), &opts, nonzero);
     assert!(
-        !summary.io.unwrap().allocate_first,
+        !c.summary.io.unwrap().allocate_first,
         "{total} bytes of ranges do not fit in {free} free with their extent tree"
     );
-    assert!(first_difference(&src, &dst).is_none());
-    assert_eq!(
-        unwritten_extents(&dst),
-        0,
-        "what was allocated was given back"
-    );
-    assert_eq!(data_ranges(&dst), nonzero);
+    assert!(c.same);
+    assert_eq!(c.unwritten, 0, "what was allocated was given back");
+    assert_eq!(c.ranges, c.nonzero);
 }
 
 #[test]
