@@ -3,17 +3,28 @@
 //! Regular files are walked with SEEK_DATA/SEEK_HOLE, O(extents). A filesystem that does not
 //! support them (EINVAL/EOPNOTSUPP on the first call) is treated as all data, as is a
 //! filesystem that reports everything as data; zero detection during the copy then finds the
-//! holes. Block devices are all data. Any other error fails the discovery: an error is never
-//! read as "all holes".
+//! holes. Any other error fails the discovery: an error is never read as "all holes".
+//!
+//! Block devices are all data, except a loop device over a regular file: a hole of its
+//! backing file reads as zeros through the device, so the backing file is walked instead
+//! (shifted by the device's offset in it), after the device's own dirty cached pages in the
+//! window are written through to the file. The file is opened by the path the kernel names in
+//! sysfs and used only if it is the very inode LOOP_GET_STATUS64 reports; anything unexpected
+//! (another inode, a deleted file, a cryptoloop, a walk that fails) makes the rest of the
+//! window data again, which is always correct, only slower. This is what makes an LV on a
+//! loop-backed PV (devstack's volume group) or a loop-attached image copy at the pace of its
+//! data instead of its size.
 
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::{Error, Result};
 use crate::extent::ExtentMap;
 use crate::sys;
+use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 /// The two `lseek` questions the walk asks. Production uses [`FdSeeker`]; tests and the fuzz
 /// harness inject odd answers (data beyond the end, holes before data, going backwards, errors)
@@ -49,11 +60,103 @@ pub fn data_ranges_each(
         return Ok(());
     }
     if ep.kind == Kind::Block {
-        found(window);
+        match LoopBacking::of(ep, &window) {
+            Some(b) => b.walk(window, found),
+            None => found(window),
+        }
         return Ok(());
     }
     walk_each(&mut FdSeeker(ep.file.as_fd()), &ep.path, window, found)
 }
+
+/// The regular file behind a loop device, and where the device starts in it.
+struct LoopBacking {
+    file: File,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LoopBacking {
+    /// The backing file of `ep` when it is a loop device whose holes can be trusted, with the
+    /// device's dirty cached pages in `window` written through to it; `None` otherwise.
+    fn of(ep: &Endpoint, window: &Range<u64>) -> Option<LoopBacking> {
+        let rdev = ep.identity.1;
+        if libc::major(rdev) != LOOP_MAJOR {
+            return None;
+        }
+        let st = sys::loop_status(ep.file.as_fd()).ok()?;
+        if st.transformed {
+            return None;
+        }
+        let sysfs = format!(
+            "/sys/dev/block/{}:{}/loop/backing_file",
+            libc::major(rdev),
+            libc::minor(rdev)
+        );
+        let path = PathBuf::from(std::fs::read_to_string(sysfs).ok()?.trim_end_matches('\n'));
+        // O_NONBLOCK: whatever now sits at that path, opening it must not wait (a FIFO).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || (meta.dev(), meta.ino()) != (st.backing_dev, st.backing_ino) {
+            tracing::debug!(device = %ep.path.display(), file = %path.display(),
+                "loop device's backing file is not at its path any more; reading it all");
+            return None;
+        }
+        // Pages written through the device's own page cache reach the file only at
+        // writeback: push the window's out and wait, or the file would show holes there.
+        if let Err(e) =
+            sys::finish_writeback(ep.file.as_fd(), window.start, window.end - window.start)
+        {
+            tracing::warn!(device = %ep.path.display(), error = %e,
+                "could not write the loop device's cached pages through; reading it all");
+            return None;
+        }
+        tracing::debug!(device = %ep.path.display(), file = %path.display(), offset = st.offset,
+            "allocation of a loop device learned from its backing file");
+        Some(LoopBacking {
+            file,
+            path,
+            offset: st.offset,
+        })
+    }
+
+    /// Hands the data ranges of `window` (device offsets) to `found`; if the walk fails part
+    /// way, the rest of the window is data.
+    fn walk(&self, window: Range<u64>, mut found: impl FnMut(Range<u64>)) {
+        let base = self.offset;
+        let (Some(start), Some(end)) =
+            (window.start.checked_add(base), window.end.checked_add(base))
+        else {
+            found(window);
+            return;
+        };
+        let mut reported = window.start;
+        let walked = walk_each(
+            &mut FdSeeker(self.file.as_fd()),
+            &self.path,
+            start..end,
+            |r| {
+                let r = r.start - base..r.end - base;
+                reported = r.end;
+                found(r);
+            },
+        );
+        if let Err(e) = walked {
+            tracing::warn!(file = %self.path.display(), error = %e,
+                "walking a loop device's backing file failed; the rest is read as data");
+            if reported < window.end {
+                found(reported..window.end);
+            }
+        }
+    }
+}
+
+/// The block major of loop devices (linux/major.h).
+const LOOP_MAJOR: u32 = 7;
 
 /// The data ranges of `ep` inside `window` (absolute offsets in the file).
 pub fn data_ranges(ep: &Endpoint, window: Range<u64>) -> Result<ExtentMap> {

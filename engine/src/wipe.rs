@@ -202,7 +202,8 @@ pub fn wipe(target: &Path, opts: &WipeOptions) -> Result<WipeSummary> {
         (WipeMethod::Punch, _) => (ZeroMode::Punch, false),
         (WipeMethod::Write, _) => (ZeroMode::Write, false),
     };
-    // Files: only allocated extents need work. Devices: everything.
+    // Files and loop devices over files: only allocated extents need work. Other devices:
+    // everything.
     let data = alloc::data_ranges(&ep, range.clone())?;
     let mut ops = Vec::new();
     let mut pos = range.start;

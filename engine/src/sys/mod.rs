@@ -243,16 +243,48 @@ nix::ioctl_read_bad!(ioctl_loop_get_status64, 0x4C05, LoopInfo64);
 nix::ioctl_write_ptr_bad!(ioctl_loop_set_status64, 0x4C04, LoopInfo64);
 nix::ioctl_none_bad!(ioctl_loop_set_capacity, 0x4C07);
 
-/// Makes a loop device show `sizelimit` bytes of its backing file from `offset` (0 = to the
-/// end of the file), re-reading the backing file's size: LOOP_GET_STATUS64, then
-/// LOOP_SET_STATUS64 with the new window (the kernel resizes the device when the window
-/// changes), then LOOP_SET_CAPACITY (for a file that grew under an unchanged window).
-pub fn loop_set_window(fd: BorrowedFd<'_>, offset: u64, sizelimit: u64) -> io::Result<()> {
+fn loop_get_status(fd: BorrowedFd<'_>) -> io::Result<LoopInfo64> {
     // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays only).
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
     // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 through the pointer, which points
     // at a live local of exactly that layout (#[repr(C)], fields as in linux/loop.h).
     unsafe { ioctl_loop_get_status64(fd.as_raw_fd(), &mut info) }.map_err(errno)?;
+    Ok(info)
+}
+
+/// What LOOP_GET_STATUS64 tells of a loop device: which file backs it and which window of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopStatus {
+    /// `st_dev` of the backing file.
+    pub backing_dev: u64,
+    /// `st_ino` of the backing file.
+    pub backing_ino: u64,
+    /// Where in the backing file the device's first byte is.
+    pub offset: u64,
+    /// How many bytes of the backing file the device shows (0: to its end).
+    pub sizelimit: u64,
+    /// An old cryptoloop transfer: the device's bytes are not the file's.
+    pub transformed: bool,
+}
+
+/// LOOP_GET_STATUS64 of `fd` (ENXIO/ENOTTY: not a bound loop device).
+pub fn loop_status(fd: BorrowedFd<'_>) -> io::Result<LoopStatus> {
+    let info = loop_get_status(fd)?;
+    Ok(LoopStatus {
+        backing_dev: info.lo_device,
+        backing_ino: info.lo_inode,
+        offset: info.lo_offset,
+        sizelimit: info.lo_sizelimit,
+        transformed: info.lo_encrypt_type != 0,
+    })
+}
+
+/// Makes a loop device show `sizelimit` bytes of its backing file from `offset` (0 = to the
+/// end of the file), re-reading the backing file's size: LOOP_GET_STATUS64, then
+/// LOOP_SET_STATUS64 with the new window (the kernel resizes the device when the window
+/// changes), then LOOP_SET_CAPACITY (for a file that grew under an unchanged window).
+pub fn loop_set_window(fd: BorrowedFd<'_>, offset: u64, sizelimit: u64) -> io::Result<()> {
+    let mut info = loop_get_status(fd)?;
     if info.lo_offset != offset || info.lo_sizelimit != sizelimit {
         info.lo_offset = offset;
         info.lo_sizelimit = sizelimit;
