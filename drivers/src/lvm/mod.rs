@@ -384,7 +384,9 @@ impl LvmDriver {
 
     // ---- commands ----
 
-    /// Creates an LV of `size_gb` GiB with `tags`; thick or thin per lvm_type.
+    /// Creates an LV of `size_gb` GiB with `tags`; thick or thin per lvm_type. Without
+    /// device-mapper its bytes are whatever the PVs held there: callers write all of it (a
+    /// copy) or wipe its start ([`Self::create_volume`]).
     fn create_lv(&self, name: &str, size_gb: u64, tags: &[String]) -> Result<()> {
         let argv = if self.thin()? {
             cmd::create_thin(&self.vg, &self.pool_name(), name, size_gb, tags)
@@ -392,15 +394,6 @@ impl LvmDriver {
             cmd::create_thick(&self.vg, name, size_gb, tags, !self.dm)
         };
         self.lvm_v("lvcreate", argv)?;
-        if !self.dm {
-            // lvcreate zeroes the start of a new LV where it can (-Zy); do the same here so no
-            // old filesystem signature shows through a new volume.
-            let lv = self
-                .lv(name)?
-                .ok_or_else(|| DriverError::volume_not_found(name))?;
-            let lay = self.layout(&lv)?;
-            self.wipe_data(&lay, 4096.min(lv.size))?;
-        }
         Ok(())
     }
 
@@ -781,7 +774,18 @@ impl VolumeDriver for LvmDriver {
         let mut tags = self.new_volume_tags(vol)?;
         tags.insert(0, TAG_CREATING.to_owned());
         self.create_lv(&vol.name, vol.size, &tags)?;
-        if let Err(e) = self.del_tag(&vol.name, TAG_CREATING) {
+        let res = (|| {
+            if !self.dm {
+                // lvcreate zeroes the start of a new LV where it can (-Zy); do the same here
+                // so no old filesystem signature shows through a new volume.
+                let lv = self
+                    .lv(&vol.name)?
+                    .ok_or_else(|| DriverError::volume_not_found(&vol.name))?;
+                self.wipe_data(&self.layout(&lv)?, 4096.min(lv.size))?;
+            }
+            self.del_tag(&vol.name, TAG_CREATING)
+        })();
+        if let Err(e) = res {
             let _ = self.remove_lv(&vol.name);
             return Err(e);
         }
