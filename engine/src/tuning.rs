@@ -55,8 +55,11 @@
 //!   write at a time, writes into holes against all allocated first: 128 GiB apart (131,072
 //!   pieces) 6.8 s and 6.8 s; 192 GiB 9.8 s and 9.6 s; 256 GiB 28.7 s and 13.8 s (allocating
 //!   each piece just before its write); 1 TiB 281 s and 58 s. Ember's own copy of the 1 TiB one
-//!   (1,048,576 pieces): 231 s without, 19 s allocated first. Below the threshold the pass only
-//!   costs: 65,536 pieces over 4 GiB 0.95 s without, 1.72 s with. Only ext4: the same copy
+//!   (1,048,576 pieces): 231 s without, 19 s allocated first. Below the threshold the pass
+//!   gains little and may cost: 65,536 pieces over 4 GiB 0.95 s without, 1.72 s with on one
+//!   day; in one harness run on a later day (seven runs interleaved) 1.62 s and 1.48 s, on a
+//!   fresh ext4 1.67-1.80 s and 1.63-1.71 s (the pass does allocate exactly the source's
+//!   blocks, where writes completing out of order split extent-tree leaves). Only ext4: the same copy
 //!   onto a 16 GiB XFS (a loop device over a preallocated file on the same disk) took 49.4 s
 //!   into holes and 48.7 s allocated first, onto btrfs 89.5 s and 93.1 s; neither reserves
 //!   around a write into a hole the way ext4 does.
