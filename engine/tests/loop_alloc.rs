@@ -46,6 +46,21 @@ fn sparse_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// A temporary folder with [`sparse_file`] in it attached at `offset`.
+fn sparse_loop(offset: u64) -> (tempfile::TempDir, Loop) {
+    let dir = tempfile::tempdir().unwrap();
+    let lo = Loop::attach(&sparse_file(dir.path()), offset);
+    (dir, lo)
+}
+
+/// Copies the device to a new file in `dir`, which must then hold the same bytes.
+fn copy_out(lo: &Loop, dir: &Path) -> (PathBuf, ember_engine::options::Summary) {
+    let dst = dir.join("copy.img");
+    let s = copy::copy(&lo.0, &dst, &CopyOptions::default()).unwrap();
+    assert_same_bytes(&lo.0, &dst);
+    (dst, s)
+}
+
 fn total(m: &ember_engine::extent::ExtentMap) -> u64 {
     m.iter().map(|r| r.end - r.start).sum()
 }
@@ -54,9 +69,7 @@ fn total(m: &ember_engine::extent::ExtentMap) -> u64 {
 fn a_loop_devices_holes_are_its_backing_files_shifted_by_its_offset() {
     ember_engine::require_root!();
     ember_engine::require_tool!("losetup");
-    let dir = tempfile::tempdir().unwrap();
-    let file = sparse_file(dir.path());
-    let lo = Loop::attach(&file, MIB);
+    let (_dir, lo) = sparse_loop(MIB);
     let m = data_map(&lo.0).unwrap();
     assert!(m.contains_range(64 * 1024..64 * 1024 + 8192), "{m:?}");
     assert!(m.contains_range(39 * MIB..39 * MIB + 4096), "{m:?}");
@@ -69,9 +82,7 @@ fn a_loop_devices_holes_are_its_backing_files_shifted_by_its_offset() {
 fn data_written_through_the_devices_cache_is_data_before_it_is_written_back() {
     ember_engine::require_root!();
     ember_engine::require_tool!("losetup");
-    let dir = tempfile::tempdir().unwrap();
-    let file = sparse_file(dir.path());
-    let lo = Loop::attach(&file, 0);
+    let (dir, lo) = sparse_loop(0);
     // A buffered write to the device stays in the device's page cache for seconds: the file
     // still has a hole there until the discovery writes it through.
     let dev = OpenOptions::new().write(true).open(&lo.0).unwrap();
@@ -79,9 +90,7 @@ fn data_written_through_the_devices_cache_is_data_before_it_is_written_back() {
     let m = data_map(&lo.0).unwrap();
     assert!(m.contains_range(20 * MIB..20 * MIB + 4096), "{m:?}");
     // And a copy of the device carries it.
-    let dst = dir.path().join("copy.img");
-    copy::copy(&lo.0, &dst, &CopyOptions::default()).unwrap();
-    assert_same_bytes(&lo.0, &dst);
+    copy_out(&lo, dir.path());
     drop(dev);
 }
 
@@ -89,12 +98,8 @@ fn data_written_through_the_devices_cache_is_data_before_it_is_written_back() {
 fn copying_a_loop_device_reads_only_its_data_and_keeps_the_holes() {
     ember_engine::require_root!();
     ember_engine::require_tool!("losetup");
-    let dir = tempfile::tempdir().unwrap();
-    let file = sparse_file(dir.path());
-    let lo = Loop::attach(&file, 0);
-    let dst = dir.path().join("copy.img");
-    let s = copy::copy(&lo.0, &dst, &CopyOptions::default()).unwrap();
-    assert_same_bytes(&lo.0, &dst);
+    let (dir, lo) = sparse_loop(0);
+    let (dst, s) = copy_out(&lo, dir.path());
     assert!(s.bytes_read <= 64 * 1024, "{s:?}");
     let allocated: u64 = data_ranges(&dst).iter().map(|r| r.1).sum();
     assert!(allocated <= 64 * 1024, "{:?}", data_ranges(&dst));
@@ -122,9 +127,8 @@ fn a_backing_file_hidden_or_deleted_at_its_path_is_not_trusted() {
     let whole = |lo: &Loop| {
         let m = data_map(&lo.0).unwrap();
         assert_eq!(total(&m), 4 * MIB, "{m:?}");
-        let dst = dir.path().join("copy.img");
-        let _ = std::fs::remove_file(&dst);
-        copy::copy(&lo.0, &dst, &CopyOptions::default()).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("copy.img"));
+        let (dst, _) = copy_out(lo, dir.path());
         assert_eq!(std::fs::read(&dst).unwrap(), vec![0x77; 4 * MIB as usize]);
     };
     // The path the kernel names now shows another file (a bind mount over it, as a container
