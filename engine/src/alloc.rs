@@ -88,11 +88,7 @@ impl LoopBacking {
         if st.transformed {
             return None;
         }
-        let sysfs = format!(
-            "/sys/dev/block/{}:{}/loop/backing_file",
-            libc::major(rdev),
-            libc::minor(rdev)
-        );
+        let sysfs = crate::tuning::sys_block_dir(rdev).join("loop/backing_file");
         let path = PathBuf::from(std::fs::read_to_string(sysfs).ok()?.trim_end_matches('\n'));
         // O_NONBLOCK: whatever now sits at that path, opening it must not wait (a FIFO).
         let file = std::fs::OpenOptions::new()

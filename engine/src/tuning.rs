@@ -344,7 +344,7 @@ pub fn max_request(ep: &Endpoint) -> Option<u64> {
 }
 
 /// The sysfs folder of the block device numbered `dev` (a link into the device tree).
-fn sys_block_dir(dev: u64) -> PathBuf {
+pub(crate) fn sys_block_dir(dev: u64) -> PathBuf {
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     PathBuf::from(format!("/sys/dev/block/{major}:{minor}"))
 }

@@ -252,7 +252,7 @@ fn loop_get_status(fd: BorrowedFd<'_>) -> io::Result<LoopInfo64> {
     Ok(info)
 }
 
-/// What LOOP_GET_STATUS64 tells of a loop device: which file backs it and which window of it.
+/// What LOOP_GET_STATUS64 tells of a loop device: which file backs it and where it starts in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopStatus {
     /// `st_dev` of the backing file.
@@ -261,8 +261,6 @@ pub struct LoopStatus {
     pub backing_ino: u64,
     /// Where in the backing file the device's first byte is.
     pub offset: u64,
-    /// How many bytes of the backing file the device shows (0: to its end).
-    pub sizelimit: u64,
     /// An old cryptoloop transfer: the device's bytes are not the file's.
     pub transformed: bool,
 }
@@ -274,7 +272,6 @@ pub fn loop_status(fd: BorrowedFd<'_>) -> io::Result<LoopStatus> {
         backing_dev: info.lo_device,
         backing_ino: info.lo_inode,
         offset: info.lo_offset,
-        sizelimit: info.lo_sizelimit,
         transformed: info.lo_encrypt_type != 0,
     })
 }
