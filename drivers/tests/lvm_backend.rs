@@ -45,6 +45,7 @@ fn lv_ranges(vg: &Vg, d: &LvmDriver, name: &str) -> Vec<PvRange> {
             "test lvs",
             &[
                 "lvs",
+                "--segments",
                 "--reportformat",
                 "json",
                 "--units",
@@ -677,6 +678,44 @@ fn interrupted_create_is_rolled_back_by_setup() {
     d.do_setup().unwrap();
     let out = vg.lvm(&["lvs", "--noheadings", "-o", "lv_name", &vg.name]);
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}
+
+/// The driver reads where the VG's extents lie once (one `pvs`); a PV added to the VG while it
+/// lives must still be found, and an LV on it written where lvm2 says it is.
+#[test]
+fn a_pv_added_while_the_driver_lives_is_mapped() {
+    if !ready() {
+        return;
+    }
+    let vg = Vg::new(2, 2);
+    vg.lvm(&["vgreduce", "-q", &vg.name, &vg.loops[1]]);
+    let d = vg.driver();
+    if d.uses_device_mapper() {
+        return;
+    }
+    let a = Volume::new(1, None).unwrap();
+    d.create_volume(&a).unwrap();
+    vg.lvm(&["vgextend", "-q", &vg.name, &vg.loops[1]]);
+    // The first PV has 255 extents left, fewer than 1 GiB: B lies on the new PV, partly at least.
+    let b = Volume::new(1, None).unwrap();
+    d.create_volume(&b).unwrap();
+    let sp = vg.lv_extents(&b.name);
+    assert!(
+        sp.iter()
+            .any(|r| r.pv.to_str() == Some(vg.loops[1].as_str())),
+        "{sp:?}"
+    );
+    let img = image(
+        vg.dir.path(),
+        "b.raw",
+        8 * MIB,
+        &[(0, 0x5e), (7 * MIB, 0x7f)],
+    );
+    d.copy_image_to_volume(&b, &img).unwrap();
+    assert_eq!(lv_ranges(&vg, &d, &b.name), sp);
+    assert_eq!(read_lv(&sp, 0, 2), vec![0x5e; 2]);
+    assert_eq!(read_lv(&sp, 7 * MIB, 2), vec![0x7f; 2]);
+    vg.check_metadata();
 }
 
 #[test]

@@ -5,16 +5,41 @@
 use crate::data::Span;
 use crate::error::{DriverError, Result};
 
-use super::report::{Pv, Segment};
+use super::report::{Lv, Pv, Segment};
+
+/// Where a VG's extents lie: its PVs' data offsets and its extent size (one `pvs` report).
+/// Creating, removing, tagging or growing LVs changes neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    pub pvs: Vec<Pv>,
+    pub extent_size: u64,
+}
+
+impl Geometry {
+    /// The geometry of VG `vg` from a report of all PVs.
+    pub fn of_vg(vg: &str, all: Vec<Pv>) -> Result<Geometry> {
+        let pvs: Vec<Pv> = all.into_iter().filter(|p| p.vg_name == vg).collect();
+        let extent_size = pvs.first().map_or(0, |p| p.extent_size);
+        if extent_size == 0 || pvs.iter().any(|p| p.extent_size != extent_size) {
+            return Err(DriverError::BadOutput {
+                op: "map LV onto PVs",
+                command: "pvs".into(),
+                reason: format!("no single extent size for the PVs of volume group {vg}"),
+            });
+        }
+        Ok(Geometry { pvs, extent_size })
+    }
+}
 
 /// The byte spans of `lv`, in LV order. Only linear (single-stripe) segments can be mapped.
-pub fn lv_spans(lv: &str, segs: &[Segment], pvs: &[Pv], extent_size: u64) -> Result<Vec<Span>> {
-    let mut mine: Vec<&Segment> = segs.iter().filter(|s| s.lv_name == lv).collect();
+pub fn lv_spans(lv: &Lv, geo: &Geometry) -> Result<Vec<Span>> {
+    let (name, extent_size) = (&lv.name, geo.extent_size);
+    let mut mine: Vec<&Segment> = lv.segments.iter().collect();
     mine.sort_by_key(|s| s.start);
     if mine.is_empty() {
         return Err(DriverError::NotFound {
             what: "segments of LV",
-            name: lv.to_owned(),
+            name: name.to_owned(),
         });
     }
     let mut out = Vec::new();
@@ -26,7 +51,7 @@ pub fn lv_spans(lv: &str, segs: &[Segment], pvs: &[Pv], extent_size: u64) -> Res
             return Err(DriverError::NotSupported {
                 op: "map LV onto PVs",
                 reason: format!(
-                    "LV {lv} has a {} segment with {} stripe(s); only linear segments can be used without device-mapper",
+                    "LV {name} has a {} segment with {} stripe(s); only linear segments can be used without device-mapper",
                     s.segtype, s.stripes
                 ),
             });
@@ -35,11 +60,12 @@ pub fn lv_spans(lv: &str, segs: &[Segment], pvs: &[Pv], extent_size: u64) -> Res
             return Err(DriverError::BadOutput {
                 op: "map LV onto PVs",
                 command: "lvs --segments".into(),
-                reason: format!("LV {lv}: segment at {} but expected {expect}", s.start),
+                reason: format!("LV {name}: segment at {} but expected {expect}", s.start),
             });
         }
         let (pv, first, last) = &s.pe_ranges[0];
-        let p = pvs
+        let p = geo
+            .pvs
             .iter()
             .find(|p| &p.name == pv)
             .ok_or_else(|| DriverError::NotFound {
@@ -55,7 +81,7 @@ pub fn lv_spans(lv: &str, segs: &[Segment], pvs: &[Pv], extent_size: u64) -> Res
                 op: "map LV onto PVs",
                 command: "lvs --segments".into(),
                 reason: format!(
-                    "LV {lv}: segment of {} bytes spans {extents} extents of {extent_size}",
+                    "LV {name}: segment of {} bytes spans {extents} extents of {extent_size}",
                     s.size
                 ),
             });
@@ -76,20 +102,46 @@ pub fn lv_spans(lv: &str, segs: &[Segment], pvs: &[Pv], extent_size: u64) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{parse_pvs, parse_segments};
+    use super::super::report::{parse_lvs, parse_pvs};
     use super::*;
 
     #[test]
     fn maps_a_two_segment_lv() {
-        let segs = parse_segments(include_str!("testdata/segs.json")).unwrap();
+        let lvs = parse_lvs(include_str!("testdata/lvs.json")).unwrap();
+        let z = lvs.iter().find(|l| l.name == "z").unwrap();
         let pvs = parse_pvs(include_str!("testdata/pvs.json")).unwrap();
-        let sp = lv_spans("z", &segs, &pvs, 4 << 20).unwrap();
+        let geo = Geometry::of_vg("testvg", pvs.clone()).unwrap();
+        assert_eq!(geo.extent_size, 4 << 20);
+        let sp = lv_spans(z, &geo).unwrap();
         assert_eq!(sp.len(), 2);
         assert_eq!(sp[0].offset, 1 << 20);
         assert_eq!(sp[0].len, 256 * (4 << 20));
         assert_eq!(sp[1].offset, (1 << 20) + 310 * (4 << 20));
         assert_eq!(sp[1].len, 194 * (4 << 20));
-        assert!(lv_spans("nope", &segs, &pvs, 4 << 20).is_err());
-        assert!(lv_spans("z", &segs, &pvs, 1 << 20).is_err());
+        // A wrong extent size shows in the segment sizes: refused, never mapped wrong.
+        let small = Geometry {
+            extent_size: 1 << 20,
+            ..geo.clone()
+        };
+        assert!(lv_spans(z, &small).is_err());
+        let none = Lv {
+            segments: Vec::new(),
+            ..z.clone()
+        };
+        assert!(lv_spans(&none, &geo).is_err());
+        // Another VG's PVs are not ours; nor is a VG whose PVs disagree on the extent size.
+        assert!(Geometry::of_vg("othervg", pvs.clone()).is_err());
+        let mut two = pvs.clone();
+        two.push(Pv {
+            name: "/dev/loop9".into(),
+            extent_size: 8 << 20,
+            ..pvs[0].clone()
+        });
+        assert!(Geometry::of_vg("testvg", two).is_err());
+        let gone = Geometry {
+            pvs: Vec::new(),
+            ..geo
+        };
+        assert!(lv_spans(z, &gone).is_err());
     }
 }

@@ -20,6 +20,7 @@ pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,7 @@ use crate::types::*;
 use crate::VolumeDriver;
 use crate::{ConnectionInfo, Connector};
 
+use layout::Geometry;
 use report::{Lv, Vg};
 
 /// Cinder's LVM driver version (reported for parity).
@@ -85,6 +87,11 @@ pub struct LvmDriver {
     /// `<state>/locks`: per-LV locks (the LVs are the records, so lock files stay).
     locks: ObjectLocks,
     resolved_type: Mutex<Option<LvmType>>,
+    /// Where the VG's extents lie, read once per driver ([`LvmDriver::layout`]).
+    geometry: Mutex<Option<Geometry>>,
+    /// A `vgs` of this driver found the VG ([`VolumeDriver::check_for_setup_error`] right
+    /// after [`VolumeDriver::do_setup`] does not ask again).
+    vg_found: AtomicBool,
 }
 
 /// True when the kernel offers device-mapper (LVs can be activated).
@@ -124,6 +131,8 @@ impl LvmDriver {
             locks: ObjectLocks::new(state_dir.join("locks"), None),
             state_dir,
             resolved_type: Mutex::new(None),
+            geometry: Mutex::new(None),
+            vg_found: AtomicBool::new(false),
             common: Common {
                 cfg,
                 exporter: None,
@@ -290,19 +299,22 @@ impl LvmDriver {
             }
             return Err(runner::command_error("vgs", &["vgs", &self.vg], &out));
         }
-        report::parse_vgs(&out.stdout)?
+        let vg = report::parse_vgs(&out.stdout)?
             .into_iter()
             .find(|v| v.name == self.vg)
             .ok_or_else(|| DriverError::NotFound {
                 what: "volume group",
                 name: self.vg.clone(),
-            })
+            })?;
+        self.vg_found.store(true, Ordering::Relaxed);
+        Ok(vg)
     }
 
+    /// Every LV of the VG, hidden ones too, with its segments.
     fn lvs(&self) -> Result<Vec<Lv>> {
         let out = self.report(
             "lvs",
-            &["lvs", "-a"],
+            &["lvs", "-a", "--segments"],
             report::LVS_FIELDS,
             Some(&self.vg),
             true,
@@ -310,9 +322,16 @@ impl LvmDriver {
         report::parse_lvs(&out.stdout)
     }
 
+    /// The LV `name` with its segments, `None` when there is none.
     fn lv(&self, name: &str) -> Result<Option<Lv>> {
         let target = self.lv_path(name);
-        let out = self.report("lvs", &["lvs"], report::LVS_FIELDS, Some(&target), false)?;
+        let out = self.report(
+            "lvs",
+            &["lvs", "--segments"],
+            report::LVS_FIELDS,
+            Some(&target),
+            false,
+        )?;
         if !out.success() {
             if out.stderr.contains("Failed to find") || out.stderr.contains("not found") {
                 return Ok(None);
@@ -345,7 +364,14 @@ impl LvmDriver {
         }
     }
 
-    /// The bytes of an LV: its device node with device-mapper, else its PV byte ranges.
+    /// The bytes of an LV: its device node with device-mapper, else its PV byte ranges, from
+    /// the segments its report carries and the VG's geometry.
+    ///
+    /// The geometry is read once per driver (one `pvs`): LV commands cannot change it, and a
+    /// driver serves one CLI command. Should it be out of date all the same (a PV added to the
+    /// VG since), the segments do not fit it and it is read again once: an extent size that
+    /// changed shows as segments whose extents do not add up to their size, and is refused,
+    /// never mapped wrong.
     pub fn layout(&self, lv: &Lv) -> Result<Vec<Span>> {
         if self.dm {
             return Ok(vec![Span {
@@ -354,32 +380,39 @@ impl LvmDriver {
                 len: lv.size,
             }]);
         }
-        let target = self.lv_path(&lv.name);
-        let segs = self.report(
-            "lvs --segments",
-            &["lvs", "-a", "--segments"],
-            report::SEG_FIELDS,
-            Some(&target),
-            true,
-        )?;
-        let segs = report::parse_segments(&segs.stdout)?;
-        let pvs = self.report("pvs", &["pvs"], report::PVS_FIELDS, None, true)?;
-        let pvs = report::parse_pvs(&pvs.stdout)?;
-        let vg = self.vg_info()?;
-        let spans = layout::lv_spans(&lv.name, &segs, &pvs, vg.extent_size)?;
-        if data::layout_len(&spans) != lv.size {
-            return Err(DriverError::BadOutput {
-                op: "map LV onto PVs",
-                command: "lvs --segments".into(),
-                reason: format!(
-                    "segments of {} cover {} bytes, LV is {}",
-                    lv.name,
-                    data::layout_len(&spans),
-                    lv.size
-                ),
-            });
+        let map = |geo: &Geometry| -> Result<Vec<Span>> {
+            let spans = layout::lv_spans(lv, geo)?;
+            if data::layout_len(&spans) != lv.size {
+                return Err(DriverError::BadOutput {
+                    op: "map LV onto PVs",
+                    command: "lvs --segments".into(),
+                    reason: format!(
+                        "segments of {} cover {} bytes, LV is {}",
+                        lv.name,
+                        data::layout_len(&spans),
+                        lv.size
+                    ),
+                });
+            }
+            Ok(spans)
+        };
+        let (geo, cached) = self.geometry(false)?;
+        match map(&geo) {
+            Err(_) if cached => map(&self.geometry(true)?.0),
+            r => r,
         }
-        Ok(spans)
+    }
+
+    /// The VG's geometry and whether it was read earlier; `fresh` reads it again.
+    fn geometry(&self, fresh: bool) -> Result<(Geometry, bool)> {
+        let mut known = self.geometry.lock().expect("lock poisoned");
+        if let Some(g) = known.as_ref().filter(|_| !fresh) {
+            return Ok((g.clone(), true));
+        }
+        let out = self.report("pvs", &["pvs"], report::PVS_FIELDS, None, true)?;
+        let geo = Geometry::of_vg(&self.vg, report::parse_pvs(&out.stdout)?)?;
+        *known = Some(geo.clone());
+        Ok((geo, false))
     }
 
     // ---- commands ----
@@ -668,8 +701,14 @@ impl VolumeDriver for LvmDriver {
                 )));
             }
         }
-        match self.vg_info() {
-            Ok(_) => {}
+        // do_setup of this driver has just found it, or this asks.
+        let found = if self.vg_found.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            self.vg_info().map(drop)
+        };
+        match found {
+            Ok(()) => {}
             Err(DriverError::NotFound { .. }) => {
                 return Err(DriverError::InvalidConfiguration(format!(
                     "LVM backend {:?}: volume group {:?} does not exist (vgs cannot find it)",
