@@ -458,6 +458,13 @@ fn missing_vg_and_thin_without_dm_give_clear_setup_errors() {
         e.to_string().contains("\"no-such-vg\" does not exist"),
         "{e}"
     );
+    // do_setup finds the VG missing through its listing of LVs, as clearly.
+    let e = d.do_setup().unwrap_err();
+    assert_eq!(e.category(), Category::NotFound, "{e}");
+    assert!(
+        e.to_string().contains("volume group no-such-vg not found"),
+        "{e}"
+    );
 
     let d = LvmDriver::new(vg.config()).unwrap();
     if !d.uses_device_mapper() {

@@ -89,8 +89,8 @@ pub struct LvmDriver {
     resolved_type: Mutex<Option<LvmType>>,
     /// Where the VG's extents lie, read once per driver ([`LvmDriver::layout`]).
     geometry: Mutex<Option<Geometry>>,
-    /// A `vgs` of this driver found the VG ([`VolumeDriver::check_for_setup_error`] right
-    /// after [`VolumeDriver::do_setup`] does not ask again).
+    /// A `vgs` or `lvs` of this driver found the VG ([`VolumeDriver::check_for_setup_error`]
+    /// right after [`VolumeDriver::do_setup`] does not ask again).
     vg_found: AtomicBool,
 }
 
@@ -268,9 +268,11 @@ impl LvmDriver {
             return Ok(t);
         }
         let t = match self.common.cfg.lvm_type {
+            // Thin needs device-mapper: without it, no pool to look for.
             LvmType::Auto => {
-                let pool = self.lv(&self.pool_name())?;
-                if self.dm && (pool.is_some() || self.vg_info()?.lv_count == 0) {
+                if self.dm
+                    && (self.lv(&self.pool_name())?.is_some() || self.vg_info()?.lv_count == 0)
+                {
                     LvmType::Thin
                 } else {
                     LvmType::Default
@@ -310,16 +312,28 @@ impl LvmDriver {
         Ok(vg)
     }
 
-    /// Every LV of the VG, hidden ones too, with its segments.
+    /// Every LV of the VG, hidden ones too, with its segments; a missing VG is
+    /// [`DriverError::NotFound`], as from [`Self::vg_info`].
     fn lvs(&self) -> Result<Vec<Lv>> {
         let out = self.report(
             "lvs",
             &["lvs", "-a", "--segments"],
             report::LVS_FIELDS,
             Some(&self.vg),
-            true,
+            false,
         )?;
-        report::parse_lvs(&out.stdout)
+        if !out.success() {
+            if out.stderr.contains("not found") {
+                return Err(DriverError::NotFound {
+                    what: "volume group",
+                    name: self.vg.clone(),
+                });
+            }
+            return Err(runner::command_error("lvs", &["lvs", "-a", &self.vg], &out));
+        }
+        let lvs = report::parse_lvs(&out.stdout)?;
+        self.vg_found.store(true, Ordering::Relaxed);
+        Ok(lvs)
     }
 
     /// The LV `name` with its segments, `None` when there is none.
@@ -666,7 +680,8 @@ impl VolumeDriver for LvmDriver {
             self.locks.dir().to_owned(),
             self.records.dir().to_owned(),
         ])?;
-        self.vg_info()?;
+        // The rollback scan's listing below finds the VG (or fails on its absence): no vgs.
+        let lvs = self.lvs()?;
         if self.thin()? && self.dm && self.lv(&self.pool_name())?.is_none() {
             // Cinder: pool sized 95% of the VG's free space, the rest for pool metadata.
             let free = self.vg_info()?.free as f64 / GIB as f64;
@@ -677,7 +692,7 @@ impl VolumeDriver for LvmDriver {
             )?;
         }
         // Roll back creates interrupted by a crash (their lock is free).
-        for lv in self.lvs()? {
+        for lv in lvs {
             if lv.has_tag(TAG_CREATING) {
                 if let Some(_l) = self.locks.try_lock(&lv.name)? {
                     tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
