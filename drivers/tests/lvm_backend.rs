@@ -46,6 +46,8 @@ fn lv_ranges(vg: &Vg, d: &LvmDriver, name: &str) -> Vec<PvRange> {
             &[
                 "lvs",
                 "--segments",
+                "-O",
+                ember_drivers::lvm::report::LVS_ORDER,
                 "--reportformat",
                 "json",
                 "--units",
@@ -53,6 +55,7 @@ fn lv_ranges(vg: &Vg, d: &LvmDriver, name: &str) -> Vec<PvRange> {
                 "--nosuffix",
                 "-o",
                 ember_drivers::lvm::report::LVS_FIELDS,
+                &vg.name,
             ],
         )
         .unwrap();

@@ -315,13 +315,8 @@ impl LvmDriver {
     /// Every LV of the VG, hidden ones too, with its segments; a missing VG is
     /// [`DriverError::NotFound`], as from [`Self::vg_info`].
     fn lvs(&self) -> Result<Vec<Lv>> {
-        let out = self.report(
-            "lvs",
-            &["lvs", "-a", "--segments"],
-            report::LVS_FIELDS,
-            Some(&self.vg),
-            false,
-        )?;
+        let args = ["lvs", "-a", "--segments", "-O", report::LVS_ORDER];
+        let out = self.report("lvs", &args, report::LVS_FIELDS, Some(&self.vg), false)?;
         if !out.success() {
             if out.stderr.contains("not found") {
                 return Err(DriverError::NotFound {
@@ -329,7 +324,11 @@ impl LvmDriver {
                     name: self.vg.clone(),
                 });
             }
-            return Err(runner::command_error("lvs", &["lvs", "-a", &self.vg], &out));
+            return Err(runner::command_error(
+                "lvs",
+                &[&args[..], &[&self.vg]].concat(),
+                &out,
+            ));
         }
         let lvs = report::parse_lvs(&out.stdout)?;
         self.vg_found.store(true, Ordering::Relaxed);
@@ -341,7 +340,7 @@ impl LvmDriver {
         let target = self.lv_path(name);
         let out = self.report(
             "lvs",
-            &["lvs", "--segments"],
+            &["lvs", "--segments", "-O", report::LVS_ORDER],
             report::LVS_FIELDS,
             Some(&target),
             false,
@@ -382,10 +381,15 @@ impl LvmDriver {
     /// the segments its report carries and the VG's geometry.
     ///
     /// The geometry is read once per driver (one `pvs`): LV commands cannot change it, and a
-    /// driver serves one CLI command. Should it be out of date all the same (a PV added to the
-    /// VG since), the segments do not fit it and it is read again once: an extent size that
-    /// changed shows as segments whose extents do not add up to their size, and is refused,
-    /// never mapped wrong.
+    /// driver serves one CLI command. A PV added to the VG since is not in it: the mapping
+    /// fails and the geometry is read again once. A changed extent size shows as segments
+    /// whose extents do not add up to their size, and is refused. What it cannot see is a PV
+    /// taken out of the VG and another one made under the same device path and added back
+    /// while the driver lives (vgreduce, pvcreate, vgextend): its `pe_start` may differ. That
+    /// needs an administrator to rebuild the VG's devices under a running command, which
+    /// before this cache would have gone wrong the same way during the command's copy (a
+    /// copy maps its LV once, then moves data for seconds); a driver kept for longer than one
+    /// command should be made anew after such work.
     pub fn layout(&self, lv: &Lv) -> Result<Vec<Span>> {
         if self.dm {
             return Ok(vec![Span {
@@ -691,18 +695,22 @@ impl VolumeDriver for LvmDriver {
                 cmd::create_pool(&self.vg, &self.pool_name(), size),
             )?;
         }
-        // Roll back creates interrupted by a crash (their lock is free).
-        for lv in lvs {
-            if lv.has_tag(TAG_CREATING) {
-                if let Some(_l) = self.locks.try_lock(&lv.name)? {
-                    tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
-                    if !self.thin()? {
-                        let lay = self.layout(&lv)?;
-                        self.clear(&lay, lv.size)?;
-                    }
-                    self.remove_lv(&lv.name)?;
-                }
+        // Roll back creates interrupted by a crash (their lock is free). The listing was taken
+        // before the lock: the create may have finished or rolled itself back since, so the LV
+        // is looked up again under the lock, and only that answer is wiped.
+        for listed in lvs.iter().filter(|l| l.has_tag(TAG_CREATING)) {
+            let Some(_l) = self.locks.try_lock(&listed.name)? else {
+                continue;
+            };
+            let Some(lv) = self.lv(&listed.name)?.filter(|l| l.has_tag(TAG_CREATING)) else {
+                continue;
+            };
+            tracing::warn!(lv = %lv.name, "removing an LV whose create was interrupted");
+            if !self.thin()? {
+                let lay = self.layout(&lv)?;
+                self.clear(&lay, lv.size)?;
             }
+            self.remove_lv(&lv.name)?;
         }
         Ok(())
     }

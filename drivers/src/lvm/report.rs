@@ -163,6 +163,9 @@ struct RawPv {
 /// The `lvs --segments` fields [`parse_lvs`] reads: the LV's, then its segment's.
 pub const LVS_FIELDS: &str = "lv_name,lv_size,lv_attr,origin,lv_tags,pool_lv,data_percent,\
                               seg_start,seg_size,seg_pe_ranges,stripes,segtype";
+/// The order `lvs --segments` is asked for, which keeps one LV's rows together in segment order
+/// whatever a site's `lvm.conf` sets as `report/segs_sort` ([`parse_lvs`] relies on it).
+pub const LVS_ORDER: &str = "lv_name,seg_start";
 /// The vgs fields [`parse_vgs`] reads.
 pub const VGS_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size,lv_count,vg_uuid";
 /// The pvs fields [`parse_pvs`] reads.
@@ -188,9 +191,11 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<Vec<T>>
     Ok(r.report)
 }
 
-/// Parses `lvs --segments --reportformat json -o LVS_FIELDS --units b --nosuffix`: the rows of
-/// one LV (lvm2 reports them together, in segment order) become one [`Lv`]; rows of one LV that
-/// disagree on its fields, or an LV reported twice apart, are refused.
+/// Parses `lvs --segments -O LVS_ORDER --reportformat json -o LVS_FIELDS --units b --nosuffix`:
+/// the rows of one LV (together, in segment order) become one [`Lv`]. Rows of one LV that
+/// disagree on what it is (size, origin, tags, pool), or an LV reported twice apart, are
+/// refused; its attributes and `data_percent` are read live for each row (an LV opened or a
+/// snapshot written while the report runs) and taken from its first row.
 pub fn parse_lvs(text: &str) -> Result<Vec<Lv>> {
     const WHAT: &str = "lvs --segments";
     let mut out: Vec<Lv> = Vec::new();
@@ -214,11 +219,9 @@ pub fn parse_lvs(text: &str) -> Result<Vec<Lv>> {
             };
             match out.last_mut() {
                 Some(prev) if prev.name == lv.name => {
-                    if (Lv {
-                        segments: Vec::new(),
-                        ..prev.clone()
-                    }) != lv
-                    {
+                    let same = (prev.size, &prev.origin, &prev.tags, &prev.pool_lv)
+                        == (lv.size, &lv.origin, &lv.tags, &lv.pool_lv);
+                    if !same {
                         return Err(bad(WHAT, format!("rows of LV {:?} disagree", lv.name)));
                     }
                     prev.segments.push(seg);
@@ -361,6 +364,10 @@ mod tests {
         );
         let other_size = row("a", "4194304", "4194304", "/dev/x:3-3");
         assert!(parse_lvs(&seg_report(&[a0.clone(), other_size])).is_err());
+        // Attributes read live may change between rows (the LV was opened): the first counts.
+        let opened = a1.replace("-wi-XX----", "-wi-ao----");
+        let l = parse_lvs(&seg_report(&[a0.clone(), opened])).unwrap();
+        assert_eq!((l[0].attr.as_str(), l[0].segments.len()), ("-wi-XX----", 2));
         let b = row("b", "4194304", "0", "/dev/x:1-1");
         assert!(parse_lvs(&seg_report(&[a0, b, a1])).is_err());
         let l = parse_lvs(r#"{"report":[{"seg":[{"lv_name":"a","lv_size":"1","lv_attr":"owi-a-s---","lv_tags":"ember_name:db,x","seg_start":"0","seg_size":"1","seg_pe_ranges":""}]}]}"#).unwrap();
