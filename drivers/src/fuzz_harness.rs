@@ -1,8 +1,11 @@
-//! Fuzz harnesses for the drivers' hostile inputs (config text, names). The logic lives here so
-//! `cargo test` replays the checked-in corpus (`fuzz/corpus/{config_parse,names}`) through
-//! exactly the code the `fuzz/` targets run. Not a public API.
+//! Fuzz harnesses for the drivers' hostile inputs (config text, names, lvm2 reports). The logic
+//! lives here so `cargo test` replays the checked-in corpus
+//! (`fuzz/corpus/{config_parse,names,lvm_report}`) through exactly the code the `fuzz/` targets
+//! run. Not a public API.
 
 use crate::config::Config;
+use crate::lvm::layout::{lv_spans, Geometry};
+use crate::lvm::report::{parse_lvs, parse_pvs, parse_vgs};
 use crate::names;
 
 /// Shell metacharacters and quoting: none may appear in a name that reaches a command or path.
@@ -105,6 +108,57 @@ pub fn config_parse(data: &[u8]) {
     if let Ok(out) = toml::to_string(&cfg) {
         if let Ok(again) = Config::parse(&out) {
             assert_eq!(again, cfg, "round trip changed the config");
+        }
+    }
+}
+
+/// Fuzz entry for lvm2 JSON reports (`lvs --segments`, `pvs`, `vgs`; one text may hold all
+/// three): parsing returns Ok or Err, never panics. Accepted LVs have distinct names and at
+/// least one segment each. Every LV is mapped onto the geometry of every VG the PVs name: the
+/// mapping returns Ok or Err, and an Ok mapping has one span per segment, each of the segment's
+/// size, on a PV of that VG, at its extents' offset, the segments following each other from 0.
+pub fn lvm_report(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_vgs(&text);
+    let Ok(lvs) = parse_lvs(&text) else {
+        return;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for lv in &lvs {
+        assert!(seen.insert(lv.name.as_str()), "LV {:?} twice", lv.name);
+        assert!(!lv.segments.is_empty(), "LV {:?} without segments", lv.name);
+    }
+    let Ok(pvs) = parse_pvs(&text) else {
+        return;
+    };
+    let mut vgs: Vec<&str> = pvs.iter().map(|p| p.vg_name.as_str()).collect();
+    vgs.sort_unstable();
+    vgs.dedup();
+    for vg in vgs {
+        let Ok(geo) = Geometry::of_vg(vg, pvs.clone()) else {
+            continue;
+        };
+        for lv in &lvs {
+            let Ok(spans) = lv_spans(lv, &geo) else {
+                continue;
+            };
+            let mut segs: Vec<_> = lv.segments.iter().collect();
+            segs.sort_by_key(|s| s.start);
+            assert_eq!(spans.len(), segs.len(), "one span per segment");
+            let mut at = 0u64;
+            for (sp, seg) in spans.iter().zip(segs) {
+                assert_eq!(seg.start, at, "segments follow each other");
+                assert_eq!(sp.len, seg.size, "span of the segment's size");
+                let (pv, first, _) = &seg.pe_ranges[0];
+                let p = geo
+                    .pvs
+                    .iter()
+                    .find(|p| &p.name == pv)
+                    .expect("span on a PV");
+                assert_eq!(sp.path.to_str(), Some(pv.as_str()));
+                assert_eq!(sp.offset, first * geo.extent_size + p.pe_start);
+                at += seg.size;
+            }
         }
     }
 }
