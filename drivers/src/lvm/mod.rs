@@ -290,24 +290,36 @@ impl LvmDriver {
 
     // ---- reports ----
 
-    fn vg_info(&self) -> Result<Vg> {
-        let out = self.report("vgs", &["vgs"], report::VGS_FIELDS, Some(&self.vg), false)?;
+    fn vg_not_found(&self) -> DriverError {
+        DriverError::NotFound {
+            what: "volume group",
+            name: self.vg.clone(),
+        }
+    }
+
+    /// A report over the whole VG (`args` then the VG's name): lvm2 saying the VG is not
+    /// found is [`Self::vg_not_found`], any other failure a command error.
+    fn vg_report(&self, op: &'static str, args: &[&str], fields: &str) -> Result<runner::Output> {
+        let out = self.report(op, args, fields, Some(&self.vg), false)?;
         if !out.success() {
             if out.stderr.contains("not found") {
-                return Err(DriverError::NotFound {
-                    what: "volume group",
-                    name: self.vg.clone(),
-                });
+                return Err(self.vg_not_found());
             }
-            return Err(runner::command_error("vgs", &["vgs", &self.vg], &out));
+            return Err(runner::command_error(
+                op,
+                &[args, &[&self.vg]].concat(),
+                &out,
+            ));
         }
+        Ok(out)
+    }
+
+    fn vg_info(&self) -> Result<Vg> {
+        let out = self.vg_report("vgs", &["vgs"], report::VGS_FIELDS)?;
         let vg = report::parse_vgs(&out.stdout)?
             .into_iter()
             .find(|v| v.name == self.vg)
-            .ok_or_else(|| DriverError::NotFound {
-                what: "volume group",
-                name: self.vg.clone(),
-            })?;
+            .ok_or_else(|| self.vg_not_found())?;
         self.vg_found.store(true, Ordering::Relaxed);
         Ok(vg)
     }
@@ -316,20 +328,7 @@ impl LvmDriver {
     /// [`DriverError::NotFound`], as from [`Self::vg_info`].
     fn lvs(&self) -> Result<Vec<Lv>> {
         let args = ["lvs", "-a", "--segments", "-O", report::LVS_ORDER];
-        let out = self.report("lvs", &args, report::LVS_FIELDS, Some(&self.vg), false)?;
-        if !out.success() {
-            if out.stderr.contains("not found") {
-                return Err(DriverError::NotFound {
-                    what: "volume group",
-                    name: self.vg.clone(),
-                });
-            }
-            return Err(runner::command_error(
-                "lvs",
-                &[&args[..], &[&self.vg]].concat(),
-                &out,
-            ));
-        }
+        let out = self.vg_report("lvs", &args, report::LVS_FIELDS)?;
         let lvs = report::parse_lvs(&out.stdout)?;
         self.vg_found.store(true, Ordering::Relaxed);
         Ok(lvs)

@@ -171,6 +171,9 @@ pub const VGS_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size,lv_count,vg
 /// The pvs fields [`parse_pvs`] reads.
 pub const PVS_FIELDS: &str = "pv_name,pe_start,vg_name,vg_extent_size";
 
+/// The command [`parse_lvs`] names in its errors.
+const WHAT: &str = "lvs --segments";
+
 fn bad(what: &str, reason: impl Into<String>) -> DriverError {
     DriverError::BadOutput {
         op: "parse lvm report",
@@ -197,7 +200,6 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<Vec<T>>
 /// refused; its attributes and `data_percent` are read live for each row (an LV opened or a
 /// snapshot written while the report runs) and taken from its first row.
 pub fn parse_lvs(text: &str) -> Result<Vec<Lv>> {
-    const WHAT: &str = "lvs --segments";
     let mut out: Vec<Lv> = Vec::new();
     for part in parse::<SegPart>(WHAT, text)? {
         for r in part.seg {
@@ -243,7 +245,6 @@ pub fn parse_lvs(text: &str) -> Result<Vec<Lv>> {
 
 /// The segment of one `lvs --segments` row.
 fn segment(r: &RawLvSeg) -> Result<Segment> {
-    const WHAT: &str = "lvs --segments";
     let mut pe_ranges = Vec::new();
     for item in r.seg_pe_ranges.split_whitespace() {
         let (pv, range) = item
